@@ -1,0 +1,1 @@
+"""Clients that speak only the contract: gate agent, window client, admin CLI."""

@@ -1,0 +1,1 @@
+"""High availability: Patroni + etcd cluster description, supervision and drills."""
