@@ -113,7 +113,11 @@ def native_extensions() -> list[Extension]:
 setup(
     packages=find_packages(),
     package_dir=PACKAGE_DIRS,
-    package_data={"parkgate.v1": ["*.proto", "*.pyi"], "parkgate": ["store/migrations/*.sql", "py.typed"]},
+    package_data={
+        "parkgate.v1": ["*.proto", "*.pyi"],
+        "parkgate.store": ["migrations/*.sql"],
+        "parkgate": ["py.typed"],
+    },
     ext_modules=native_extensions(),
     cmdclass={"build_py": BuildPyWithProtos, "egg_info": EggInfoWithProtos},
 )

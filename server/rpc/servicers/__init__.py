@@ -1,0 +1,1 @@
+"""Thin servicers: parse the request, call a service, build the response."""
