@@ -1,0 +1,1 @@
+"""parkgate test suite."""
