@@ -17,7 +17,7 @@ PACKAGES=(
   # UPS events through Network UPS Tools
   nut-server nut-client
   # process tools the embedded runner and the tests rely on
-  procps util-linux
+  procps util-linux passwd
 )
 
 missing=()

@@ -1,0 +1,37 @@
+# parkgate: two commands set everything up on a fresh Debian machine (as root).
+#   make run   - install what is missing, then run the system with the demo park
+#   make test  - install what is missing, then ruff and the whole test suite
+
+# The venv is made from Debian's interpreter: the unprivileged user that runs
+# PostgreSQL must be able to execute it (a pyenv build in /root cannot be).
+SYSTEM_PYTHON ?= /usr/bin/python3
+VENV          := .venv
+PY            := $(VENV)/bin/python
+STAMP         := $(VENV)/.parkgate-installed
+SOURCES_OF_BUILD := pyproject.toml setup.py ops/bootstrap.sh $(wildcard proto/parkgate/v1/*.proto) $(wildcard native/*.pyx native/*.pxd)
+
+.PHONY: setup run test lint clean bench
+
+setup: $(STAMP)
+
+$(STAMP): $(SOURCES_OF_BUILD)
+	bash ops/bootstrap.sh
+	test -x $(PY) || $(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/parkgate up --demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) -m loadtests.bench_native
+
+clean:
+	rm -rf build $(VENV) *.egg-info native/*.c native/*.so proto/parkgate/v1/*_pb2*.py* proto/parkgate/v1/__init__.py
