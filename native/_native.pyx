@@ -24,6 +24,7 @@ cdef extern from "Python.h":
 
 cdef extern from "sodium.h" nogil:
     int sodium_init()
+    const char* sodium_version_string()
     int crypto_sign_verify_detached(const unsigned char *sig, const unsigned char *m,
                                     unsigned long long mlen, const unsigned char *pk)
 
@@ -156,6 +157,7 @@ def _init_tables():
 if sodium_init() < 0:
     raise ImportError("libsodium could not be initialised")
 _init_tables()
+SODIUM_VERSION = sodium_version_string().decode()
 
 cdef tuple REASONS = F.REASONS
 cdef object _tuple_new = tuple.__new__
