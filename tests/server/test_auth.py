@@ -9,7 +9,6 @@ from parkgate.v1 import admin_pb2, auth_pb2, catalog_pb2
 from tests.fixtures.server import RunningServer, reason_of
 
 
-
 async def _create_user(server: RunningServer, username: str, roles: list[str], password: str = "correct horse 1") -> None:
     admin = await server.admin()
     await admin.admin.CreateUser(

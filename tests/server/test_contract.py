@@ -77,6 +77,6 @@ def test_generated_code_matches_the_proto_files(tmp_path: Path) -> None:
         cwd=ROOT / "proto", check=True,
     )
     generated = sorted(p.name for p in (tmp_path / "parkgate/v1").iterdir())
-    match, mismatch, errors = filecmp.cmpfiles(tmp_path / "parkgate/v1", ROOT / "proto/parkgate/v1", generated,
+    _same, mismatch, errors = filecmp.cmpfiles(tmp_path / "parkgate/v1", ROOT / "proto/parkgate/v1", generated,
                                                shallow=False)
     assert not mismatch and not errors, f"stale generated code: {mismatch + errors}; reinstall (make setup)"

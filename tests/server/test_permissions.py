@@ -12,7 +12,6 @@ from parkgate.v1 import admin_pb2, catalog_pb2
 from tests.fixtures.server import RunningServer, reason_of
 
 
-
 def test_every_rpc_names_a_known_permission() -> None:
     rules = access_rules()
     assert "/parkgate.v1.Sales/CreateOrder" in rules

@@ -116,7 +116,7 @@ def test_environment_overrides_the_file_and_typos_are_refused(tmp_path: Path, mo
         load_settings(good)
     monkeypatch.delenv("PARKGATE_AUTH__MAX_FAILED_LOGIN")
     monkeypatch.setenv("PARKGATE_AUTH__MAX_FAILED_LOGINS", "many")
-    with pytest.raises(ConfigError, match="auth.max_failed_logins"):
+    with pytest.raises(ConfigError, match=r"auth\.max_failed_logins"):
         load_settings(good)
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "missing.toml")
