@@ -50,12 +50,36 @@ def make_corpus(seed: int, size: int = 64) -> Corpus:
     ring.add_signing_key(keys[2], KeyState.REVOKED)
     # keys[3] (id 9) stays out of the ring: its codes are UNKNOWN_KEY.
     codes = [sign(keys[i % len(keys)], random_ticket(rng, keys[i % len(keys)].key_id)) for i in range(size)]
+    # One code per gate rule outcome, whatever the seed: mutations of these
+    # reach every step after the signature.
+    base = {
+        "key_id": 1,
+        "serial": 1,
+        "product_id": 1,
+        "park_id": PARK,
+        "valid_from": NOW - 60,
+        "valid_until": NOW + 60,
+    }
+    for extra in (
+        {},
+        {"park_id": PARK + 1},
+        {"valid_from": NOW + 1},
+        {"valid_until": NOW},
+        {"night_window": (0, 1)},
+        {"attractions": (63,)},
+        {"all_attractions": True, "persons": 9},
+    ):
+        codes.append(sign(keys[0], Ticket.build(**{**base, **extra})))  # type: ignore[arg-type]
     return Corpus(ring.public(), codes)
 
 
 def random_ticket(rng: random.Random, key_id: int) -> Ticket:
     """A canonical payload with fields spread over their whole ranges."""
-    start = rng.choice([0, NOW - 86_400, NOW, NOW + 3600, rng.randrange(0, 2**32 - 2)])
+    # Most codes are current at park PARK, so that mutations and the gate rules
+    # after the signature (dates, night window, attractions) all get exercised.
+    start = rng.choice(
+        [NOW - 3600, NOW - 3600, NOW - 86_400, 0, NOW, NOW + 3600, rng.randrange(0, 2**32 - 2)]
+    )
     window = None
     if rng.random() < 0.4:
         begin = rng.randrange(1440)
@@ -65,7 +89,7 @@ def random_ticket(rng: random.Random, key_id: int) -> Ticket:
         key_id=key_id,
         serial=rng.randrange(1, 2**48),
         product_id=rng.randrange(0, 2**32),
-        park_id=rng.choice([PARK, PARK, 1, rng.randrange(1, 2**16)]),
+        park_id=rng.choice([PARK, PARK, PARK, 1, rng.randrange(1, 2**16)]),
         valid_from=start,
         valid_until=rng.randrange(start + 1, min(start + 10 * 86_400, 2**32 - 1) + 1),
         persons=rng.choice([1, 1, 2, rng.randrange(1, 256)]),

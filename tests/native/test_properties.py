@@ -13,7 +13,7 @@ from parkgate.native._format import BASE45_ALPHABET, base45_encode
 from .helpers import NOW
 
 SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 GATE = {"now": NOW, "utc_offset": 8 * 3600, "park_id": 3, "attraction_id": 0}
 
