@@ -370,7 +370,9 @@ cdef Key* load_keys(object keyring, Py_ssize_t* nkeys) except? NULL:
 
 
 cdef list run(object codes, object keyring, Gate* g, int mode):
-    cdef list seq = codes if type(codes) is list else list(codes)
+    # Our own list: it keeps every code alive while C pointers into them are
+    # used without the GIL, even if the caller's list is changed by another thread.
+    cdef list seq = list(codes)
     cdef Py_ssize_t n = len(seq), base, j, m, nkeys = 0
     cdef list results = []
     cdef list holders = []
@@ -415,7 +417,8 @@ cdef int gate_args(Gate* g, now, utc_offset, park_id, attraction_id) except -1:
 def decode(code):
     """Parse a code without checking its signature. Raises CodeError."""
     cdef Item it
-    prepare(&it, code, [])
+    cdef list holders = []   # keeps a bytearray's copy alive while it.text points into it
+    prepare(&it, code, holders)
     if it.reason == R_PENDING:
         it.reason = decode_item(&it)
     if it.reason != R_OK:
