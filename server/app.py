@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,11 +20,10 @@ from grpc_reflection.v1alpha import reflection
 
 from parkgate import native
 from parkgate.config import Settings
-from parkgate.domain.operators import LoginPolicy
 from parkgate.services.admin import AdminService
 from parkgate.services.bootstrap import prepare_database
 from parkgate.services.catalog import CatalogService
-from parkgate.services.operators import OperatorService, session_lifetime
+from parkgate.services.operators import OperatorService
 from parkgate.store import Database
 from parkgate.v1 import (
     admin_pb2_grpc,
@@ -59,13 +58,7 @@ class ParkgateServer:
             acquire_timeout=db.acquire_timeout_seconds,
             connect_timeout=db.connect_timeout_seconds,
         )
-        auth = settings.auth
-        self.operators = OperatorService(
-            self.db,
-            LoginPolicy(auth.max_failed_logins, timedelta(minutes=auth.lockout_minutes),
-                        session_lifetime(auth.session_hours)),
-            auth.min_password_length,
-        )
+        self.operators = OperatorService.from_settings(self.db, settings.auth)
         self.admin = AdminService(self.db)
         self.catalog = CatalogService(self.db)
         self.health = health.aio.HealthServicer()
@@ -85,7 +78,7 @@ class ParkgateServer:
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.operators, self.admin), s)
         catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(self.catalog), s)
         ops_pb2_grpc.add_OpsServicer_to_server(
-            OpsServicer(self.db, self.settings.server_id, self.started_at, getattr(native, "IMPLEMENTATION", "none")), s
+            OpsServicer(self.db, self.settings.server_id, self.started_at, native.IMPLEMENTATION), s
         )
         # Declared in the contract, built by later work: the generated base
         # classes answer UNIMPLEMENTED (reason NOT_IMPLEMENTED), never a fake success.
@@ -112,7 +105,7 @@ class ParkgateServer:
         self._tasks.append(asyncio.create_task(self._prepare_schema(), name="prepare-schema"))
         self._tasks.append(asyncio.create_task(self._watch_database(), name="watch-database"))
         log.info("parkgate server %s listening on %s (ticket-code core: %s)",
-                 self.settings.server_id, self.address, getattr(native, "IMPLEMENTATION", "none"))
+                 self.settings.server_id, self.address, native.IMPLEMENTATION)
 
     async def _prepare_schema(self) -> None:
         delay = 0.5

@@ -59,7 +59,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
         settings = _settings(args)
         dsn = settings.database.dsn or embedded_dsn_if_running(settings)
-        password = asyncio.run(init_first_admin(dsn, args.username))
+        password = asyncio.run(init_first_admin(settings, dsn, args.username))
         if password is None:
             print("parkgate: users exist already; nothing created (use `admin user-reset-password`)", file=sys.stderr)
             return 1

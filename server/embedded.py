@@ -19,7 +19,9 @@ from parkgate.config import Settings
 from parkgate.pg import PostgresInstance, default_data_dir
 
 from .app import ParkgateServer, serve
-from .services.bootstrap import load_demo
+from .services.bootstrap import load_demo, prepare_database
+from .services.operators import OperatorService
+from .store import Database
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +81,13 @@ async def run_up(settings: Settings, *, demo: bool) -> None:
         say("parkgate: stopped")
 
 
-async def init_first_admin(dsn: str, username: str) -> str | None:
+async def init_first_admin(settings: Settings, dsn: str, username: str) -> str | None:
     """``parkgate admin init``: migrate and create the first admin; None if users exist."""
-    from datetime import timedelta
-
-    from parkgate.domain.operators import LoginPolicy
-    from parkgate.services.bootstrap import prepare_database
-    from parkgate.services.operators import OperatorService
-    from parkgate.store import Database
-
     db = Database(dsn, min_size=1, max_size=2)
     await db.open()
     try:
         await prepare_database(db)
-        service = OperatorService(db, LoginPolicy(5, timedelta(minutes=15), timedelta(hours=12)), 10)
-        return await service.create_first_admin(username)
+        return await OperatorService.from_settings(db, settings.auth).create_first_admin(username)
     finally:
         await db.close()
 

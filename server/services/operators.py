@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from parkgate.config import AuthSettings
 from parkgate.domain import passwords
 from parkgate.domain.errors import Conflict, Forbidden, InvalidArgument, NotFound, Reason, Unauthenticated
 from parkgate.domain.operators import LoginPolicy, Principal, check_can_log_in, lock_after_failure
@@ -36,6 +37,15 @@ class OperatorService:
         self.db = db
         self.policy = policy
         self.min_password_length = min_password_length
+
+    @classmethod
+    def from_settings(cls, db: Database, auth: AuthSettings) -> OperatorService:
+        policy = LoginPolicy(
+            max_failed_logins=auth.max_failed_logins,
+            lockout=timedelta(minutes=auth.lockout_minutes),
+            session_lifetime=timedelta(hours=auth.session_hours),
+        )
+        return cls(db, policy, auth.min_password_length)
 
     # --- sessions ------------------------------------------------------------
 
@@ -203,7 +213,3 @@ class OperatorService:
         async with self.db.transaction() as conn:
             if not await store.delete_role(conn, name):
                 raise Conflict(f"role {name!r} does not exist or is built in", Reason.CONFLICT)
-
-
-def session_lifetime(hours: float) -> timedelta:
-    return timedelta(hours=hours)

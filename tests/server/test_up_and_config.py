@@ -120,3 +120,13 @@ def test_environment_overrides_the_file_and_typos_are_refused(tmp_path: Path, mo
         load_settings(good)
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_admin_init_creates_the_first_admin_once(database_dsn: str) -> None:
+    env = {**os.environ, "PARKGATE_DATABASE__DSN": database_dsn}
+    first = subprocess.run([*PARKGATE, "admin", "init"], capture_output=True, text=True, timeout=120, env=env)
+    assert first.returncode == 0, first.stderr
+    assert re.search(r"user: admin\s+password: \S{12,}", first.stdout)
+    again = subprocess.run([*PARKGATE, "admin", "init"], capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 1 and "users exist already" in again.stderr
+    assert "password" not in again.stdout
