@@ -115,6 +115,7 @@ setup(
     package_dir=PACKAGE_DIRS,
     package_data={
         "parkgate.v1": ["*.proto", "*.pyi"],
+        "parkgate.native": ["*.pyi"],
         "parkgate.store": ["migrations/*.sql"],
         "parkgate": ["py.typed"],
     },

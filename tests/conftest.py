@@ -1,3 +1,12 @@
 """Fixtures shared by the whole suite: real PostgreSQL, real gRPC servers on loopback."""
 
+import pytest
+
+from tests.native.conftest import pytest_report_header as _native_header
+
 pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.server"]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    # pytest only asks the top-level conftest at start: say which ticket-code core runs.
+    return _native_header(config)
