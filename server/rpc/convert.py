@@ -80,10 +80,10 @@ def park_row(msg: catalog_pb2.Park) -> dict[str, Any]:
             "capacity": msg.capacity, "capacity_resume_margin": msg.capacity_resume_margin, "disabled": msg.disabled}
 
 
-def attraction(row: dict[str, Any], currency: str) -> catalog_pb2.Attraction:
+def attraction(row: dict[str, Any]) -> catalog_pb2.Attraction:
     return catalog_pb2.Attraction(
         id=row["id"], park_id=row["park_id"], name=row["name"], disabled=row["disabled"],
-        stored_value_price=common_pb2.Money(minor_units=row["stored_value_price"], currency=currency),
+        stored_value_price=common_pb2.Money(minor_units=row["stored_value_price"], currency=row["currency"]),
     )
 
 
@@ -134,9 +134,9 @@ def rules_from_dict(data: dict[str, Any], currency: str) -> catalog_pb2.ProductR
     return rules
 
 
-def product(row: dict[str, Any], currency: str) -> catalog_pb2.Product:
+def product(row: dict[str, Any]) -> catalog_pb2.Product:
     return catalog_pb2.Product(
         id=row["id"], park_id=row["park_id"], name=row["name"],
-        kind=catalog_pb2.ProductKind.Value(row["kind"].upper()), rules=rules_from_dict(row["rules"], currency),
+        kind=catalog_pb2.ProductKind.Value(row["kind"].upper()), rules=rules_from_dict(row["rules"], row["currency"]),
         version=row["version"], on_sale=row["on_sale"], updated_at=ts(row["updated_at"]),
     )

@@ -37,12 +37,14 @@ async def put_park(conn: Connection, park: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-_ATTRACTION = "id, park_id, name, stored_value_price, disabled"
+# Rows carry their park's currency: prices are minor units of it.
+_ATTRACTION = "a.id, a.park_id, a.name, a.stored_value_price, a.disabled, pk.currency"
 
 
 async def list_attractions(conn: Connection, park_id: str) -> list[dict[str, Any]]:
     cur = await conn.execute(
-        f"SELECT {_ATTRACTION} FROM attractions WHERE (%s = '' OR park_id = %s) ORDER BY park_id, id",
+        f"""SELECT {_ATTRACTION} FROM attractions a JOIN parks pk ON pk.id = a.park_id
+            WHERE (%s = '' OR a.park_id = %s) ORDER BY a.park_id, a.id""",
         (park_id, park_id),
     )
     return await cur.fetchall()
@@ -51,11 +53,13 @@ async def list_attractions(conn: Connection, park_id: str) -> list[dict[str, Any
 async def put_attraction(conn: Connection, attraction: dict[str, Any]) -> dict[str, Any]:
     row = await (
         await conn.execute(
-            f"""INSERT INTO attractions (id, park_id, name, stored_value_price, disabled)
-                VALUES (%(id)s, %(park_id)s, %(name)s, %(stored_value_price)s, %(disabled)s)
-                ON CONFLICT (id) DO UPDATE SET name = excluded.name, stored_value_price = excluded.stored_value_price,
-                    disabled = excluded.disabled
-                RETURNING {_ATTRACTION}""",
+            f"""WITH a AS (
+                    INSERT INTO attractions (id, park_id, name, stored_value_price, disabled)
+                    VALUES (%(id)s, %(park_id)s, %(name)s, %(stored_value_price)s, %(disabled)s)
+                    ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                        stored_value_price = excluded.stored_value_price, disabled = excluded.disabled
+                    RETURNING *)
+                SELECT {_ATTRACTION} FROM a JOIN parks pk ON pk.id = a.park_id""",
             attraction,
         )
     ).fetchone()
@@ -63,7 +67,8 @@ async def put_attraction(conn: Connection, attraction: dict[str, Any]) -> dict[s
     return row
 
 
-_PRODUCT = """p.id, p.park_id, v.name, v.kind, v.rules, p.current_version AS version, p.on_sale, p.updated_at"""
+_PRODUCT = """p.id, p.park_id, v.name, v.kind, v.rules, p.current_version AS version, p.on_sale, p.updated_at,
+    (SELECT currency FROM parks pk WHERE pk.id = p.park_id) AS currency"""
 
 
 async def list_products(conn: Connection, park_id: str, include_off_sale: bool) -> list[dict[str, Any]]:
@@ -76,18 +81,23 @@ async def list_products(conn: Connection, park_id: str, include_off_sale: bool) 
     return await cur.fetchall()
 
 
+async def get_product(conn: Connection, product_id: str, *, for_update: bool = False) -> dict[str, Any] | None:
+    """The product with its current version's name, kind and rules."""
+    lock = "FOR UPDATE OF p" if for_update else ""
+    cur = await conn.execute(
+        f"""SELECT {_PRODUCT} FROM products p
+            JOIN product_versions v ON v.product_id = p.id AND v.version = p.current_version
+            WHERE p.id = %s {lock}""",
+        (product_id,),
+    )
+    return await cur.fetchone()
+
+
 async def put_product(
     conn: Connection, *, product_id: str, park_id: str, name: str, kind: str, rules: dict[str, Any], on_sale: bool
 ) -> dict[str, Any]:
     """Create the product, or add a new version when its name, kind or rules changed."""
-    current = await (
-        await conn.execute(
-            f"""SELECT {_PRODUCT} FROM products p
-                JOIN product_versions v ON v.product_id = p.id AND v.version = p.current_version
-                WHERE p.id = %s FOR UPDATE OF p""",
-            (product_id,),
-        )
-    ).fetchone()
+    current = await get_product(conn, product_id, for_update=True)
     if current is None:
         await conn.execute(
             "INSERT INTO products (id, park_id, current_version, on_sale) VALUES (%s, %s, 1, %s)",
@@ -107,5 +117,6 @@ async def put_product(
            ON CONFLICT DO NOTHING""",
         (product_id, version, name, kind, Jsonb(rules)),
     )
-    rows = await list_products(conn, park_id, include_off_sale=True)
-    return next(r for r in rows if r["id"] == product_id)
+    row = await get_product(conn, product_id)
+    assert row is not None
+    return row

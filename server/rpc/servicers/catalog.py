@@ -16,9 +16,6 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
     def __init__(self, catalog: CatalogService) -> None:
         self.catalog = catalog
 
-    async def _currencies(self) -> dict[str, str]:
-        return {p["id"]: p["currency"] for p in await self.catalog.list_parks(include_disabled=True)}
-
     async def ListParks(self, request: catalog_pb2.ListParksRequest, context: Ctx) -> catalog_pb2.ListParksResponse:
         rows = await self.catalog.list_parks(request.include_disabled)
         return catalog_pb2.ListParksResponse(parks=[convert.park(r) for r in rows])
@@ -29,11 +26,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
     async def ListAttractions(
         self, request: catalog_pb2.ListAttractionsRequest, context: Ctx
     ) -> catalog_pb2.ListAttractionsResponse:
-        currencies = await self._currencies()
         rows = await self.catalog.list_attractions(request.park_id)
-        return catalog_pb2.ListAttractionsResponse(
-            attractions=[convert.attraction(r, currencies.get(r["park_id"], "")) for r in rows]
-        )
+        return catalog_pb2.ListAttractionsResponse(attractions=[convert.attraction(r) for r in rows])
 
     async def PutAttraction(self, request: catalog_pb2.PutAttractionRequest, context: Ctx) -> catalog_pb2.Attraction:
         a = request.attraction
@@ -41,14 +35,11 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
             {"id": a.id, "park_id": a.park_id, "name": a.name,
              "stored_value_price": a.stored_value_price.minor_units, "disabled": a.disabled}
         )
-        return convert.attraction(row, (await self._currencies()).get(row["park_id"], ""))
+        return convert.attraction(row)
 
     async def ListProducts(self, request: catalog_pb2.ListProductsRequest, context: Ctx) -> catalog_pb2.ListProductsResponse:
-        currencies = await self._currencies()
         rows = await self.catalog.list_products(request.park_id, request.include_off_sale)
-        return catalog_pb2.ListProductsResponse(
-            products=[convert.product(r, currencies.get(r["park_id"], "")) for r in rows]
-        )
+        return catalog_pb2.ListProductsResponse(products=[convert.product(r) for r in rows])
 
     async def PutProduct(self, request: catalog_pb2.PutProductRequest, context: Ctx) -> catalog_pb2.Product:
         p = request.product
@@ -56,4 +47,4 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
             product_id=p.id, park_id=p.park_id, name=p.name, kind=convert.product_kind_name(p.kind),
             rules=convert.rules_to_dict(p.rules), on_sale=p.on_sale,
         )
-        return convert.product(row, (await self._currencies()).get(row["park_id"], ""))
+        return convert.product(row)
