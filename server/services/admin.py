@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from parkgate.domain import passwords
-from parkgate.domain.errors import InvalidArgument, NotFound, Reason, Unauthenticated
+from parkgate.domain.errors import InvalidArgument, NotFound, Reason
 from parkgate.domain.texts import DEFAULT_PARAMETERS
 from parkgate.store import Database
 from parkgate.store import audit as audit_store
@@ -56,21 +56,6 @@ class AdminService:
     async def list_devices(self, kind: str | None, park_id: str | None) -> list[dict[str, Any]]:
         async with self.db.connection() as conn:
             return await device_store.list_devices(conn, kind, park_id)
-
-    async def authenticate_device(self, device_id: str, secret: str) -> dict[str, Any]:
-        """Check a device's credentials (S2): unknown, disabled and forged devices are refused."""
-        async with self.db.connection() as conn:
-            device = await device_store.get(conn, device_id)
-        if device is None:
-            raise Unauthenticated(f"device {device_id!r} is not registered", Reason.UNKNOWN_DEVICE)
-        if not await asyncio.to_thread(passwords.verify_password, device["secret_hash"], secret):
-            raise Unauthenticated(f"wrong credentials for device {device_id!r}", Reason.BAD_DEVICE_CREDENTIALS)
-        if device["disabled"]:
-            raise Unauthenticated(f"device {device_id!r} is disabled", Reason.DEVICE_DISABLED)
-        async with self.db.transaction() as conn:
-            await device_store.touch(conn, device_id)
-        del device["secret_hash"]
-        return device
 
     # --- parameters and dictionary (S4) -------------------------------------------
 

@@ -56,7 +56,3 @@ async def update(
         (disabled, description, language, secret_hash, device_id),
     )
     return await cur.fetchone()
-
-
-async def touch(conn: Connection, device_id: str) -> None:
-    await conn.execute("UPDATE devices SET last_seen_at = now() WHERE id = %s", (device_id,))
