@@ -260,10 +260,6 @@ class ErrorMapping(WrappingInterceptor):
         state.outcome = error.reason_name
         await context.abort(status_for(error), error.message, trailing_metadata=((REASON_METADATA, state.outcome),))
 
-    async def leave(self, state: CallState, error: BaseException | None) -> None:
-        if isinstance(error, ParkgateError):
-            state.outcome = error.reason_name
-
 
 def _check_decoded(request: Any) -> Any:
     if isinstance(request, _Undecodable):
