@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin_cli.add_parser(sub)
     sub.choices["admin"].set_defaults(func=cmd_admin)
+
+    from parkgate.ha import cli as cluster_cli
+
+    cluster_cli.add_parser(sub)
     return parser
 
 

@@ -75,6 +75,16 @@ class EmbeddedSettings(_Section):
     postgres_bin_dir: Path | None = None
 
 
+class ClusterSettings(_Section):
+    # A server of a Patroni cluster (parkgate cluster, ops/ha): it registers
+    # itself in etcd under a lease so clients can find it, and takes etcd locks
+    # for jobs that must run on one server only. Empty endpoints: off.
+    name: str = "parkgate"
+    etcd_endpoints: list[str] = []
+    # The registration disappears this long after the server dies.
+    lease_ttl_seconds: int = Field(10, ge=2)
+
+
 class Settings(BaseSettings):
     """Everything a parkgate server reads at start-up."""
 
@@ -89,6 +99,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     auth: AuthSettings = AuthSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @classmethod
     def settings_customise_sources(

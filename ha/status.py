@@ -1,0 +1,76 @@
+"""``parkgate cluster status``: what Patroni says about the database, and what each server says about itself.
+
+Two sources, both the systems' own: Patroni's ``/cluster`` (leader, replicas,
+lag, which replica is the synchronous standby) and each gRPC server's
+standard health check (SERVING only while it reaches a writable primary).
+Process liveness comes from the state file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from . import patroni_api
+from .supervisor import load_state
+
+
+def server_health(address: str, timeout: float = 1.0) -> str:
+    """The standard health check of one server: SERVING, NOT_SERVING, ... or UNREACHABLE."""
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else None
+        return "UNREACHABLE" if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) else str(code)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def collect(data_dir: Path) -> dict[str, Any]:
+    """The whole status as plain data (what ``--json`` prints)."""
+    state = load_state(data_dir)
+    spec = state.spec
+    procs = {name: {"kind": p.kind, "pid": p.pid, "alive": p.alive()} for name, p in state.procs.items()}
+    out: dict[str, Any] = {"name": spec.name, "data_dir": str(spec.data_dir), "processes": procs}
+    try:
+        view = patroni_api.cluster_view([n.rest_url for n in spec.postgres], timeout=1.5)
+    except patroni_api.PatroniError as exc:
+        out["database"] = {"error": str(exc), "leader": None, "members": []}
+    else:
+        out["database"] = {
+            "leader": view.leader.name if view.leader else None,
+            "sync_standby": [m.name for m in view.sync_standbys],
+            "members": [
+                {"name": m.name, "role": m.role, "state": m.state, "host": m.host, "port": m.port,
+                 "lag": m.lag, "timeline": m.timeline}
+                for m in view.members
+            ],
+        }
+    out["servers"] = [
+        {"name": s.name, "address": s.address, "health": server_health(s.address)} for s in spec.servers
+    ]
+    out["etcd"] = [{"name": e.name, "endpoint": e.client_url} for e in spec.etcd]
+    return out
+
+
+def render(status: dict[str, Any]) -> str:
+    """A few lines a person reads at a glance."""
+    db = status["database"]
+    lines = [f"cluster {status['name']} ({status['data_dir']})"]
+    if db.get("error"):
+        lines.append(f"  database: {db['error']}")
+    else:
+        lines.append(f"  leader: {db['leader'] or 'NONE'}   synchronous standby: {', '.join(db['sync_standby']) or 'NONE'}")
+        for m in db["members"]:
+            lag = "" if m["lag"] is None else f" lag {m['lag']} B"
+            lines.append(f"    {m['name']:<8} {m['role']:<13} {m['state']:<10} {m['host']}:{m['port']} "
+                         f"tl {m['timeline']}{lag}")
+    for s in status["servers"]:
+        lines.append(f"  server {s['name']:<6} {s['address']:<20} {s['health']}")
+    dead = [f"{n} ({p['kind']})" for n, p in status["processes"].items() if not p["alive"]]
+    if dead:
+        lines.append(f"  not running: {', '.join(dead)} (`parkgate cluster up` starts them again)")
+    return "\n".join(lines)
