@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -56,12 +58,20 @@ def _read_password(args: argparse.Namespace, prompt: str) -> str:
     return getpass.getpass(prompt)
 
 
+def _device_secret(a: argparse.Namespace) -> str:
+    """The terminal's secret: from a file (kept 0600 on the window PC) or $PARKGATE_DEVICE_SECRET."""
+    if getattr(a, "device_secret_file", None):
+        return Path(a.device_secret_file).read_text().strip()
+    return os.environ.get("PARKGATE_DEVICE_SECRET", "")
+
+
 # --- commands ------------------------------------------------------------------
 
 def cmd_login(s: Session, a: argparse.Namespace) -> Any:
     username = a.user or input("user: ")
     reply = s.auth.Login(auth_pb2.LoginRequest(username=username, password=_read_password(a, "password: "),
-                                               device_id=a.device or ""), timeout=30)
+                                               device_id=a.device or "",
+                                               device_secret=_device_secret(a)), timeout=30)
     path = connection.save_token(s.server, reply.token, username)
     print(f"logged in as {username} (roles: {', '.join(reply.roles)}); session kept in {path}", file=sys.stderr)
     if reply.must_change_password:
@@ -237,6 +247,8 @@ def add_parser(subparsers: Any) -> None:
     sp = cmd("login", cmd_login, "log in and keep the session")
     sp.add_argument("--user", "-u")
     sp.add_argument("--device", help="the registered terminal you sit at")
+    sp.add_argument("--device-secret-file",
+                    help="file holding that terminal's secret (default $PARKGATE_DEVICE_SECRET)")
     sp.add_argument("--password-stdin", action="store_true")
     cmd("logout", cmd_logout, "end the session")
     cmd("whoami", cmd_whoami, "show the logged-in operator")

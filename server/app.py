@@ -24,6 +24,7 @@ from parkgate.services.admin import AdminService
 from parkgate.services.bootstrap import prepare_database
 from parkgate.services.catalog import CatalogService
 from parkgate.services.operators import OperatorService
+from parkgate.services.sales import SalesService
 from parkgate.store import Database
 from parkgate.v1 import (
     admin_pb2_grpc,
@@ -41,6 +42,7 @@ from .rpc.servicers.admin import AdminServicer
 from .rpc.servicers.auth import AuthServicer
 from .rpc.servicers.catalog import CatalogServicer
 from .rpc.servicers.ops import OpsServicer
+from .rpc.servicers.sales import SalesServicer
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class ParkgateServer:
         self.operators = OperatorService.from_settings(self.db, settings.auth)
         self.admin = AdminService(self.db)
         self.catalog = CatalogService(self.db)
+        self.sales = SalesService(self.db)
         self.health = health.aio.HealthServicer()
         self.started_at = datetime.now(UTC)
         self.schema_ready = asyncio.Event()
@@ -80,9 +83,9 @@ class ParkgateServer:
         ops_pb2_grpc.add_OpsServicer_to_server(
             OpsServicer(self.db, self.settings.server_id, self.started_at, native.IMPLEMENTATION), s
         )
+        sales_pb2_grpc.add_SalesServicer_to_server(SalesServicer(self.sales), s)
         # Declared in the contract, built by later work: the generated base
         # classes answer UNIMPLEMENTED (reason NOT_IMPLEMENTED), never a fake success.
-        sales_pb2_grpc.add_SalesServicer_to_server(sales_pb2_grpc.SalesServicer(), s)
         gate_pb2_grpc.add_GateServicer_to_server(gate_pb2_grpc.GateServicer(), s)
         gate_pb2_grpc.add_GateControlServicer_to_server(gate_pb2_grpc.GateControlServicer(), s)
         reports_pb2_grpc.add_ReportsServicer_to_server(reports_pb2_grpc.ReportsServicer(), s)

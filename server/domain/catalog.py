@@ -9,6 +9,9 @@ from .errors import InvalidArgument
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
+#: Codes carry a park's attractions as a 64-bit set (docs/ticket-code.md).
+MAX_ATTRACTIONS_PER_PARK = 64
+
 PRODUCT_KINDS = ("single", "multi_person", "group", "member", "complimentary", "stored_value", "count_card")
 
 

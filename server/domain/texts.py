@@ -17,6 +17,13 @@ DEFAULT_PARAMETERS: dict[str, tuple[Any, str]] = {
     "reports.live_interval_seconds": (5, "How often the live flow feed refreshes"),
 }
 
+#: The refund reasons a new installation starts with (S18); admins change them.
+DEFAULT_REFUND_REASONS: tuple[dict[str, Any], ...] = (
+    {"id": "customer-request", "label": "Customer changed plans", "refund_percent": 80, "disabled": False},
+    {"id": "weather", "label": "Bad weather closure", "refund_percent": 100, "disabled": False},
+    {"id": "park-fault", "label": "Fault of the park", "refund_percent": 100, "disabled": False},
+)
+
 _REASON_TEXTS_EN: dict[str, str] = {
     "OK": "Welcome",
     "ALREADY_USED": "Ticket already used",

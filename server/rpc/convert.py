@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from parkgate.domain.errors import InvalidArgument
-from parkgate.v1 import admin_pb2, catalog_pb2, common_pb2
+from parkgate.v1 import admin_pb2, catalog_pb2, common_pb2, sales_pb2
 
 
 def ts(value: datetime | None) -> Timestamp | None:
@@ -82,7 +82,7 @@ def park_row(msg: catalog_pb2.Park) -> dict[str, Any]:
 
 def attraction(row: dict[str, Any]) -> catalog_pb2.Attraction:
     return catalog_pb2.Attraction(
-        id=row["id"], park_id=row["park_id"], name=row["name"], disabled=row["disabled"],
+        id=row["id"], park_id=row["park_id"], name=row["name"], disabled=row["disabled"], slot=row["slot"],
         stored_value_price=common_pb2.Money(minor_units=row["stored_value_price"], currency=row["currency"]),
     )
 
@@ -138,5 +138,98 @@ def product(row: dict[str, Any]) -> catalog_pb2.Product:
     return catalog_pb2.Product(
         id=row["id"], park_id=row["park_id"], name=row["name"],
         kind=catalog_pb2.ProductKind.Value(row["kind"].upper()), rules=rules_from_dict(row["rules"], row["currency"]),
-        version=row["version"], on_sale=row["on_sale"], updated_at=ts(row["updated_at"]),
+        version=row["version"], on_sale=row["on_sale"], updated_at=ts(row["updated_at"]), number=row["number"],
+    )
+
+
+def money(minor_units: int, currency: str) -> common_pb2.Money:
+    return common_pb2.Money(minor_units=minor_units, currency=currency)
+
+
+def date_msg(value: date) -> common_pb2.Date:
+    return common_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+
+def date_from(msg: common_pb2.Date, what: str = "date") -> date | None:
+    """The date of a Date message, or None when it is empty (all zero)."""
+    if not (msg.year or msg.month or msg.day):
+        return None
+    try:
+        return date(msg.year, msg.month, msg.day)
+    except ValueError as exc:
+        raise InvalidArgument(f"{what} {msg.year:04d}-{msg.month:02d}-{msg.day:02d}: {exc}") from None
+
+
+_DAY_TYPES = {v: k.lower() for k, v in catalog_pb2.DayType.items() if v}
+
+
+def day_type_name(value: int) -> str:
+    if value not in _DAY_TYPES:
+        raise InvalidArgument("day type is required (WEEKDAY, WEEKEND, HOLIDAY, PEAK)")
+    return _DAY_TYPES[value]
+
+
+def day_type(name: str) -> int:
+    return catalog_pb2.DayType.Value(name.upper())
+
+
+def price_entry(row: dict[str, Any]) -> catalog_pb2.PriceEntry:
+    return catalog_pb2.PriceEntry(product_id=row["product_id"], day_type=day_type(row["day_type"]),
+                                  peak_name=row["peak_name"], price=money(row["amount"], row["currency"]))
+
+
+def holiday(row: dict[str, Any]) -> catalog_pb2.Holiday:
+    return catalog_pb2.Holiday(park_id=row["park_id"], date=date_msg(row["day"]), day_type=day_type(row["day_type"]),
+                               name=row["name"])
+
+
+# Payment methods travel as the contract's enum names, stored lower-case.
+_PAYMENT_METHODS = {v: k.lower() for k, v in common_pb2.PaymentMethod.items() if v}
+
+
+def payment_method_name(value: int) -> str:
+    """The stored name of a payment method; '' for unspecified (the caller picks a default)."""
+    if value and value not in _PAYMENT_METHODS:
+        raise InvalidArgument(f"unknown payment method {value}")
+    return _PAYMENT_METHODS.get(value, "")
+
+
+def payment(row: dict[str, Any], currency: str) -> sales_pb2.Payment:
+    return sales_pb2.Payment(method=common_pb2.PaymentMethod.Value(row["method"].upper()),
+                             amount=money(row["amount"], currency), reference=row["reference"])
+
+
+_TICKET_STATES = {"valid": sales_pb2.VALID, "used": sales_pb2.USED, "refunded": sales_pb2.REFUNDED_STATE,
+                  "voided": sales_pb2.VOIDED_STATE, "expired": sales_pb2.EXPIRED_STATE}
+
+
+def ticket(row: dict[str, Any]) -> sales_pb2.Ticket:
+    return sales_pb2.Ticket(
+        id=row["id"], serial=row["serial"], order_id=row["order_id"], product_id=row["product_id"],
+        product_version=row["product_version"], park_id=row["park_id"], code=row["code"], card_uid=row["card_uid"],
+        price=money(row["price"], row["currency"]), state=_TICKET_STATES[row["display_state"]],
+        valid_from=ts(row["valid_from"]), valid_until=ts(row["valid_until"]), entries_used=row["entries_used"],
+        entries_total=row["entries_total"],
+    )
+
+
+def order(row: dict[str, Any]) -> sales_pb2.Order:
+    return sales_pb2.Order(
+        id=row["id"], request_id=row["request_id"], window_device_id=row["window_device_id"],
+        operator=row["operator"], tickets=[ticket(t) for t in row["tickets"]],
+        payments=[payment(p, row["currency"]) for p in row["payments"]], total=money(row["total"], row["currency"]),
+        created_at=ts(row["created_at"]), customer=row["customer"],
+    )
+
+
+def refund_reason(row: dict[str, Any]) -> sales_pb2.RefundReason:
+    return sales_pb2.RefundReason(id=row["id"], label=row["label"], refund_percent=row["refund_percent"],
+                                  disabled=row["disabled"])
+
+
+def refund(row: dict[str, Any]) -> sales_pb2.RefundRecord:
+    return sales_pb2.RefundRecord(
+        id=row["id"], order_id=row["order_id"], ticket_ids=row["ticket_ids"], reason_id=row["reason_id"],
+        amount=money(row["amount"], row["currency"]), deposit_refunded=money(row["deposit_refunded"], row["currency"]),
+        note=row["note"], operator=row["operator"], at=ts(row["at"]),
     )

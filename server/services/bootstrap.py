@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from parkgate.domain.texts import DEFAULT_PARAMETERS, default_dictionary
+from parkgate import native
+from parkgate.domain.texts import DEFAULT_PARAMETERS, DEFAULT_REFUND_REASONS, default_dictionary
 from parkgate.store import Database, apply_migrations
 from parkgate.store import operators as operator_store
+from parkgate.store import sales as sales_store
 from parkgate.store import settings as settings_store
 
 from .catalog import CatalogService
@@ -17,7 +19,7 @@ DEMO_MARKER = "demo.loaded"
 
 
 async def prepare_database(db: Database) -> None:
-    """Migrate, then sync permissions, builtin roles, default parameters and texts.
+    """Migrate, then sync permissions, builtin roles, default parameters, texts, refund reasons, a signing key.
 
     Safe to run from every server at every start: each step only adds what is missing.
     """
@@ -27,6 +29,15 @@ async def prepare_database(db: Database) -> None:
         await operator_store.sync_permission_catalog(conn)
         await settings_store.ensure_parameters(conn, DEFAULT_PARAMETERS)
         await settings_store.ensure_dictionary(conn, default_dictionary())
+        if not await sales_store.list_refund_reasons(conn):
+            for reason in DEFAULT_REFUND_REASONS:
+                await sales_store.put_refund_reason(conn, reason)
+        if await sales_store.active_signing_key(conn) is None:
+            # The first key of an installation; later ones come from key rotation.
+            key_id = 1 + max((k["key_id"] for k in await sales_store.public_keys(conn)), default=0)
+            key = native.SigningKey.generate(key_id)
+            await sales_store.add_signing_key(conn, key.key_id, key.seed, key.public_key)
+            log.info("created ticket signing key %d", key.key_id)
 
 
 async def load_demo(db: Database) -> bool:

@@ -49,7 +49,9 @@ class OperatorService:
 
     # --- sessions ------------------------------------------------------------
 
-    async def login(self, username: str, password: str, device_id: str, peer: str) -> LoginResult:
+    async def login(
+        self, username: str, password: str, device_id: str, peer: str, device_secret: str = ""
+    ) -> LoginResult:
         now = datetime.now(UTC)
         async with self.db.transaction() as conn:
             account = await store.account_for_login(conn, username)
@@ -62,13 +64,9 @@ class OperatorService:
                 await store.record_failed_login(conn, account.user_id, lock_after_failure(failures, self.policy, now))
         if not ok or account is None:
             raise Unauthenticated("wrong user name or password", Reason.BAD_CREDENTIALS)
+        if device_id:
+            await self.check_device(device_id, device_secret)
         async with self.db.transaction() as conn:
-            if device_id:
-                device = await device_store.get(conn, device_id)
-                if device is None:
-                    raise Unauthenticated(f"device {device_id!r} is not registered", Reason.UNKNOWN_DEVICE)
-                if device["disabled"]:
-                    raise Unauthenticated(f"device {device_id!r} is disabled", Reason.DEVICE_DISABLED)
             new_hash = None
             if passwords.needs_rehash(account.password_hash):
                 new_hash = await asyncio.to_thread(passwords.hash_password, password)
@@ -82,6 +80,18 @@ class OperatorService:
             principal = await store.principal_for_token(conn, hash_token(token))
         assert principal is not None
         return LoginResult(token, expires_at, principal, bool(row["must_change_password"]))
+
+    async def check_device(self, device_id: str, secret: str) -> dict[str, Any]:
+        """The registered, enabled device proven by its secret (S2); the refusal says which check failed."""
+        async with self.db.connection() as conn:
+            device = await device_store.get(conn, device_id)
+        if device is None:
+            raise Unauthenticated(f"device {device_id!r} is not registered", Reason.UNKNOWN_DEVICE)
+        if device["disabled"]:
+            raise Unauthenticated(f"device {device_id!r} is disabled", Reason.DEVICE_DISABLED)
+        if not await asyncio.to_thread(passwords.verify_password, device["secret_hash"], secret):
+            raise Unauthenticated(f"wrong secret for device {device_id!r}", Reason.BAD_DEVICE_CREDENTIALS)
+        return device
 
     async def authenticate(self, token: str) -> Principal:
         if not token:

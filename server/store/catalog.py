@@ -1,14 +1,15 @@
-"""SQL for parks, attractions and products (the catalog; prices come with sales)."""
+"""SQL for parks, attractions, products, their prices and the holiday calendar."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from .database import Connection
 
-_PARK = "id, name, time_zone, currency, capacity, capacity_resume_margin, disabled"
+_PARK = "id, name, time_zone, currency, capacity, capacity_resume_margin, disabled, number"
 
 
 async def list_parks(conn: Connection, include_disabled: bool) -> list[dict[str, Any]]:
@@ -38,7 +39,7 @@ async def put_park(conn: Connection, park: dict[str, Any]) -> dict[str, Any]:
 
 
 # Rows carry their park's currency: prices are minor units of it.
-_ATTRACTION = "a.id, a.park_id, a.name, a.stored_value_price, a.disabled, pk.currency"
+_ATTRACTION = "a.id, a.park_id, a.name, a.stored_value_price, a.disabled, a.slot, pk.currency"
 
 
 async def list_attractions(conn: Connection, park_id: str) -> list[dict[str, Any]]:
@@ -54,8 +55,9 @@ async def put_attraction(conn: Connection, attraction: dict[str, Any]) -> dict[s
     row = await (
         await conn.execute(
             f"""WITH a AS (
-                    INSERT INTO attractions (id, park_id, name, stored_value_price, disabled)
-                    VALUES (%(id)s, %(park_id)s, %(name)s, %(stored_value_price)s, %(disabled)s)
+                    INSERT INTO attractions (id, park_id, name, stored_value_price, disabled, slot)
+                    VALUES (%(id)s, %(park_id)s, %(name)s, %(stored_value_price)s, %(disabled)s,
+                            (SELECT coalesce(max(slot), 0) + 1 FROM attractions WHERE park_id = %(park_id)s))
                     ON CONFLICT (id) DO UPDATE SET name = excluded.name,
                         stored_value_price = excluded.stored_value_price, disabled = excluded.disabled
                     RETURNING *)
@@ -67,7 +69,7 @@ async def put_attraction(conn: Connection, attraction: dict[str, Any]) -> dict[s
     return row
 
 
-_PRODUCT = """p.id, p.park_id, v.name, v.kind, v.rules, p.current_version AS version, p.on_sale, p.updated_at,
+_PRODUCT = """p.id, p.park_id, v.name, v.kind, v.rules, p.current_version AS version, p.on_sale, p.updated_at, p.number,
     (SELECT currency FROM parks pk WHERE pk.id = p.park_id) AS currency"""
 
 
@@ -120,3 +122,75 @@ async def put_product(
     row = await get_product(conn, product_id)
     assert row is not None
     return row
+
+
+async def attraction_slots(conn: Connection, park_id: str) -> dict[str, int]:
+    """Attraction id -> its slot in the park (what a code's attraction set is made of)."""
+    cur = await conn.execute("SELECT id, slot FROM attractions WHERE park_id = %s", (park_id,))
+    return {row["id"]: row["slot"] for row in await cur.fetchall()}
+
+
+# --- prices and the holiday calendar (S7) -----------------------------------
+
+async def put_price(
+    conn: Connection, product_id: str, day_type: str, peak_name: str, amount: int, updated_by: str
+) -> dict[str, Any]:
+    row = await (
+        await conn.execute(
+            """INSERT INTO prices (product_id, day_type, peak_name, amount, updated_by)
+               VALUES (%s, %s, %s, %s, %s)
+               ON CONFLICT (product_id, day_type, peak_name) DO UPDATE
+                   SET amount = excluded.amount, updated_at = now(), updated_by = excluded.updated_by
+               RETURNING product_id, day_type, peak_name, amount""",
+            (product_id, day_type, peak_name, amount, updated_by),
+        )
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+async def prices_of(conn: Connection, product_ids: list[str]) -> dict[str, dict[tuple[str, str], int]]:
+    """Every price of these products: product id -> {(day_type, peak_name): amount}."""
+    cur = await conn.execute(
+        "SELECT product_id, day_type, peak_name, amount FROM prices WHERE product_id = ANY(%s)", (product_ids,)
+    )
+    table: dict[str, dict[tuple[str, str], int]] = {pid: {} for pid in product_ids}
+    for row in await cur.fetchall():
+        table[row["product_id"]][(row["day_type"], row["peak_name"])] = row["amount"]
+    return table
+
+
+async def calendar_day(conn: Connection, park_id: str, day: date) -> dict[str, Any] | None:
+    cur = await conn.execute(
+        "SELECT park_id, day, day_type, name FROM holidays WHERE park_id = %s AND day = %s", (park_id, day)
+    )
+    return await cur.fetchone()
+
+
+async def list_holidays(conn: Connection, park_id: str, first: date | None, last: date | None) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        """SELECT park_id, day, day_type, name FROM holidays
+           WHERE (%(park)s = '' OR park_id = %(park)s)
+             AND (%(first)s::date IS NULL OR day >= %(first)s) AND (%(last)s::date IS NULL OR day <= %(last)s)
+           ORDER BY park_id, day""",
+        {"park": park_id, "first": first, "last": last},
+    )
+    return await cur.fetchall()
+
+
+async def put_holiday(conn: Connection, park_id: str, day: date, day_type: str, name: str) -> dict[str, Any]:
+    row = await (
+        await conn.execute(
+            """INSERT INTO holidays (park_id, day, day_type, name) VALUES (%s, %s, %s, %s)
+               ON CONFLICT (park_id, day) DO UPDATE SET day_type = excluded.day_type, name = excluded.name
+               RETURNING park_id, day, day_type, name""",
+            (park_id, day, day_type, name),
+        )
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+async def delete_holiday(conn: Connection, park_id: str, day: date) -> bool:
+    cur = await conn.execute("DELETE FROM holidays WHERE park_id = %s AND day = %s", (park_id, day))
+    return cur.rowcount > 0

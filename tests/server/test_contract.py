@@ -49,7 +49,7 @@ async def test_unimplemented_rpc_says_so(parkgate_server: RunningServer) -> None
     admin = await parkgate_server.admin()
     stub = sales_pb2_grpc.SalesStub(admin.channel)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListRefundReasons(sales_pb2.ListRefundReasonsRequest(), metadata=admin.metadata)
+        await stub.FindVouchers(sales_pb2.FindVouchersRequest(code="X"), metadata=admin.metadata)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert reason_of(err.value) == "NOT_IMPLEMENTED"
 

@@ -96,8 +96,12 @@ async def test_devices_register_and_unknown_device_login_refused(parkgate_server
         await admin.auth.Login(auth_pb2.LoginRequest(username="admin", password=parkgate_server.admin_password,
                                                      device_id="win-404"))
     assert reason_of(err.value) == "UNKNOWN_DEVICE"
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # a device id alone proves nothing
+        await admin.auth.Login(auth_pb2.LoginRequest(username="admin", password=parkgate_server.admin_password,
+                                                     device_id="win-1", device_secret="guessed"))
+    assert reason_of(err.value) == "BAD_DEVICE_CREDENTIALS"
     ok = await admin.auth.Login(auth_pb2.LoginRequest(username="admin", password=parkgate_server.admin_password,
-                                                      device_id="win-1"))
+                                                      device_id="win-1", device_secret=reply.secret))
     assert ok.token
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await admin.admin.RegisterDevice(

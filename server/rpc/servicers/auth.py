@@ -19,7 +19,8 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
     async def Login(self, request: auth_pb2.LoginRequest, context: grpc.aio.ServicerContext) -> auth_pb2.LoginResponse:
         if not request.username or not request.password:
             raise InvalidArgument("user name and password are required")
-        result = await self.operators.login(request.username, request.password, request.device_id, context.peer())
+        result = await self.operators.login(request.username, request.password, request.device_id, context.peer(),
+                                            request.device_secret)
         call.current_call.get().principal = result.principal
         return auth_pb2.LoginResponse(
             token=result.token, expires_at=ts(result.expires_at), user_id=result.principal.user_id,
