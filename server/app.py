@@ -36,7 +36,9 @@ from parkgate.v1 import (
     sales_pb2_grpc,
 )
 
+from .discovery import Etcd, Registration
 from .rpc.access import contract_service_names
+from .rpc.deadline import DeadlineBudget
 from .rpc.interceptors import interceptor_chain
 from .rpc.servicers.admin import AdminServicer
 from .rpc.servicers.auth import AuthServicer
@@ -69,7 +71,10 @@ class ParkgateServer:
         self.schema_ready = asyncio.Event()
         self._serving: bool | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.server = grpc.aio.server(interceptors=interceptor_chain(self.operators.authenticate, self.admin.record_audit))
+        self.server = grpc.aio.server(
+            interceptors=[*interceptor_chain(self.operators.authenticate, self.admin.record_audit), DeadlineBudget()]
+        )
+        self.registration: Registration | None = None
         self._add_servicers()
         self.port = self.server.add_insecure_port(settings.server.listen)
         if self.port == 0:
@@ -107,6 +112,11 @@ class ParkgateServer:
         await self.server.start()
         self._tasks.append(asyncio.create_task(self._prepare_schema(), name="prepare-schema"))
         self._tasks.append(asyncio.create_task(self._watch_database(), name="watch-database"))
+        cluster = self.settings.cluster
+        if cluster.etcd_endpoints:  # a cluster member: clients find it through etcd (docs/ha.md)
+            self.registration = Registration(Etcd(cluster.etcd_endpoints), cluster.name, self.settings.server_id,
+                                             self.address, cluster.lease_ttl_seconds)
+            self._tasks.append(asyncio.create_task(self.registration.run(), name="etcd-registration"))
         log.info("parkgate server %s listening on %s (ticket-code core: %s)",
                  self.settings.server_id, self.address, native.IMPLEMENTATION)
 
@@ -145,6 +155,8 @@ class ParkgateServer:
         """Stop accepting calls, let in-flight ones finish (up to ``grace``), then close the pool."""
         grace = self.settings.server.shutdown_grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
+        if self.registration is not None:
+            await self.registration.close()
         await self.server.stop(grace)
         for task in self._tasks:
             task.cancel()

@@ -10,8 +10,9 @@ Like Patroni's ``@catch_etcd_errors``, every store call goes through
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -20,9 +21,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from parkgate.domain.errors import Conflict, InvalidArgument, Reason, Unavailable
 
+from . import retry
+
 log = logging.getLogger(__name__)
 
 Connection = psycopg.AsyncConnection[dict]
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -83,13 +87,27 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
-        async with connection_errors_to_domain(), self.pool.connection(timeout=self.acquire_timeout) as conn:
+        # Waits for a connection up to the call's deadline (a failover in progress), see retry.py.
+        async with connection_errors_to_domain(), retry.acquire(self.pool, self.acquire_timeout) as conn:
             yield conn
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         async with self.connection() as conn, conn.transaction():
             yield conn
+
+    async def run(self, work: Callable[[Connection], Awaitable[T]], *, what: str = "") -> T:
+        """Run ``work(conn)`` in one transaction, again while the database is unavailable (up to the deadline).
+
+        Only for idempotent work (reads, upserts, writes keyed by a client
+        request id): see :mod:`parkgate.store.retry`.
+        """
+
+        async def once() -> T:
+            async with self.transaction() as conn:
+                return await work(conn)
+
+        return await retry.retry_idempotent(once, what=what, default_budget=self.acquire_timeout)
 
     async def probe(self, timeout: float = 2.0) -> bool:
         """Whether a writable primary answers now (used by health checking)."""
