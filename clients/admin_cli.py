@@ -30,9 +30,10 @@ from parkgate.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
     common_pb2,
+    sales_pb2_grpc,
 )
 
-from . import connection
+from . import catalog_cli, connection
 
 Handler = Callable[["Session", argparse.Namespace], Any]
 
@@ -46,6 +47,7 @@ class Session:
         self.auth = auth_pb2_grpc.AuthStub(self.channel)
         self.admin = admin_pb2_grpc.AdminStub(self.channel)
         self.catalog = catalog_pb2_grpc.CatalogStub(self.channel)
+        self.sales = sales_pb2_grpc.SalesStub(self.channel)
 
     @property
     def metadata(self) -> Any:
@@ -298,6 +300,7 @@ def add_parser(subparsers: Any) -> None:
     sp.add_argument("--method")
     sp.add_argument("--limit", type=int, default=50)
     cmd("sessions", cmd_sessions, "who is online")
+    catalog_cli.add_commands(cmd)
 
 
 def run(args: argparse.Namespace) -> int:

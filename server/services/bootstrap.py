@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import date
 
 from parkgate import native
 from parkgate.domain.texts import DEFAULT_PARAMETERS, DEFAULT_REFUND_REASONS, default_dictionary
@@ -83,6 +84,15 @@ async def load_demo(db: Database) -> bool:
     for product_id, park_id, name, kind, rules in products:
         await catalog.put_product(product_id=product_id, park_id=park_id, name=name, kind=kind, rules=rules,
                                   on_sale=True)
+    # Prices in fen: weekday, weekend, holiday (peak days fall back to the holiday price).
+    prices = {"wp-day": (18000, 22000, 26000), "wp-family4": (58000, 68000, 80000), "lp-day": (20000, 24000, 28000),
+              "lp-night": (12000, 12000, 15000), "lp-10x": (150000, 150000, 150000)}
+    for product_id, amounts in prices.items():
+        for day_type, amount in zip(("weekday", "weekend", "holiday"), amounts, strict=True):
+            await catalog.set_price(product_id, day_type, "", amount, "parkgate up --demo")
+    for park in parks:
+        for day, name in (("2027-01-01", "New Year"), ("2027-05-01", "Labour Day"), ("2027-10-01", "National Day")):
+            await catalog.put_holiday(park["id"], date.fromisoformat(day), "holiday", name)
     async with db.transaction() as conn:
         await settings_store.set_parameter(conn, DEMO_MARKER, True, updated_by="parkgate up --demo",
                                            description="The demo park was loaded into this installation")
