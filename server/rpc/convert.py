@@ -194,8 +194,12 @@ def payment_method_name(value: int) -> str:
     return _PAYMENT_METHODS.get(value, "")
 
 
+def payment_method(name: str) -> int:
+    return common_pb2.PaymentMethod.Value(name.upper())
+
+
 def payment(row: dict[str, Any], currency: str) -> sales_pb2.Payment:
-    return sales_pb2.Payment(method=common_pb2.PaymentMethod.Value(row["method"].upper()),
+    return sales_pb2.Payment(method=payment_method(row["method"]),
                              amount=money(row["amount"], currency), reference=row["reference"])
 
 

@@ -376,6 +376,10 @@ class SalesService:
                 after=datetime.fromisoformat(after) if after else None,
             )
 
+    async def shift_totals(self, operator: Principal) -> dict[str, Any]:
+        async with self.db.connection() as conn:
+            return await store.shift_totals(conn, operator.session_id, operator.user_id)
+
 
 def _replayed_refund(existing: dict[str, Any], fingerprint: bytes) -> dict[str, Any]:
     if bytes(existing["request_hash"]) != fingerprint:

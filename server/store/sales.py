@@ -264,3 +264,38 @@ async def list_refunds(
         {"start": start, "end": end, "operator": operator, "reason": reason_id, "after": after, "limit": limit},
     )
     return await cur.fetchall()
+
+
+# --- an operator's shift ------------------------------------------------------------------
+
+
+async def shift_totals(conn: Connection, session_id: str, operator_id: str) -> dict[str, Any]:
+    """Takings of one operator since the session started: payments by method, refunds paid out."""
+    cur = await conn.execute("SELECT created_at FROM sessions WHERE id = %s", (session_id,))
+    row = await cur.fetchone()
+    since = row["created_at"] if row else None
+    cur = await conn.execute(
+        """SELECT count(DISTINCT o.id) AS orders, count(t.id) AS tickets
+           FROM orders o LEFT JOIN tickets t ON t.order_id = o.id
+           WHERE o.operator_id = %(op)s AND o.created_at >= %(since)s""",
+        {"op": operator_id, "since": since},
+    )
+    counts = await cur.fetchone()
+    cur = await conn.execute(
+        """SELECT p.method, o.currency, count(*) AS count, sum(p.amount)::bigint AS amount
+           FROM payments p JOIN orders o ON o.id = p.order_id
+           WHERE o.operator_id = %(op)s AND o.created_at >= %(since)s
+           GROUP BY p.method, o.currency ORDER BY p.method""",
+        {"op": operator_id, "since": since},
+    )
+    by_method = await cur.fetchall()
+    cur = await conn.execute(
+        """SELECT count(*) AS refunds, coalesce(sum(r.amount + r.deposit_refunded), 0)::bigint AS refunded,
+                  max(o.currency) AS currency
+           FROM refunds r JOIN orders o ON o.id = r.order_id
+           WHERE r.operator_id = %(op)s AND r.at >= %(since)s""",
+        {"op": operator_id, "since": since},
+    )
+    refunds = await cur.fetchone()
+    assert counts is not None and refunds is not None
+    return {"since": since, **counts, "by_method": by_method, **refunds}

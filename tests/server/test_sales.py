@@ -321,6 +321,25 @@ async def test_quick_sale_sells_n_at_todays_price(shop: Shop) -> None:
     assert mobile.payments[0].method == common_pb2.MOBILE
 
 
+async def test_shift_totals_add_up_the_operators_takings(shop: Shop, parkgate_server: RunningServer) -> None:
+    reply = await shop.admin.admin.RegisterDevice(admin_pb2.RegisterDeviceRequest(device=admin_pb2.Device(
+        id="win-t2", kind=admin_pb2.SALES_WINDOW, park_id="tpark")), metadata=shop.admin.metadata)
+    await shop.admin.admin.CreateUser(admin_pb2.CreateUserRequest(
+        username="sam", password="sam-password-12", roles=["seller", "refunder"]), metadata=shop.admin.metadata)
+    sam = await parkgate_server.login("sam", "sam-password-12", "win-t2", reply.secret)
+    cash = await sam.sales.QuickSell(sales_pb2.QuickSellRequest(request_id=rid(), product_id="day", quantity=2),
+                                     metadata=sam.metadata)
+    mobile = await sam.sales.QuickSell(sales_pb2.QuickSellRequest(request_id=rid(), product_id="day", quantity=1,
+                                                                  method=common_pb2.MOBILE), metadata=sam.metadata)
+    refund = await sam.sales.Refund(sales_pb2.RefundRequest(request_id=rid(), ticket_ids=[mobile.tickets[0].id],
+                                                            reason_id="weather"), metadata=sam.metadata)
+    totals = await sam.sales.ShiftTotals(sales_pb2.ShiftTotalsRequest(), metadata=sam.metadata)
+    assert (totals.orders, totals.tickets, totals.refunds) == (2, 3, 1)
+    assert {m.method: (m.count, m.amount.minor_units) for m in totals.by_method} == {
+        common_pb2.CASH: (1, cash.total.minor_units), common_pb2.MOBILE: (1, mobile.total.minor_units)}
+    assert totals.refunded.minor_units == refund.amount.minor_units == mobile.total.minor_units
+
+
 async def test_bad_sales_are_refused_and_nothing_is_half_written(
     shop: Shop, parkgate_server: RunningServer
 ) -> None:
