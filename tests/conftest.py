@@ -4,7 +4,12 @@ import pytest
 
 from tests.native.conftest import pytest_report_header as _native_header
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.server"]
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.server",
+    "tests.fixtures.serial",
+    "tests.fixtures.pcsc",
+]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
