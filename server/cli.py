@@ -71,8 +71,15 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_pos(args: argparse.Namespace) -> int:
+    from parkgate.clients.pos.cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from parkgate.clients import admin_cli
+    from parkgate.clients.pos import cli as pos_cli
 
     parser = argparse.ArgumentParser(prog="parkgate", description="Ticketing and gate access control for parks.")
     parser.add_argument("--version", action="version", version=f"parkgate {__version__}")
@@ -92,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin_cli.add_parser(sub)
     sub.choices["admin"].set_defaults(func=cmd_admin)
+    pos_cli.add_parser(sub)
+    sub.choices["pos"].set_defaults(func=cmd_pos)
 
     from parkgate.ha import cli as cluster_cli
 

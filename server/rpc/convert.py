@@ -213,7 +213,8 @@ def ticket(row: dict[str, Any]) -> sales_pb2.Ticket:
         product_version=row["product_version"], park_id=row["park_id"], code=row["code"], card_uid=row["card_uid"],
         price=money(row["price"], row["currency"]), state=_TICKET_STATES[row["display_state"]],
         valid_from=ts(row["valid_from"]), valid_until=ts(row["valid_until"]), entries_used=row["entries_used"],
-        entries_total=row["entries_total"],
+        entries_total=row["entries_total"], visit_date=date_msg(row["visit_date"]), persons=row["persons"],
+        deposit=money(row["deposit"], row["currency"]), product_name=row["product_name"], sold_at=ts(row["sold_at"]),
     )
 
 

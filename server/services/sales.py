@@ -260,14 +260,15 @@ class SalesService:
             return await self._load_order(conn, _uuid(order_id, Reason.UNKNOWN_ORDER))
 
     async def find_tickets(self, *, code: str = "", serial: int = 0, card_uid: str = "", order_id: str = "",
-                           limit: int = 0, after: str = "") -> list[dict[str, Any]]:
-        if not (code or serial or card_uid or order_id):
-            raise InvalidArgument("look tickets up by code, serial, card UID or order id")
+                           ticket_id: str = "", limit: int = 0, after: str = "") -> list[dict[str, Any]]:
+        if not (code or serial or card_uid or order_id or ticket_id):
+            raise InvalidArgument("look tickets up by code, serial, card UID, order id or ticket id")
         card = rules.normalize_card_uid(card_uid) if card_uid else ""
         async with self.db.connection() as conn:
             rows = await store.find_tickets(
                 conn, code=code.strip(), serial=serial, card_uid=card,
                 order_id=_uuid(order_id, Reason.UNKNOWN_ORDER) if order_id else "",
+                ticket_id=_uuid(ticket_id, Reason.UNKNOWN_TICKET) if ticket_id else "",
                 limit=_page_limit(limit), after_serial=int(after) if after.isdigit() else 0,
             )
         now = datetime.now(UTC)

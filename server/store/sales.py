@@ -97,7 +97,10 @@ _TICKET_COLUMNS = (
 
 _TICKET = """t.id::text AS id, t.serial, t.order_id::text AS order_id, t.product_id, t.product_version, t.park_id,
     t.code, coalesce(t.card_uid, '') AS card_uid, t.price, t.deposit, t.visit_date, t.valid_from, t.valid_until,
-    t.persons, t.entries_total, t.entries_per_day, t.entries_used, t.state, pk.currency"""
+    t.persons, t.entries_total, t.entries_per_day, t.entries_used, t.state, pk.currency,
+    (SELECT name FROM product_versions v WHERE v.product_id = t.product_id AND v.version = t.product_version)
+        AS product_name,
+    (SELECT created_at FROM orders o WHERE o.id = t.order_id) AS sold_at"""
 
 
 async def insert_tickets(conn: Connection, tickets: Sequence[dict[str, Any]]) -> None:
@@ -153,7 +156,8 @@ async def tickets_by_id(conn: Connection, ticket_ids: Sequence[str], *, for_upda
 
 
 async def find_tickets(
-    conn: Connection, *, code: str, serial: int, card_uid: str, order_id: str, limit: int, after_serial: int
+    conn: Connection, *, code: str, serial: int, card_uid: str, order_id: str, ticket_id: str, limit: int,
+    after_serial: int,
 ) -> list[dict[str, Any]]:
     """Tickets matching every given criterion (empty ones are ignored), by serial."""
     cur = await conn.execute(
@@ -162,9 +166,10 @@ async def find_tickets(
               AND (%(serial)s = 0 OR t.serial = %(serial)s)
               AND (%(card)s = '' OR t.card_uid = %(card)s)
               AND (%(order)s = '' OR t.order_id = nullif(%(order)s, '')::uuid)
+              AND (%(ticket)s = '' OR t.id = nullif(%(ticket)s, '')::uuid)
               AND t.serial > %(after)s
             ORDER BY t.serial LIMIT %(limit)s""",
-        {"code": code, "serial": serial, "card": card_uid, "order": order_id, "after": after_serial,
+        {"code": code, "serial": serial, "card": card_uid, "order": order_id, "ticket": ticket_id, "after": after_serial,
          "limit": limit},
     )
     return await cur.fetchall()

@@ -54,7 +54,7 @@ class SalesServicer(sales_pb2_grpc.SalesServicer):
     async def FindTickets(self, request: sales_pb2.FindTicketsRequest, context: Ctx) -> sales_pb2.FindTicketsResponse:
         rows = await self.sales.find_tickets(
             code=request.code, serial=request.serial, card_uid=request.card_uid, order_id=request.order_id,
-            limit=request.page.limit, after=request.page.after,
+            ticket_id=request.ticket_id, limit=request.page.limit, after=request.page.after,
         )
         return sales_pb2.FindTicketsResponse(tickets=[convert.ticket(r) for r in rows])
 

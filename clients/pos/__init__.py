@@ -1,0 +1,1 @@
+"""The window client, `parkgate pos`: scriptable commands and the interactive window screen."""

@@ -1,0 +1,192 @@
+"""`parkgate pos` end to end: a window logs in, sells, prints, reads a card, refunds; the screen sells on one key.
+
+The commands run as real subprocesses (the console command a cashier types)
+against a real server and PostgreSQL; the QR codes they write are decoded with
+a real barcode decoder (zxing-cpp) and the decoded text must verify with the
+installation's public keys; the thermal printer is a pseudo-terminal and the
+card reader is pcscd with a virtual card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import psycopg
+import pytest
+import zxingcpp
+from PIL import Image
+
+from parkgate import native
+from parkgate.clients.pos.screen import WindowScreen
+from parkgate.clients.pos.window import Window
+from parkgate.services.bootstrap import load_demo
+from parkgate.v1 import admin_pb2
+from tests.fixtures.server import RunningServer
+
+ZONE = ZoneInfo("Asia/Shanghai")
+
+
+@dataclass
+class Till:
+    server: RunningServer
+    dsn: str
+    env: dict[str, str]
+
+    async def pos(self, *args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `parkgate pos ARGS` without blocking the event loop the server runs on."""
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "parkgate.cli", "pos", "--server", self.server.address, *args],
+            input=stdin, capture_output=True, text=True, env=self.env, timeout=120,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    async def pos_json(self, *args: str) -> Any:
+        return orjson.loads((await self.pos("--json", *args)).stdout)
+
+    def sql(self, query: str, *params: object) -> list[tuple]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def keyring(self) -> native.Keyring:
+        keyring = native.Keyring()
+        for key_id, public_key, state in self.sql("SELECT key_id, public_key, state FROM signing_keys"):
+            keyring.add(key_id, bytes(public_key), native.KeyState[state.upper()])
+        return keyring
+
+    def verify(self, code: str, park_id: str) -> native.Result:
+        (number,), = self.sql("SELECT number FROM parks WHERE id = %s", park_id)
+        now = datetime.now(UTC)
+        offset = int(now.astimezone(ZONE).utcoffset().total_seconds())  # type: ignore[union-attr]
+        return native.verify(code, self.keyring(), now=int(now.timestamp()), utc_offset=offset, park_id=number)
+
+
+@pytest.fixture(scope="module")
+async def till(parkgate_server: RunningServer, module_dsn: str, tmp_path_factory: pytest.TempPathFactory
+               ) -> AsyncIterator[Till]:
+    await load_demo(parkgate_server.server.db)
+    admin = await parkgate_server.admin()
+    reply = await admin.admin.RegisterDevice(admin_pb2.RegisterDeviceRequest(device=admin_pb2.Device(
+        id="win-1", kind=admin_pb2.SALES_WINDOW, park_id="waterpark")), metadata=admin.metadata)
+    await admin.admin.CreateUser(admin_pb2.CreateUserRequest(
+        username="wendy", password="wendy-password-1", roles=["seller", "manager"]), metadata=admin.metadata)
+    config = tmp_path_factory.mktemp("pos-home")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(config), "PARKGATE_DEVICE_SECRET": reply.secret}
+    t = Till(parkgate_server, module_dsn, env)
+    await t.pos("login", "--user", "wendy", "--device", "win-1", "--password-stdin", stdin="wendy-password-1\n")
+    yield t
+
+
+async def test_sell_print_find_and_refund_from_the_command_line(till: Till, tmp_path: Path) -> None:
+    prices = await till.pos_json("prices", "--park", "waterpark")
+    day = next(p for p in prices if p["product_id"] == "wp-day")
+    family = next(p for p in prices if p["product_id"] == "wp-family4")
+    assert day["unit_price"] in (18000, 22000, 26000) and day["currency"] == "CNY"
+
+    order = await till.pos_json("sell", "wp-day:2", "wp-family4", "--pay", "mobile", "--reference", "TX-1",
+                                "--out", str(tmp_path), "--format", "png,svg,pdf")
+    assert len(order["tickets"]) == 3
+    assert int(order["total"]["minor_units"]) == 2 * day["unit_price"] + family["unit_price"]
+    assert order["payments"][0]["method"] == "MOBILE" and order["payments"][0]["reference"] == "TX-1"
+    assert len(order["files"]) == 9
+
+    for ticket in order["tickets"]:
+        png = tmp_path / f"ticket-{int(ticket['serial']):06d}.png"
+        decoded = zxingcpp.read_barcodes(Image.open(io.BytesIO(png.read_bytes())))
+        assert [b.text for b in decoded] == [ticket["code"]]
+        assert decoded[0].format == zxingcpp.BarcodeFormat.QRCode
+        assert till.verify(decoded[0].text, "waterpark").ok
+        pdf = (tmp_path / f"ticket-{int(ticket['serial']):06d}.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF-") and b"/Count 1" in pdf
+
+    first = order["tickets"][0]
+    found = await till.pos_json("find", "--serial", str(first["serial"]))
+    assert [t["id"] for t in found] == [first["id"]]
+
+    refund = await till.pos_json("refund", "--ticket", first["id"], "--reason", "customer-request",
+                                 "--note", "rain", "--expect", f"{day['unit_price'] * 8 // 1000}.00")
+    assert int(refund["amount"]["minor_units"]) == day["unit_price"] * 80 // 100
+    again = await till.pos("refund", "--ticket", first["id"], "--reason", "customer-request", check=False)
+    assert again.returncode == 2 and "ALREADY_REFUNDED" in again.stderr
+
+    shift = await till.pos_json("shift")
+    assert int(shift["tickets"]) >= 3 and any(m["method"] == "MOBILE" for m in shift["by_method"])
+
+
+async def test_refusals_exit_2_with_the_reason(till: Till) -> None:
+    unknown = await till.pos("quick-sell", "no-such-product", check=False)
+    assert unknown.returncode == 2 and "UNKNOWN_PRODUCT" in unknown.stderr
+    bad_line = await till.pos("sell", "wp-day:0", check=False)
+    assert bad_line.returncode == 2 and "INVALID_QUANTITY" in bad_line.stderr
+    short = await till.pos("sell", "wp-day", "--pay", "cash:1.00", check=False)
+    assert short.returncode == 2 and "PAYMENT_MISMATCH" in short.stderr
+
+
+async def test_a_ticket_goes_to_the_thermal_printer(till: Till, pty_pair: Any) -> None:
+    far = pty_pair.open_far(timeout=5)
+    order = await till.pos_json("quick-sell", "wp-day", "-n", "1", "--printer", pty_pair.device)
+    printed = b""
+    deadline = asyncio.get_running_loop().time() + 10
+    while b"\x1dV" not in printed and asyncio.get_running_loop().time() < deadline:  # GS V: cut
+        printed += await asyncio.to_thread(far.read, 4096)
+    code = order["tickets"][0]["code"].encode()
+    assert code in printed, printed[:200]
+    assert printed.startswith(b"\x1b@")  # ESC @: initialise
+
+
+async def test_a_card_read_through_pcsc_is_bound_to_the_ticket(till: Till, virtual_card: Callable[..., Any],
+                                                               pcsc_stack: Any) -> None:
+    card = virtual_card(uid="04C0FFEE123456")
+    reader = pcsc_stack.reader_name(0)
+    assert (await till.pos_json("read-card", "--reader", reader))["card_uid"] == "04C0FFEE123456"
+    order = await till.pos_json("sell", "lp-10x", "--read-card", "--reader", reader)
+    ticket = order["tickets"][0]
+    assert ticket["card_uid"] == "04C0FFEE123456"
+    assert int(ticket["deposit"]["minor_units"]) == 2000
+    taken = await till.pos("sell", "lp-10x", "--card", card.uid, check=False)
+    assert taken.returncode == 2 and "CARD_ALREADY_BOUND" in taken.stderr
+
+
+async def test_the_window_screen_sells_on_one_key(till: Till, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", till.env["XDG_CONFIG_HOME"])  # the session `pos login` stored
+    window = Window(till.server.address)
+    try:
+        app = WindowScreen(window, product_keys="wp-day,lp-day")
+        (before,), = till.sql("SELECT count(*) FROM orders WHERE kind = 'quick_sale'")
+        async with app.run_test() as pilot:
+            await pilot.pause(0.5)
+            assert app.snapshot()["keys"] == ["wp-day", "lp-day"]
+            await pilot.press("1")
+            await _until(pilot, lambda: "SOLD 1 x" in app.status_text)
+            await pilot.press("asterisk", "m", "2")
+            await _until(pilot, lambda: "SOLD 2 x" in app.status_text)
+            assert "bank_card" in app.status_text
+            await pilot.press("9")
+            await _until(pilot, lambda: "no product on key 9" in app.status_text)
+        (after,), = till.sql("SELECT count(*) FROM orders WHERE kind = 'quick_sale'")
+        assert after == before + 2
+        assert till.sql("""SELECT p.method FROM payments p JOIN orders o ON o.id = p.order_id
+                           WHERE o.kind = 'quick_sale' ORDER BY o.created_at DESC LIMIT 1""") == [("bank_card",)]
+    finally:
+        window.close()
+
+
+async def _until(pilot: Any, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "the screen did not get there in time"
+        await pilot.pause(0.1)
