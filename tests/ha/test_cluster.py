@@ -1,0 +1,206 @@
+"""A real cluster, run like a runbook: up, status, switchover, the primary killed under load,
+a replica killed and rejoined, a server killed while clients write, down.
+
+One cluster for the whole module (3 etcd members, 3 PostgreSQL 18 nodes under Patroni
+4.1, 2 parkgate servers, all on 127.0.0.1), brought up by ``parkgate cluster up`` and
+stopped by ``parkgate cluster down``. The tests run in this order and each leaves the
+cluster healthy (a leader and a synchronous standby) for the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+
+import grpc
+import orjson
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from parkgate.discovery import Etcd, discover
+from parkgate.ha.load import Writer, login, verify
+from parkgate.ha.status import server_health
+from parkgate.ha.supervisor import load_state
+from parkgate.pg import current_user, is_root
+from parkgate.pg.process import pid_alive
+
+from .conftest import Cluster, cli
+
+pytestmark = pytest.mark.slow
+
+
+async def _health_watch(address: str, seen: list[tuple[float, str]], stop: asyncio.Event) -> None:
+    """Record every change of a server's health status, with its time."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while not stop.is_set():
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.aio.AioRpcError as exc:
+                status = exc.code().name
+            if not seen or seen[-1][1] != status:
+                seen.append((time.monotonic(), status))
+            await asyncio.sleep(0.1)
+
+
+def test_up_brings_up_a_synchronous_cluster_and_status_reports_it(cluster: Cluster) -> None:
+    res = cli("status", "--data-dir", str(cluster.data_dir), "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    status = orjson.loads(res.stdout)
+    db = status["database"]
+    assert db["leader"] in {"pg1", "pg2", "pg3"} and len(db["sync_standby"]) == 1
+    assert sorted(m["state"] for m in db["members"]) == ["running", "streaming", "streaming"]
+    assert [s["health"] for s in status["servers"]] == ["SERVING", "SERVING"]
+    assert all(p["alive"] for p in status["processes"].values()) and len(status["processes"]) == 8
+    human = cli("status", "--data-dir", str(cluster.data_dir)).stdout
+    assert f"leader: {db['leader']}" in human and "SERVING" in human
+    # Everything runs as the unprivileged user, each in its own session.
+    expected_uid = (current_user() if not is_root() else None)
+    for p in load_state(cluster.data_dir).procs.values():
+        st = os.stat(f"/proc/{p.pid}")
+        assert st.st_uid != 0 if expected_uid is None else st.st_uid == expected_uid.uid
+        assert os.getsid(p.pid) == p.pid
+
+
+async def test_servers_register_in_etcd_under_a_lease(cluster: Cluster) -> None:
+    etcd = Etcd(cluster.spec.etcd_endpoints)
+    try:
+        assert await discover(etcd, cluster.spec.name) == sorted(cluster.servers)
+    finally:
+        etcd.close()
+
+
+async def test_planned_switchover_loses_nothing(cluster: Cluster) -> None:
+    before = cluster.wait_healthy()
+    assert before.leader is not None
+    token = await login(cluster.servers[0], cluster.admin_password)
+    prefix = f"sw_{uuid.uuid4().hex[:8]}"
+    async with Writer(cluster.servers, token, prefix) as writer:
+        await asyncio.sleep(1.5)
+        started = time.monotonic()
+        res = await asyncio.to_thread(cli, "switchover", "--data-dir", str(cluster.data_dir))
+        assert res.returncode == 0, res.stderr
+        await asyncio.sleep(2)
+    after = cluster.wait_healthy()
+    assert after.leader is not None and after.leader.name != before.leader.name
+    check = verify(cluster.dsn, prefix, writer.result.acked)
+    stall = writer.result.longest_gap_around(started + 1)
+    print(f"\nswitchover: {check}, longest client stall {writer.result.stall:.2f}s, errors {dict(writer.result.errors)}")
+    assert check["lost"] == 0 and check["duplicates"] == 0 and check["acked"] > 50
+    assert writer.result.first_ack_after(started) is not None and stall < 30
+
+
+async def test_primary_killed_under_load_loses_no_acknowledged_write(cluster: Cluster) -> None:
+    """The leader's Patroni and postmaster are killed -9 together while 4 clients write.
+
+    A replica becomes the leader, the servers report NOT_SERVING while no primary
+    answers and SERVING again after, and every acknowledged write is in the table once.
+    Then `cluster up` brings the dead node back as a replica.
+    """
+    before = cluster.wait_healthy()
+    assert before.leader is not None
+    victim = before.leader.name
+    token = await login(cluster.servers[0], cluster.admin_password)
+    prefix = f"kill_{uuid.uuid4().hex[:8]}"
+    seen: list[tuple[float, str]] = []
+    stop_watch = asyncio.Event()
+    watcher = asyncio.create_task(_health_watch(cluster.servers[0], seen, stop_watch))
+    try:
+        async with Writer(cluster.servers, token, prefix) as writer:
+            await asyncio.sleep(2)
+            killed_at = time.monotonic()
+            cluster.kill_node(victim)
+            view = await asyncio.to_thread(cluster.wait_failover, victim, 90)
+            assert view.leader is not None and view.leader.name != victim
+            for _ in range(300):  # the writers see the new primary (60 s at most)
+                if writer.result.first_ack_after(killed_at + 0.5) is not None:
+                    break
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(1)
+    finally:
+        stop_watch.set()
+        await watcher
+    first = writer.result.first_ack_after(killed_at + 0.5)
+    assert first is not None, f"no write succeeded after the kill; errors {dict(writer.result.errors)}"
+    check = verify(cluster.dsn, prefix, writer.result.acked)
+    statuses = [s for _t, s in seen]
+    print(f"\nkill primary {victim}: RTO {first - killed_at:.1f}s, longest client stall "
+          f"{writer.result.stall:.1f}s, {check}, errors {dict(writer.result.errors)}, health {statuses}")
+    assert check["lost"] == 0 and check["duplicates"] == 0
+    assert "NOT_SERVING" in statuses and statuses[-1] == "SERVING", statuses
+    # The dead node comes back as a replica of the new leader (pg_rewind as needed).
+    await asyncio.to_thread(cluster.up)
+    after = await asyncio.to_thread(cluster.wait_healthy, 120)
+    assert any(m.name == victim and m.role != "leader" for m in after.members)
+
+
+async def test_replica_killed_and_rejoined_while_writing(cluster: Cluster) -> None:
+    """The synchronous standby dies: the other replica becomes synchronous, writes go on; it rejoins."""
+    before = cluster.wait_healthy()
+    victim = before.sync_standbys[0].name
+    token = await login(cluster.servers[1], cluster.admin_password)
+    prefix = f"rep_{uuid.uuid4().hex[:8]}"
+    async with Writer(cluster.servers, token, prefix) as writer:
+        await asyncio.sleep(1)
+        killed_at = time.monotonic()
+        cluster.kill_node(victim)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            view = cluster.view()
+            if view.sync_standbys and view.sync_standbys[0].name != victim:
+                break
+            await asyncio.sleep(0.25)
+        else:
+            raise AssertionError(f"no other synchronous standby after {victim} died: {cluster.view().members}")
+        await asyncio.sleep(1)
+    check = verify(cluster.dsn, prefix, writer.result.acked)
+    print(f"\nkill replica {victim}: longest stall {writer.result.stall:.1f}s, {check}")
+    assert check["lost"] == 0 and writer.result.first_ack_after(killed_at + 1) is not None
+    status = orjson.loads(cli("status", "--data-dir", str(cluster.data_dir), "--json").stdout)
+    assert status["processes"][victim]["alive"] is False
+    await asyncio.to_thread(cluster.up)
+    after = await asyncio.to_thread(cluster.wait_healthy, 120)
+    assert next(m for m in after.members if m.name == victim).state == "streaming"
+
+
+async def test_server_killed_clients_fail_over_and_its_registration_expires(cluster: Cluster) -> None:
+    cluster.wait_healthy()
+    token = await login(cluster.servers[0], cluster.admin_password)
+    prefix = f"srv_{uuid.uuid4().hex[:8]}"
+    srv2 = load_state(cluster.data_dir).procs["srv2"]
+    etcd = Etcd(cluster.spec.etcd_endpoints)
+    try:
+        async with Writer(list(reversed(cluster.servers)), token, prefix, clients=2) as writer:
+            await asyncio.sleep(1)
+            killed_at = time.monotonic()
+            os.kill(srv2.pid, signal.SIGKILL)
+            await asyncio.sleep(2)
+        check = verify(cluster.dsn, prefix, writer.result.acked)
+        assert check["lost"] == 0 and writer.result.first_ack_after(killed_at + 0.5) is not None
+        assert server_health(cluster.servers[1]) == "UNREACHABLE"
+        deadline = time.monotonic() + cluster.spec_lease_ttl + 10
+        while await discover(etcd, cluster.spec.name) != [cluster.servers[0]]:
+            assert time.monotonic() < deadline, "the dead server's registration did not expire"
+            await asyncio.sleep(0.5)
+        await asyncio.to_thread(cluster.up)
+        assert server_health(cluster.servers[1]) == "SERVING"
+        deadline = time.monotonic() + 15
+        while await discover(etcd, cluster.spec.name) != sorted(cluster.servers):
+            assert time.monotonic() < deadline, "the restarted server did not register again"
+            await asyncio.sleep(0.5)
+    finally:
+        etcd.close()
+
+
+def test_down_stops_every_process(cluster: Cluster) -> None:
+    procs = load_state(cluster.data_dir).procs
+    res = cli("down", "--data-dir", str(cluster.data_dir), "--timeout", "60")
+    assert res.returncode == 0, res.stderr
+    assert not [p.name for p in procs.values() if pid_alive(p.pid)]
+    for node in cluster.spec.postgres:
+        assert not (cluster.spec.node_dir(node.name) / "data" / "postmaster.pid").exists()
+    assert cli("status", "--data-dir", str(cluster.data_dir)).returncode == 1
