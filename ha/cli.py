@@ -141,6 +141,17 @@ def _write_private(path: Path, text: str) -> Path:
     return path
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .drill import Drill, render, report
+
+    drill = Drill(_data_dir(args), args.kill, clients=args.clients, timeout=args.timeout, say=_say)
+    rep = report(asyncio.run(drill.run(args.rounds)))
+    print(orjson.dumps(rep, option=orjson.OPT_INDENT_2).decode() if args.json else render(rep))
+    return 0 if rep["summary"]["ok"] else 1
+
+
 def _run(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         from .patroni_api import PatroniError
@@ -184,6 +195,14 @@ def add_parser(sub: Any) -> None:
     down = csub.add_parser("down", help="stop every process of the cluster cleanly (data kept)")
     common(down)
     down.set_defaults(func=_run(cmd_down))
+
+    drill = csub.add_parser("drill", help="kill a part under load N times; report RTO, lost, duplicates, stalls")
+    common(drill)
+    drill.add_argument("--kill", required=True, choices=["primary", "server", "etcd-member", "switchover"],
+                       help="what to kill -9 each round (switchover: a planned switchover instead)")
+    drill.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    drill.add_argument("--clients", type=int, default=4, help="concurrent writing clients (default 4)")
+    drill.set_defaults(func=_run(cmd_drill))
 
     config = csub.add_parser("config", help="write each member's etcd/Patroni/server files (several machines)")
     config.add_argument("--description", required=True, help="cluster description (TOML), e.g. ops/ha/cluster.toml")

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from parkgate.ha import patroni_api
+from parkgate.ha.drill import kill_node
 from parkgate.ha.render import Secrets
 from parkgate.ha.spec import PORT_LAYOUT, ClusterSpec
 from parkgate.ha.supervisor import ADMIN_FILE, load_secrets, load_state
@@ -106,13 +107,7 @@ class Cluster:
 
     def kill_node(self, name: str) -> None:
         """kill -9 a node's Patroni and its postmaster together (a machine dying)."""
-        state = load_state(self.data_dir)
-        pids = [state.procs[name].pid]
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            pids.append(int((self.spec.node_dir(name) / "data" / "postmaster.pid").read_text().split()[0]))
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_node(self.spec, self.data_dir, name)
 
     def up(self) -> subprocess.CompletedProcess[str]:
         res = cli("up", "--data-dir", str(self.data_dir), "--timeout", "120")

@@ -20,6 +20,7 @@ import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from parkgate.clients.connection import open_channel
 from parkgate.discovery import Etcd, discover
 from parkgate.ha.load import Writer, login, verify
 from parkgate.ha.status import server_health
@@ -182,6 +183,10 @@ async def test_server_killed_clients_fail_over_and_its_registration_expires(clus
         check = verify(cluster.dsn, prefix, writer.result.acked)
         assert check["lost"] == 0 and writer.result.first_ack_after(killed_at + 0.5) is not None
         assert server_health(cluster.servers[1]) == "UNREACHABLE"
+        # A client given both addresses (dead one first) reaches the live one by itself.
+        with open_channel(f"{cluster.servers[1]},{cluster.servers[0]}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
         deadline = time.monotonic() + cluster.spec_lease_ttl + 10
         while await discover(etcd, cluster.spec.name) != [cluster.servers[0]]:
             assert time.monotonic() < deadline, "the dead server's registration did not expire"
