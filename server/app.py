@@ -20,9 +20,12 @@ from grpc_reflection.v1alpha import reflection
 
 from parkgate import native
 from parkgate.config import Settings
+from parkgate.domain.errors import ParkgateError
 from parkgate.services.admin import AdminService
+from parkgate.services.admission import AdmissionPipeline
 from parkgate.services.bootstrap import prepare_database
 from parkgate.services.catalog import CatalogService
+from parkgate.services.gates import GateHub
 from parkgate.services.operators import OperatorService
 from parkgate.services.sales import SalesService
 from parkgate.store import Database
@@ -43,6 +46,7 @@ from .rpc.interceptors import interceptor_chain
 from .rpc.servicers.admin import AdminServicer
 from .rpc.servicers.auth import AuthServicer
 from .rpc.servicers.catalog import CatalogServicer
+from .rpc.servicers.gate import GateControlServicer, GateServicer
 from .rpc.servicers.ops import OpsServicer
 from .rpc.servicers.sales import SalesServicer
 
@@ -66,6 +70,11 @@ class ParkgateServer:
         self.admin = AdminService(self.db)
         self.catalog = CatalogService(self.db)
         self.sales = SalesService(self.db)
+        gates = settings.gates
+        self.pipeline = AdmissionPipeline(self.db, mode=gates.pipeline, max_batch=gates.max_batch,
+                                          workers=gates.db_workers)
+        self.gates = GateHub(self.db, self.pipeline, settings.server_id, self.operators.check_device,
+                             state_poll_seconds=gates.state_poll_seconds, ack_wait_seconds=gates.ack_wait_seconds)
         self.health = health.aio.HealthServicer()
         self.started_at = datetime.now(UTC)
         self.schema_ready = asyncio.Event()
@@ -89,10 +98,10 @@ class ParkgateServer:
             OpsServicer(self.db, self.settings.server_id, self.started_at, native.IMPLEMENTATION), s
         )
         sales_pb2_grpc.add_SalesServicer_to_server(SalesServicer(self.sales), s)
+        gate_pb2_grpc.add_GateServicer_to_server(GateServicer(self.gates, self.settings.server_id), s)
+        gate_pb2_grpc.add_GateControlServicer_to_server(GateControlServicer(self.gates), s)
         # Declared in the contract, built by later work: the generated base
         # classes answer UNIMPLEMENTED (reason NOT_IMPLEMENTED), never a fake success.
-        gate_pb2_grpc.add_GateServicer_to_server(gate_pb2_grpc.GateServicer(), s)
-        gate_pb2_grpc.add_GateControlServicer_to_server(gate_pb2_grpc.GateControlServicer(), s)
         reports_pb2_grpc.add_ReportsServicer_to_server(reports_pb2_grpc.ReportsServicer(), s)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, s)
         reflection.enable_server_reflection(
@@ -130,6 +139,14 @@ class ParkgateServer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             else:
+                break
+        while True:
+            try:
+                await self.gates.start()
+            except ParkgateError as exc:
+                log.warning("gate hub not started (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+            else:
                 self.schema_ready.set()
                 return
 
@@ -161,6 +178,7 @@ class ParkgateServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.gates.stop()
         await self.db.close()
         log.info("parkgate server %s stopped", self.settings.server_id)
 

@@ -85,6 +85,20 @@ class ClusterSettings(_Section):
     lease_ttl_seconds: int = Field(10, ge=2)
 
 
+class GateSettings(_Section):
+    # "batched": one database round trip per batch of validations (the product);
+    # "per_validation": one transaction each (the baseline the benchmark compares).
+    pipeline: Literal["batched", "per_validation"] = "batched"
+    max_batch: int = Field(256, ge=1, le=4096)
+    # Batches in flight at once (each holds one pooled connection).
+    db_workers: int = Field(4, ge=1)
+    # How often a server re-reads every park's pause/emergency state (LISTEN/NOTIFY
+    # is the fast path; this catches what a reconnect or failover lost).
+    state_poll_seconds: float = Field(2.0, gt=0)
+    # How long an emergency open waits for every connected gate to acknowledge.
+    ack_wait_seconds: float = Field(5.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything a parkgate server reads at start-up."""
 
@@ -100,6 +114,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     cluster: ClusterSettings = ClusterSettings()
+    gates: GateSettings = GateSettings()
 
     @classmethod
     def settings_customise_sources(

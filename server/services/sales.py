@@ -201,7 +201,9 @@ class SalesService:
                     "visit_date": line.visit, "valid_from": t.valid_from, "valid_until": t.valid_until,
                     "valid_days": t.valid_days, "persons": t.persons, "entries_total": t.entries_total,
                     "entries_per_day": t.entries_per_day, "reentry_allowed": t.reentry_allowed,
-                    "hold_for_check": t.hold_for_check,
+                    "hold_for_check": t.hold_for_check, "attraction_ids": list(t.attraction_ids),
+                    "window_start": t.night_window[0] if t.night_window else None,
+                    "window_end": t.night_window[1] if t.night_window else None,
                 })
                 if card:
                     bindings.append((card, serial))

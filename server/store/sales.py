@@ -92,7 +92,7 @@ async def next_serials(conn: Connection, count: int) -> list[int]:
 _TICKET_COLUMNS = (
     "serial", "order_id", "product_id", "product_version", "park_id", "key_id", "code", "card_uid", "price",
     "deposit", "visit_date", "valid_from", "valid_until", "valid_days", "persons", "entries_total",
-    "entries_per_day", "reentry_allowed", "hold_for_check",
+    "entries_per_day", "reentry_allowed", "hold_for_check", "attraction_ids", "window_start", "window_end",
 )
 
 _TICKET = """t.id::text AS id, t.serial, t.order_id::text AS order_id, t.product_id, t.product_version, t.park_id,

@@ -107,6 +107,9 @@ CREATE TABLE tickets (
     entries_per_day  integer NOT NULL DEFAULT 0,    -- 0 = unlimited
     reentry_allowed  boolean NOT NULL DEFAULT false,
     hold_for_check   boolean NOT NULL DEFAULT false,
+    attraction_ids   text[] NOT NULL DEFAULT '{}',  -- S14: attractions admitted besides the park gate
+    window_start     smallint,                      -- S9: minutes since local midnight; NULL = no window
+    window_end       smallint,
     entries_used     integer NOT NULL DEFAULT 0,
     first_used_at    timestamptz,
     state            text NOT NULL DEFAULT 'valid' CHECK (state IN ('valid', 'refunded', 'voided')),

@@ -1,0 +1,304 @@
+"""Gates against real servers and PostgreSQL: the stream, the batch pipeline's rules, capacity, emergency.
+
+Read as a runbook: a gate connects with its secret, a sold ticket is admitted
+once, a forged code is refused, a turnstile that did not turn gives the entry
+back, the park pauses at its cap and resumes below it, an emergency opens
+every gate on every server, and fifty gates on two servers presenting one
+single-use ticket a thousand times admit exactly one person.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import grpc
+import psycopg
+import pytest
+
+from parkgate import native
+from parkgate.clients.gate.link import Command, GateLink, Hello, LinkError
+from parkgate.v1 import admin_pb2, catalog_pb2, common_pb2, gate_pb2, gate_pb2_grpc, sales_pb2
+from tests.fixtures.server import Client, RunningServer, reason_of, start_server, stop_server
+
+ZONE = ZoneInfo("Asia/Shanghai")
+PARK = "gpark"
+
+
+def rid() -> str:
+    return str(uuid.uuid4())
+
+
+def local_minute(offset_minutes: int = 0) -> int:
+    now = datetime.now(ZONE) + timedelta(minutes=offset_minutes)
+    return now.hour * 60 + now.minute
+
+
+@dataclass
+class Park:
+    servers: list[RunningServer]
+    admin: Client
+    seller: Client
+    dsn: str
+    secrets: dict[str, str] = field(default_factory=dict)
+    links: list[GateLink] = field(default_factory=list)
+
+    async def product(self, pid: str, kind: int = catalog_pb2.SINGLE, **rules: object) -> None:
+        md = self.admin.metadata
+        await self.admin.catalog.PutProduct(catalog_pb2.PutProductRequest(product=catalog_pb2.Product(
+            id=pid, park_id=PARK, name=pid, kind=kind, on_sale=True,
+            rules=catalog_pb2.ProductRules(validity=catalog_pb2.VISIT_DATE, **rules))), metadata=md)
+        for day_type in (catalog_pb2.WEEKDAY, catalog_pb2.WEEKEND, catalog_pb2.HOLIDAY):
+            await self.admin.catalog.SetPrice(catalog_pb2.SetPriceRequest(entry=catalog_pb2.PriceEntry(
+                product_id=pid, day_type=day_type, price=common_pb2.Money(minor_units=1000, currency="CNY"))),
+                metadata=md)
+
+    async def sell(self, pid: str, quantity: int = 1, cards: list[str] | None = None) -> list[sales_pb2.Ticket]:
+        line = sales_pb2.OrderLine(product_id=pid, quantity=quantity, card_uids=cards or [])
+        order = await self.seller.sales.CreateOrder(sales_pb2.CreateOrderRequest(
+            request_id=rid(), lines=[line], payments=[sales_pb2.Payment(
+                method=common_pb2.CASH, amount=common_pb2.Money(minor_units=1000 * quantity, currency="CNY"))]),
+            metadata=self.seller.metadata)
+        return list(order.tickets)
+
+    async def gate(self, device_id: str, *, direction: str = "in", attraction: str = "", server: int = 0,
+                   confirms_passage: bool = False) -> GateLink:
+        if device_id not in self.secrets:
+            reply = await self.admin.admin.RegisterDevice(admin_pb2.RegisterDeviceRequest(device=admin_pb2.Device(
+                id=device_id, kind=admin_pb2.GATE, park_id=PARK, attraction_id=attraction,
+                direction=common_pb2.IN if direction == "in" else common_pb2.OUT)), metadata=self.admin.metadata)
+            self.secrets[device_id] = reply.secret
+        link = GateLink(self.servers[server].address, Hello(device_id, self.secrets[device_id], direction,  # type: ignore[arg-type]
+                                                            PARK, confirms_passage=confirms_passage))
+        await link.open()
+        self.links.append(link)
+        return link
+
+    def sql(self, query: str, *params: object) -> list[tuple]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def control(self) -> gate_pb2_grpc.GateControlStub:
+        return gate_pb2_grpc.GateControlStub(self.admin.channel)
+
+
+@pytest.fixture(scope="module")
+async def park(parkgate_server: RunningServer, module_dsn: str) -> AsyncIterator[Park]:
+    second = await start_server(module_dsn)
+    admin = await parkgate_server.admin()
+    md = admin.metadata
+    await admin.catalog.PutPark(catalog_pb2.PutParkRequest(park=catalog_pb2.Park(
+        id=PARK, name="Gate Park", time_zone="Asia/Shanghai", currency="CNY")), metadata=md)
+    for a in ("coaster", "wheel"):
+        await admin.catalog.PutAttraction(catalog_pb2.PutAttractionRequest(attraction=catalog_pb2.Attraction(
+            id=a, park_id=PARK, name=a)), metadata=md)
+    window = await admin.admin.RegisterDevice(admin_pb2.RegisterDeviceRequest(device=admin_pb2.Device(
+        id="gwin", kind=admin_pb2.SALES_WINDOW, park_id=PARK)), metadata=md)
+    await admin.admin.CreateUser(admin_pb2.CreateUserRequest(username="gsell", password="gsell-password",
+                                                             roles=["seller"]), metadata=md)
+    seller = await parkgate_server.login("gsell", "gsell-password", "gwin", window.secret)
+    p = Park([parkgate_server, second], admin, seller, module_dsn)
+    await p.product("single", entries_total=1)
+    yield p
+    for link in p.links:
+        await link.close()
+    await stop_server(second)
+
+
+async def test_a_sold_ticket_is_admitted_once_and_a_forged_code_never(park: Park) -> None:
+    gate = await park.gate("g-main")
+    assert gate.welcome is not None and gate.welcome.keys and not gate.welcome.emergency_open
+    ticket, = await park.sell("single")
+    first = await gate.validate("r1", code=ticket.code)
+    assert (first.allow, first.reason, first.entries_left, first.persons) == (True, "OK", 0, 1)
+    assert first.display_text == "Welcome"
+    second = await gate.validate("r2", code=ticket.code)
+    assert (second.allow, second.reason) == (False, "ALREADY_USED")
+    retry = await gate.validate("r1", code=ticket.code)  # the first request again: its first decision
+    assert (retry.allow, retry.reason) == (True, "OK")
+    assert park.sql("SELECT entries_used FROM tickets WHERE id = %s", ticket.id) == [(1,)]
+
+    forged = ticket.code[:-4] + ("AAAA" if not ticket.code.endswith("AAAA") else "BBBB")
+    assert (await gate.validate("r3", code=forged)).reason in ("FORGED_CODE", "MALFORMED_CODE", "NON_CANONICAL_ENCODING")
+    assert (await gate.validate("r4", code="HELLO WORLD")).reason in ("WRONG_SCHEME", "MALFORMED_CODE")
+    assert (await gate.validate("r5", code=ticket.code + "\r\n")).reason == "ALREADY_USED"  # scanners add CR/LF
+    assert (await gate.validate("r6", card_uid="DEADBEEF")).reason == "UNKNOWN_CARD"
+
+
+async def test_unknown_or_forged_devices_are_refused(park: Park) -> None:
+    for hello, reason in (
+        (Hello("no-such-gate", "x", "in", PARK), "UNKNOWN_DEVICE"),
+        (Hello("gwin", "whatever", "in", PARK), "BAD_DEVICE_CREDENTIALS"),
+    ):
+        with pytest.raises(LinkError) as err:
+            await GateLink(park.servers[0].address, hello).open()
+        assert err.value.reason == reason
+    await park.gate("g-forge")
+    with pytest.raises(LinkError) as err:
+        await GateLink(park.servers[0].address, Hello("g-forge", "not-its-secret", "in", PARK)).open()
+    assert err.value.reason == "BAD_DEVICE_CREDENTIALS"
+
+
+async def test_refunded_expired_night_window_and_wrong_attraction_are_refused(park: Park) -> None:
+    gate = await park.gate("g-rules")
+    coaster = await park.gate("g-coaster", attraction="coaster")
+    refunded, kept = await park.sell("single", 2)
+    await park.admin.sales.Refund(sales_pb2.RefundRequest(request_id=rid(), ticket_ids=[refunded.id],
+                                                          reason_id="weather"), metadata=park.admin.metadata)
+    assert (await gate.validate(rid(), code=refunded.code)).reason == "REFUNDED"
+    assert (await coaster.validate(rid(), code=kept.code)).reason == "NOT_VALID_FOR_ATTRACTION"
+
+    await park.product("rides", entries_total=0, attraction_ids=["coaster"])
+    ride, = await park.sell("rides")
+    assert (await coaster.validate(rid(), code=ride.code)).allow
+
+    # A code signed with the installation's key for a day that is over: the gate's own check refuses it.
+    (key_id, seed), = park.sql("SELECT key_id, seed FROM signing_keys WHERE state = 'active'")
+    (number,), = park.sql("SELECT number FROM parks WHERE id = %s", PARK)
+    yesterday = int((datetime.now(UTC) - timedelta(days=1)).timestamp())
+    old = native.issue(native.SigningKey(key_id, bytes(seed)), serial=kept.serial, product_id=1, park_id=number,
+                       valid_from=yesterday - 86400, valid_until=yesterday)
+    assert (await gate.validate(rid(), code=old)).reason == "EXPIRED"
+
+    start, end = local_minute(60) // 10 * 10, local_minute(120) // 10 * 10
+    if start != end:  # a window that opens in an hour: not now
+        await park.product("night", entries_total=1, window_start_minute=start, window_end_minute=end)
+        night, = await park.sell("night")
+        assert (await gate.validate(rid(), code=night.code)).reason == "OUTSIDE_TIME_WINDOW"
+    await park.product("now", entries_total=1, window_start_minute=local_minute(-30), window_end_minute=local_minute(30))
+    now_ticket, = await park.sell("now")
+    assert (await gate.validate(rid(), code=now_ticket.code)).allow
+
+
+async def test_count_cards_daily_limits_and_reentry(park: Park) -> None:
+    entry = await park.gate("g-in")
+    exit_ = await park.gate("g-out", direction="out")
+    await park.product("card3", catalog_pb2.COUNT_CARD, entries_total=3, card_bound=True)
+    await park.sell("card3", cards=["04AABBCCDD0011"])
+    decisions = [await entry.validate(rid(), card_uid="04:aa:bb:cc:dd:00:11") for _ in range(4)]
+    assert [d.reason for d in decisions] == ["OK", "OK", "OK", "NO_ENTRIES_LEFT"]
+    assert [d.entries_left for d in decisions[:3]] == [2, 1, 0]
+
+    await park.product("twice", entries_per_day=2)
+    twice, = await park.sell("twice")
+    assert [(await entry.validate(rid(), code=twice.code)).reason for _ in range(3)] == [
+        "OK", "OK", "DAILY_LIMIT_REACHED"]
+
+    await park.product("come-back", entries_per_day=1, reentry_allowed=True)
+    back, = await park.sell("come-back")
+    assert (await entry.validate(rid(), code=back.code)).allow
+    assert (await entry.validate(rid(), code=back.code)).reason == "DAILY_LIMIT_REACHED"  # still inside
+    assert (await exit_.validate(rid(), code=back.code)).allow
+    assert (await entry.validate(rid(), code=back.code)).allow  # re-entry after an exit: not counted
+    assert park.sql("SELECT entries_used FROM tickets WHERE id = %s", back.id) == [(1,)]
+
+    once, = await park.sell("single")
+    assert (await entry.validate(rid(), code=once.code)).allow
+    assert (await exit_.validate(rid(), code=once.code)).allow
+    assert (await entry.validate(rid(), code=once.code)).reason == "REENTRY_NOT_ALLOWED"
+
+
+async def test_an_unconfirmed_passage_gives_the_entry_back(park: Park) -> None:
+    gate = await park.gate("g-turnstile", confirms_passage=True)
+    ticket, = await park.sell("single")
+    (inside_before,), = park.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK)
+    first = await gate.validate("turn-1", code=ticket.code)
+    assert first.allow
+    gate.passage("turn-1", passed=False)  # the person turned back: the turnstile never turned
+    for _ in range(50):
+        if park.sql("SELECT entries_used FROM tickets WHERE id = %s", ticket.id) == [(0,)]:
+            break
+        await asyncio.sleep(0.1)
+    assert park.sql("SELECT entries_used, inside FROM tickets WHERE id = %s", ticket.id) == [(0, False)]
+    assert park.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK) == [(inside_before,)]
+    assert park.sql("SELECT reason FROM validations WHERE request_id = 'turn-1'") == [("PASSAGE_NOT_CONFIRMED",)]
+    again = await gate.validate("turn-2", code=ticket.code)
+    assert again.allow
+    gate.passage("turn-2", passed=True)
+    for _ in range(50):
+        if park.sql("SELECT passed_at IS NOT NULL FROM validations WHERE request_id = 'turn-2'") == [(True,)]:
+            break
+        await asyncio.sleep(0.1)
+    assert (await gate.validate("turn-3", code=ticket.code)).reason == "ALREADY_USED"
+
+
+async def _next_command(link: GateLink, kind: str, timeout: float = 10.0) -> Command:
+    async with asyncio.timeout(timeout):
+        while True:
+            command = await link.commands.get()
+            if command.kind == kind:
+                return command
+
+
+async def test_capacity_pauses_entry_at_the_cap_and_resumes_below_the_margin(park: Park) -> None:
+    entry = await park.gate("g-cap-in")
+    other = await park.gate("g-cap-in-2", server=1)  # on the other server: hears it through the database
+    exit_ = await park.gate("g-cap-out", direction="out")
+    (inside,), = park.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK)
+    occupancy = await park.control().SetCapacity(gate_pb2.SetCapacityRequest(
+        park_id=PARK, capacity=int(inside) + 3, resume_margin=1), metadata=park.admin.metadata)
+    assert not occupancy.entry_paused
+    tickets = await park.sell("single", 4)
+    for t in tickets[:3]:
+        assert (await entry.validate(rid(), code=t.code)).allow
+    assert (await entry.validate(rid(), code=tickets[3].code)).reason == "PARK_FULL"
+    await _next_command(entry, "PAUSE_ENTRY")
+    await _next_command(other, "PAUSE_ENTRY")
+    assert (await exit_.validate(rid(), code=tickets[0].code)).allow  # at cap - margin: entry resumes
+    await _next_command(entry, "RESUME_ENTRY")
+    await _next_command(other, "RESUME_ENTRY")
+    assert (await other.validate(rid(), code=tickets[3].code)).allow
+    state = await park.control().GetOccupancy(gate_pb2.GetOccupancyRequest(park_id=PARK), metadata=park.admin.metadata)
+    assert state.inside == inside + 3 and state.entry_paused
+    await park.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=0),
+                                     metadata=park.admin.metadata)
+    await _next_command(entry, "RESUME_ENTRY")
+
+
+async def test_an_emergency_opens_every_gate_on_every_server_until_released(park: Park) -> None:
+    gates = [await park.gate(f"g-fire-{n}", server=n % 2) for n in range(4)]
+
+    async def obey(link: GateLink, kind: str) -> None:
+        command = await _next_command(link, kind)
+        link.acknowledge(command.command_id, True, "relay open and held")
+
+    control = park.control()
+    opening = asyncio.gather(*(obey(g, "EMERGENCY_OPEN_CMD") for g in gates))
+    reply = await control.EmergencyOpen(gate_pb2.EmergencyRequest(park_id=PARK, note="drill"),
+                                        metadata=park.admin.metadata)
+    await opening
+    names = {f"g-fire-{n}" for n in range(4)}
+    assert names <= set(reply.acknowledged_by) and reply.gates_notified >= 4
+    late = await park.gate("g-fire-late")  # a gate connecting during the emergency learns it in its welcome
+    assert late.welcome is not None and late.welcome.emergency_open
+    releasing = asyncio.gather(*(obey(g, "EMERGENCY_RELEASE_CMD") for g in [*gates, late]))
+    reply = await control.EmergencyRelease(gate_pb2.EmergencyRequest(park_id=PARK), metadata=park.admin.metadata)
+    await releasing
+    assert names | {"g-fire-late"} <= set(reply.acknowledged_by)
+    audit = await park.admin.admin.ListAuditLog(admin_pb2.ListAuditLogRequest(method_contains="Emergency"),
+                                                metadata=park.admin.metadata)
+    assert {r.method.rsplit("/", 1)[-1] for r in audit.records} >= {"EmergencyOpen", "EmergencyRelease"}
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await control.EmergencyOpen(gate_pb2.EmergencyRequest(park_id=PARK), metadata=park.seller.metadata)
+    assert reason_of(err.value) == "PERMISSION_DENIED"
+
+
+async def test_fifty_gates_on_two_servers_admit_one_single_use_ticket_exactly_once(park: Park) -> None:
+    ticket, = await park.sell("single")
+    gates = await asyncio.gather(*(park.gate(f"g-rush-{n:02d}", server=n % 2) for n in range(50)))
+
+    async def present(link: GateLink, n: int) -> list[bool]:
+        return [r.allow for r in await link.validate_many([(f"rush-{n}-{k}", ticket.code) for k in range(20)],
+                                                          timeout=60)]
+
+    results = await asyncio.gather(*(present(g, n) for n, g in enumerate(gates)))
+    allowed = sum(sum(r) for r in results)
+    assert sum(len(r) for r in results) == 1000
+    assert allowed == 1
+    assert park.sql("SELECT count(*) FROM validations WHERE ticket_id = %s AND allow", ticket.id) == [(1,)]
+    assert park.sql("SELECT entries_used FROM tickets WHERE id = %s", ticket.id) == [(1,)]
