@@ -37,6 +37,7 @@ def _welcome(hub: GateHub, session: GateSession, server_id: str) -> gate_pb2.Ser
     return gate_pb2.ServerMessage(welcome=gate_pb2.Welcome(
         server_id=server_id, keys=keys, revoked_key_ids=revoked, entry_paused=session.paused,
         emergency_open=session.emergency, language=session.language,
+        park_number=session.place.park_number, attraction_slot=session.place.attraction_slot,
     ))
 
 
