@@ -148,7 +148,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
     drill = Drill(_data_dir(args), args.kill, clients=args.clients, timeout=args.timeout, say=_say)
     rep = report(asyncio.run(drill.run(args.rounds)))
-    print(orjson.dumps(rep, option=orjson.OPT_INDENT_2).decode() if args.json else render(rep))
+    # The rounds were told on stderr as they ended; stdout gets the report.
+    print(orjson.dumps(rep, option=orjson.OPT_INDENT_2).decode() if args.json else render(rep, rounds=False))
     return 0 if rep["summary"]["ok"] else 1
 
 

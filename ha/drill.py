@@ -51,7 +51,7 @@ class Round:
     number: int
     kind: str
     victim: str
-    rto_seconds: float | None  # kill -> first acknowledged write after it
+    rto_seconds: float | None  # kill -> writes flowing again after the interruption it caused
     longest_stall_seconds: float  # the longest one client waited between two acknowledgements
     recovered_seconds: float  # kill -> the cluster whole again (leader, sync standby, all SERVING)
     acked: int
@@ -167,8 +167,9 @@ class Drill:
             await asyncio.sleep(self.settle)
             struck = time.monotonic()
             await asyncio.to_thread(self._strike, victim)
+            done = time.monotonic()  # a switchover returns when it is over; a kill at once
             for _ in range(int(self.timeout / 0.2)):
-                if writer.result.first_ack_after(struck + 0.05) is not None:
+                if writer.result.first_ack_after(done + 0.05) is not None:
                     break
                 await asyncio.sleep(0.2)
             await asyncio.sleep(self.settle)
@@ -179,7 +180,7 @@ class Drill:
         await _until(lambda: whole(self.spec), self.timeout, "the cluster to be whole again")
         recovered = time.monotonic() - struck
         check = await asyncio.to_thread(verify, self.dsn, prefix, result.acked)
-        first = result.first_ack_after(struck + 0.05)
+        first = result.resumed_after(struck)
         leader = None
         if self.kind in ("primary", "switchover"):
             view = patroni_api.cluster_view([n.rest_url for n in self.spec.postgres])
@@ -213,9 +214,10 @@ def report(rounds: list[Round]) -> dict[str, Any]:
     }
 
 
-def render(rep: dict[str, Any]) -> str:
+def render(rep: dict[str, Any], *, rounds: bool = True) -> str:
+    """The report for people: one sentence per round (unless already said), then the verdict."""
     s = rep["summary"]
-    lines = [Round(**r).sentence() for r in rep["rounds"]]
+    lines = [Round(**r).sentence() for r in rep["rounds"]] if rounds else []
     lines.append(f"{'PASS' if s['ok'] else 'FAIL'}: {s['rounds']} rounds, {s['acked']} acknowledged, "
                  f"{s['lost']} lost, {s['duplicates']} duplicated; RTO max {s['rto_max_seconds']}s "
                  f"mean {s['rto_mean_seconds']}s; longest client stall {s['longest_stall_seconds']}s")

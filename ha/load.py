@@ -12,8 +12,8 @@ is the primary key, so duplicates are counted to prove it, not assumed).
 What it measures, from the client's side:
 
 * ``stall``: the longest time one client waited between two acknowledgements;
-* ``first_ack_after(t)``: the first acknowledgement after ``t`` (a kill), the
-  recovery time objective as a client sees it;
+* ``resumed_after(t)``: when writes flowed again after the interruption that
+  followed ``t`` (a kill): the recovery time objective as a client sees it;
 * ``errors``: failed attempts by reason (the contract's reason, or the gRPC code).
 """
 
@@ -31,6 +31,8 @@ import psycopg
 from parkgate.v1 import admin_pb2, admin_pb2_grpc, auth_pb2, auth_pb2_grpc
 
 REASON_METADATA = "parkgate-reason"
+#: A pause in the acknowledgements of all clients together shorter than this is normal traffic.
+INTERRUPTION = 0.5
 
 
 def _reason(exc: grpc.aio.AioRpcError) -> str:
@@ -59,6 +61,26 @@ class LoadResult:
     def first_ack_after(self, t: float) -> float | None:
         after = [a for a in self.acked.values() if a >= t]
         return min(after) if after else None
+
+    def resumed_after(self, t: float) -> float | None:
+        """When writes flowed again after the longest interruption that followed ``t``.
+
+        The end of the largest gap between consecutive acknowledgements (all
+        clients together) that ends after ``t``: for a killed primary the writes
+        stop at once and resume on the new one; for a switchover they go on for a
+        moment and stop when the old primary is demoted. None if nothing was
+        acknowledged after ``t``. When no pause reached :data:`INTERRUPTION`
+        (another server took over at once), the first acknowledgement after ``t``.
+        """
+        times = sorted(self.acked.values())
+        best: tuple[float, float] | None = None
+        for prev, nxt in zip([t, *times], times, strict=False):
+            if nxt <= t:
+                continue
+            gap = nxt - max(prev, t)
+            if gap >= INTERRUPTION and (best is None or gap > best[0]):
+                best = (gap, nxt)
+        return best[1] if best is not None else self.first_ack_after(t)
 
     def longest_gap_around(self, t: float) -> float:
         """The longest gap between consecutive acknowledgements (of any client) that spans ``t``."""

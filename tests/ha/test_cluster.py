@@ -201,6 +201,20 @@ async def test_server_killed_clients_fail_over_and_its_registration_expires(clus
         etcd.close()
 
 
+@pytest.mark.parametrize("kind", ["etcd-member", "primary"])
+def test_the_drill_reports_rto_and_zero_loss(cluster: Cluster, kind: str) -> None:
+    res = cli("drill", "--data-dir", str(cluster.data_dir), "--kill", kind, "--rounds", "1", "--json", timeout=400)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = orjson.loads(res.stdout)
+    (round_,) = report["rounds"]
+    print(f"\ndrill {kind}: {round_}")
+    assert report["summary"]["ok"] is True and round_["lost"] == 0 and round_["duplicates"] == 0
+    assert round_["acked"] > 0 and round_["rto_seconds"] is not None
+    if kind == "primary":
+        assert round_["new_leader"] != round_["victim"] and round_["rto_seconds"] > 5  # a lease had to expire
+    cluster.wait_healthy()
+
+
 def test_down_stops_every_process(cluster: Cluster) -> None:
     procs = load_state(cluster.data_dir).procs
     res = cli("down", "--data-dir", str(cluster.data_dir), "--timeout", "60")

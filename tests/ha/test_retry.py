@@ -1,0 +1,110 @@
+"""Ride-through in the store: a call waits for the database up to its deadline, and no longer.
+
+A real PostgreSQL is started *after* the call began (as a new primary appears after a
+failover); the call must get its connection and succeed. Without a deadline, or with one
+shorter than the outage, it must fail with DATABASE_UNAVAILABLE in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from parkgate.domain.errors import Reason, Unavailable
+from parkgate.pg import PostgresInstance, free_port
+from parkgate.store import Database
+from parkgate.store.retry import call_deadline, retry_idempotent
+from tests.fixtures.postgres import TEST_SETTINGS, make_test_dir
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stopped_instance() -> Iterator[PostgresInstance]:
+    """An initialized but stopped PostgreSQL (trust auth on loopback): tests start and stop it."""
+    base = make_test_dir("parkgate-retry-")
+    pg = PostgresInstance(base / "data", port=free_port(), auth="trust", settings=TEST_SETTINGS)
+    pg.initialize()
+    try:
+        yield pg
+    finally:
+        if pg.is_running():
+            pg.stop("immediate", timeout=30)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_a_call_waits_for_a_database_that_appears_within_its_deadline(
+    stopped_instance: PostgresInstance,
+) -> None:
+    db = Database(stopped_instance.conninfo(), min_size=1, max_size=2, acquire_timeout=0.5, connect_timeout=1)
+    await db.open()
+    try:
+        async def call() -> int:
+            call_deadline.set(time.monotonic() + 30)  # what the gRPC interceptor does for a 30 s deadline
+
+            async def work(conn) -> int:  # type: ignore[no-untyped-def]
+                return (await (await conn.execute("SELECT 41 + 1 AS x")).fetchone())["x"]
+
+            return await db.run(work, what="the test query")
+
+        started = time.monotonic()
+        task = asyncio.create_task(call())
+        await asyncio.sleep(2)  # the "failover": nothing answers for 2 s, far past acquire_timeout
+        assert not task.done()
+        await asyncio.to_thread(stopped_instance.start, 60)
+        assert await asyncio.wait_for(task, 30) == 42
+        assert time.monotonic() - started >= 2
+    finally:
+        await db.close()
+        await asyncio.to_thread(stopped_instance.stop, "fast", 30)
+
+
+async def test_without_a_deadline_the_wait_is_the_acquire_timeout(stopped_instance: PostgresInstance) -> None:
+    db = Database(stopped_instance.conninfo(), min_size=1, max_size=2, acquire_timeout=1.0, connect_timeout=1)
+    await db.open()
+    try:
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as info:
+            async with db.connection():
+                pass
+        assert info.value.reason == Reason.DATABASE_UNAVAILABLE
+        assert 0.9 <= time.monotonic() - started < 5
+    finally:
+        await db.close()
+
+
+async def test_retry_gives_up_at_the_deadline_and_never_retries_other_refusals() -> None:
+    attempts = 0
+
+    async def always_down() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise Unavailable("the database is not available: test")
+
+    token = call_deadline.set(time.monotonic() + 1.2)
+    try:
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            await retry_idempotent(always_down)
+        assert attempts > 3 and time.monotonic() - started < 1.5
+    finally:
+        call_deadline.reset(token)
+
+    disk_full = 0
+
+    async def full() -> None:
+        nonlocal disk_full
+        disk_full += 1
+        raise Unavailable("the database disk is full", Reason.DISK_FULL)
+
+    token = call_deadline.set(time.monotonic() + 5)
+    try:
+        with pytest.raises(Unavailable):
+            await retry_idempotent(full)
+        assert disk_full == 1
+    finally:
+        call_deadline.reset(token)
