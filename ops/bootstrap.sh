@@ -11,7 +11,10 @@ PACKAGES=(
   # native/: Ed25519 through libsodium from Cython
   libsodium-dev pkg-config
   # IC card readers (pyscard builds from source) and a real PC/SC stack for tests
-  libpcsclite-dev swig pcscd vsmartcard-vpcd python3-virtualsmartcard
+  # (the vpcd virtual reader; our own virtual card answers it: docs/devices.md)
+  libpcsclite-dev swig pcscd vsmartcard-vpcd
+  # ticket PDFs: Latin and Chinese (CJK) fonts to embed
+  fonts-dejavu-core fonts-wqy-microhei
   # serial devices as pseudo-terminal pairs in tests
   socat
   # UPS events through Network UPS Tools
