@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-# Currencies whose minor unit is not 1/100 (ISO 4217); everything else has two decimals.
-_DECIMALS = {"JPY": 0, "KRW": 0, "VND": 0, "ISK": 0, "CLP": 0, "BHD": 3, "KWD": 3, "OMR": 3, "JOD": 3, "TND": 3}
+#: ISO 4217 currencies whose minor unit is not 1/100 (the rest of the world's park currencies are).
+_EXPONENTS: dict[str, int] = {
+    "JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "UGX": 0, "XAF": 0, "XOF": 0, "PYG": 0,
+    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
+}  # fmt: skip
 
 
 def decimals(currency: str) -> int:
-    return _DECIMALS.get(currency.upper(), 2)
+    return _EXPONENTS.get(currency.upper(), 2)
 
 
 def parse_amount(text: str, currency: str) -> int:
@@ -28,8 +31,10 @@ def parse_amount(text: str, currency: str) -> int:
     return int(minor)
 
 
-def format_amount(minor_units: int, currency: str) -> str:
-    """12050 CNY -> '120.50 CNY'."""
-    places = decimals(currency)
-    value = Decimal(minor_units).scaleb(-places)
-    return f"{value:.{places}f} {currency}".strip()
+def format_money(minor: int, currency: str) -> str:
+    """``12800, "CNY"`` -> ``"CNY 128.00"``; exact integer arithmetic, no float."""
+    exponent = decimals(currency)
+    sign = "-" if minor < 0 else ""
+    units, cents = divmod(abs(minor), 10**exponent)
+    amount = f"{units:,}" + (f".{cents:0{exponent}d}" if exponent else "")
+    return f"{currency.upper()} {sign}{amount}"

@@ -25,8 +25,7 @@ from parkgate.v1 import common_pb2, sales_pb2
 
 from ..connection import CallError
 from ..devices import DeviceError, PcscCardReader
-from ..money import parse_amount
-from ..tickets import format_money
+from ..money import format_money, parse_amount
 from . import output
 from .window import Window, describe, payment_method
 

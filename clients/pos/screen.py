@@ -26,7 +26,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from parkgate.v1 import common_pb2, sales_pb2
 
 from ..connection import CallError
-from ..money import format_amount
+from ..money import format_money
 from .window import PriceLine, Window
 
 QUANTITIES = (1, 2, 3, 4, 5, 10)
@@ -99,7 +99,7 @@ class WindowScreen(App[None]):
         table = self.query_one("#prices", DataTable)
         table.clear()
         for n, p in enumerate(self.keys, start=1):
-            price = format_amount(p.unit_price, p.currency) if p.unit_price is not None else "no price"
+            price = format_money(p.unit_price, p.currency) if p.unit_price is not None else "no price"
             table.add_row(str(n), p.name, price, p.day_type)
         self._show_mode()
         await self._show_totals()
@@ -120,7 +120,7 @@ class WindowScreen(App[None]):
             self.last_order = order
             serials = ", ".join(str(t.serial) for t in order.tickets)
             self._status(f"SOLD {len(order.tickets)} x {product.name}  "
-                         f"{format_amount(order.total.minor_units, order.total.currency)} {self.method}  "
+                         f"{format_money(order.total.minor_units, order.total.currency)} {self.method}  "
                          f"serials {serials}")
             self.query_one("#last", Static).update(self._describe_order(order))
             if self.printer is not None:
@@ -164,9 +164,9 @@ class WindowScreen(App[None]):
                  f"{totals.orders} orders, {totals.tickets} tickets"]
         for m in totals.by_method:
             lines.append(f"{common_pb2.PaymentMethod.Name(m.method).lower():<10} "
-                         f"{format_amount(m.amount.minor_units, m.amount.currency)}")
+                         f"{format_money(m.amount.minor_units, m.amount.currency)}")
         if totals.refunds:
-            lines.append(f"refunds {totals.refunds}: -{format_amount(totals.refunded.minor_units, totals.refunded.currency)}")
+            lines.append(f"refunds {totals.refunds}: -{format_money(totals.refunded.minor_units, totals.refunded.currency)}")
         self.query_one("#totals", Static).update("\n".join(lines))
 
     def _show_mode(self) -> None:
@@ -181,7 +181,7 @@ class WindowScreen(App[None]):
     @staticmethod
     def _describe_order(order: sales_pb2.Order) -> str:
         lines = [f"[b]Last order[/b] {order.id[:8]}"]
-        lines += [f"#{t.serial} {t.product_name} {format_amount(t.price.minor_units, t.price.currency)}"
+        lines += [f"#{t.serial} {t.product_name} {format_money(t.price.minor_units, t.price.currency)}"
                   for t in order.tickets[:6]]
         if len(order.tickets) > 6:
             lines.append(f"... {len(order.tickets) - 6} more")

@@ -5,11 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-#: ISO 4217 currencies whose minor unit is not 1/100 (the rest of the world's park currencies are).
-_EXPONENTS: dict[str, int] = {
-    "JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "UGX": 0, "XAF": 0, "XOF": 0, "PYG": 0,
-    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
-}  # fmt: skip
+from ..money import format_money
 
 
 @dataclass(frozen=True)
@@ -35,15 +31,6 @@ class SoldTicket:
     operator: str
     window: str
     visit_date: date | None = None
-
-
-def format_money(minor: int, currency: str) -> str:
-    """``12800, "CNY"`` -> ``"CNY 128.00"``; exact integer arithmetic, no float."""
-    exponent = _EXPONENTS.get(currency.upper(), 2)
-    sign = "-" if minor < 0 else ""
-    units, cents = divmod(abs(minor), 10**exponent)
-    amount = f"{units:,}" + (f".{cents:0{exponent}d}" if exponent else "")
-    return f"{currency.upper()} {sign}{amount}"
 
 
 def validity_text(ticket: SoldTicket) -> str:

@@ -167,7 +167,19 @@ class AdmissionPipeline:
                 else:
                     assert result.ticket is not None
                     serials[index] = result.ticket.serial
-        to_db = [i for i in range(len(items)) if decisions[i] is None]
+        # A gate that resends a request before its answer came puts the same key twice in one batch:
+        # the database sees it once and both get its decision.
+        first_of: dict[tuple[str, str], int] = {}
+        copies: dict[int, int] = {}
+        to_db = []
+        for i in range(len(items)):
+            if decisions[i] is None:
+                key = (items[i].place.device_id, items[i].request_id)
+                if key in first_of:
+                    copies[i] = first_of[key]
+                else:
+                    first_of[key] = i
+                    to_db.append(i)
         if to_db:
             rows = await self.db.run(lambda conn: store.admit_batch(conn, [
                 {"device_id": items[i].place.device_id, "request_id": items[i].request_id,
@@ -182,6 +194,8 @@ class AdmissionPipeline:
                     entries_left=row["entries_left"], persons=row["persons"], hold_for_check=row["hold_for_check"],
                     retried=row["retried"],
                 )
+        for copy, original in copies.items():
+            decisions[copy] = decisions[original]
         return [d for d in decisions if d is not None]
 
     async def _verify(self, items: Sequence[ValidationItem]) -> list[native.Result]:

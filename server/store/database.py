@@ -43,6 +43,9 @@ async def connection_errors_to_domain() -> AsyncIterator[None]:
                               Reason.NOT_FOUND) from exc
     except (pg_errors.CheckViolation, pg_errors.NotNullViolation, pg_errors.DataException) as exc:
         raise InvalidArgument(f"not accepted by the database: {exc.diag.message_primary}") from exc
+    except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+        # Transient by nature: the whole transaction may simply run again (callers that retry do).
+        raise Unavailable(f"the database aborted a transaction that collided with another: {exc}") from exc
     except pg_errors.DiskFull as exc:
         raise Unavailable("the database disk is full", Reason.DISK_FULL) from exc
     except (psycopg.OperationalError, pg_errors.AdminShutdown, pg_errors.ReadOnlySqlTransaction) as exc:
