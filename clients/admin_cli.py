@@ -30,10 +30,11 @@ from parkgate.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
     common_pb2,
+    gate_pb2_grpc,
     sales_pb2_grpc,
 )
 
-from . import catalog_cli, connection
+from . import catalog_cli, connection, gates_cli
 
 Handler = Callable[["Session", argparse.Namespace], Any]
 
@@ -48,6 +49,7 @@ class Session:
         self.admin = admin_pb2_grpc.AdminStub(self.channel)
         self.catalog = catalog_pb2_grpc.CatalogStub(self.channel)
         self.sales = sales_pb2_grpc.SalesStub(self.channel)
+        self.gates = gate_pb2_grpc.GateControlStub(self.channel)
 
     @property
     def metadata(self) -> Any:
@@ -301,6 +303,7 @@ def add_parser(subparsers: Any) -> None:
     sp.add_argument("--limit", type=int, default=50)
     cmd("sessions", cmd_sessions, "who is online")
     catalog_cli.add_commands(cmd)
+    gates_cli.add_commands(cmd)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,9 @@ single-use ticket a thousand times admit exactly one person.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import grpc
+import orjson
 import psycopg
 import pytest
 
@@ -302,3 +306,31 @@ async def test_fifty_gates_on_two_servers_admit_one_single_use_ticket_exactly_on
     assert allowed == 1
     assert park.sql("SELECT count(*) FROM validations WHERE ticket_id = %s AND allow", ticket.id) == [(1,)]
     assert park.sql("SELECT entries_used FROM tickets WHERE id = %s", ticket.id) == [(1,)]
+
+
+async def test_the_admin_command_opens_and_releases_the_park(park: Park) -> None:
+    gate = await park.gate("g-cli")
+
+    async def obey(kind: str) -> None:
+        command = await _next_command(gate, kind)
+        gate.acknowledge(command.command_id, True, "held open")
+
+    async def admin(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PARKGATE_TOKEN": park.admin.token}
+        return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "parkgate.cli", "admin", "--server",
+                                                        park.servers[0].address, "--json", *args],
+                                       capture_output=True, text=True, env=env, timeout=60)
+
+    obeyed = asyncio.ensure_future(obey("EMERGENCY_OPEN_CMD"))
+    opened = await admin("emergency", "open", "--park", PARK, "--note", "smoke in hall 2")
+    await obeyed
+    assert opened.returncode == 0, opened.stderr
+    assert "g-cli" in orjson.loads(opened.stdout)["acknowledged_by"]
+    occupancy = orjson.loads((await admin("occupancy", "--park", PARK)).stdout)
+    assert occupancy["emergency_open"] is True
+    obeyed = asyncio.ensure_future(obey("EMERGENCY_RELEASE_CMD"))
+    released = await admin("emergency", "release", "--park", PARK)
+    await obeyed
+    assert released.returncode == 0 and "g-cli" in orjson.loads(released.stdout)["acknowledged_by"]
+    unknown = await admin("emergency", "open", "--park", "atlantis")
+    assert unknown.returncode == 2 and "UNKNOWN_PARK" in unknown.stderr
