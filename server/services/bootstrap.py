@@ -67,7 +67,8 @@ async def load_demo(db: Database) -> bool:
         ("wp-family4", "waterpark", "Water Park Family (4 persons)", "multi_person",
          {"validity": "visit_date", "person_count": 4, "entries_per_day": 1}),
         ("lp-day", "landpark", "Land Park Day Ticket", "single",
-         {"validity": "visit_date", "entries_per_day": 1, "attraction_ids": ["dragon-coaster", "ferris-wheel"]}),
+         # counts are per ticket over all its gates: the park gate plus one ride on each included attraction
+         {"validity": "visit_date", "entries_per_day": 3, "attraction_ids": ["dragon-coaster", "ferris-wheel"]}),
         ("lp-night", "landpark", "Land Park Night Tour", "single",
          {"validity": "visit_date", "window_start_minute": 18 * 60, "window_end_minute": 22 * 60,
           "entries_per_day": 1}),

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from parkgate import native
+from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.v1 import admin_pb2, catalog_pb2, common_pb2, sales_pb2
 from tests.fixtures.server import Client, RunningServer, reason_of
 
@@ -72,6 +73,16 @@ async def product_rules(shop: Shop, product_id: str) -> catalog_pb2.Product:
     reply = await shop.admin.catalog.ListProducts(catalog_pb2.ListProductsRequest(park_id="tpark"),
                                                   metadata=shop.admin.metadata)
     return next(p for p in reply.products if p.id == product_id)
+
+
+async def admitting_gate(shop: Shop, server: RunningServer) -> GateLink:
+    """A real entry gate of the test park, connected to the server."""
+    reply = await shop.admin.admin.RegisterDevice(admin_pb2.RegisterDeviceRequest(device=admin_pb2.Device(
+        id=f"gate-{uuid.uuid4().hex[:8]}", kind=admin_pb2.GATE, park_id="tpark", direction=common_pb2.IN)),
+        metadata=shop.admin.metadata)
+    link = GateLink(server.address, Hello(reply.device.id, reply.secret, "in", "tpark"))
+    await link.open()
+    return link
 
 
 def today() -> date:
@@ -287,7 +298,11 @@ async def test_refunds_follow_the_reason_percentage_and_round_half_up(
     await shop.admin.admin.CreateUser(admin_pb2.CreateUserRequest(
         username="rita", password="rita-password-1", roles=["refunder"]), metadata=md)
     refunder = await parkgate_server.login("rita", "rita-password-1")
-    shop.sql("UPDATE tickets SET entries_used = 1, first_used_at = now() WHERE id = %s", second.id)
+    gate = await admitting_gate(shop, parkgate_server)
+    try:
+        assert (await gate.validate(rid(), code=second.code)).allow  # checked in at the park gate
+    finally:
+        await gate.close()
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await refunder.sales.Refund(sales_pb2.RefundRequest(request_id=rid(), ticket_ids=[second.id],
                                                             reason_id="weather"), metadata=refunder.metadata)
