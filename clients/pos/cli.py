@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,24 @@ def cmd_refund(w: Window, a: argparse.Namespace) -> Any:
     return None
 
 
+def cmd_refunds(w: Window, a: argparse.Namespace) -> Any:
+    """Refunds by period, operator and reason (S18), e.g. for the end-of-day check."""
+    def at(day: date | None) -> datetime | None:
+        return datetime.combine(day, time(0), UTC) if day else None
+
+    until = at(a.until + timedelta(days=1)) if a.until else None
+    records = w.refunds(start=at(a.since), end=until, operator=a.operator or "", reason_id=a.reason or "")
+    if a.json:
+        return [describe(r) for r in records]
+    table = Table("at (UTC)", "order", "tickets", "reason", "amount", "deposit", "operator", "note")
+    for r in records:
+        table.add_row(f"{r.at.ToDatetime():%Y-%m-%d %H:%M}", r.order_id[:8], str(len(r.ticket_ids)), r.reason_id,
+                      format_money(r.amount.minor_units, r.amount.currency),
+                      format_money(r.deposit_refunded.minor_units, r.deposit_refunded.currency), r.operator, r.note)
+    Console().print(table if records else "(none)")
+    return None
+
+
 def cmd_find(w: Window, a: argparse.Namespace) -> Any:
     code = a.code.strip() if a.code else ""
     tickets = w.find(code=code, serial=a.serial or 0, card_uid=a.card or "", order_id=a.order or "")
@@ -298,6 +316,11 @@ def add_parser(subparsers: Any) -> None:
     sp.add_argument("--deposit", action="store_true", help="the card came back: refund its deposit")
     sp.add_argument("--expect", help="the amount you are about to pay out (refused if the reason allows less)")
     sp.add_argument("--request-id")
+    sp = cmd("refunds", cmd_refunds, "look refunds up by day, operator, reason")
+    sp.add_argument("--from", dest="since", type=_date, help="first day (UTC), YYYY-MM-DD")
+    sp.add_argument("--until", type=_date, help="last day (UTC), YYYY-MM-DD")
+    sp.add_argument("--operator")
+    sp.add_argument("--reason")
     sp = cmd("find", cmd_find, "look tickets up")
     sp.add_argument("--code")
     sp.add_argument("--serial", type=int)

@@ -174,6 +174,15 @@ class Window:
         )
         return self._call_idempotent(self.sales.Refund, request)
 
+    def refunds(self, *, start: datetime | None = None, end: datetime | None = None, operator: str = "",
+                reason_id: str = "") -> list[sales_pb2.RefundRecord]:
+        request = sales_pb2.ListRefundsRequest(operator=operator, reason_id=reason_id)
+        if start is not None:
+            request.range.start.FromDatetime(start)
+        if end is not None:
+            request.range.end.FromDatetime(end)
+        return list(self._call(self.sales.ListRefunds, request).refunds)
+
     def refund_reasons(self) -> list[sales_pb2.RefundReason]:
         return list(self._call(self.sales.ListRefundReasons, sales_pb2.ListRefundReasonsRequest()).reasons)
 

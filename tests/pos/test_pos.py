@@ -122,6 +122,10 @@ async def test_sell_print_find_and_refund_from_the_command_line(till: Till, tmp_
     again = await till.pos("refund", "--ticket", first["id"], "--reason", "customer-request", check=False)
     assert again.returncode == 2 and "ALREADY_REFUNDED" in again.stderr
 
+    listed = await till.pos_json("refunds", "--reason", "customer-request", "--operator", "wendy",
+                                 "--from", datetime.now(UTC).date().isoformat())
+    assert [r["id"] for r in listed] == [refund["id"]] and listed[0]["note"] == "rain"
+
     shift = await till.pos_json("shift")
     assert int(shift["tickets"]) >= 3 and any(m["method"] == "MOBILE" for m in shift["by_method"])
 
