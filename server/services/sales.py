@@ -151,33 +151,38 @@ class SalesService:
         if len(set(all_cards)) != len(all_cards):
             raise InvalidArgument("the same card UID appears twice in one order", Reason.CARD_ALREADY_BOUND)
         fingerprint = order.fingerprint()
-        async with self.db.transaction() as conn:
-            existing = await store.order_by_request(conn, order.request_id)
-            if existing is not None:
-                return await self._replay(conn, existing, fingerprint)
-            window = await self._selling_device(conn, seller)
-            now = datetime.now(UTC)
-            lines = [await self._prepare_line(conn, line, now) for line in order.lines]
-            currencies = {line.park["currency"] for line in lines}
-            if len(currencies) > 1:
-                raise InvalidArgument(f"one order is paid in one currency; these lines are in {sorted(currencies)}")
-            total = sum((line.unit_price + line.terms.deposit) * line.quantity for line in lines)
-            rules.check_payments(order.payments, total, order.customer)
-            order_id = await store.insert_order(conn, {
-                "request_id": order.request_id, "request_hash": fingerprint, "kind": order.kind,
-                "currency": currencies.pop(), "total": total, "window_device_id": window,
-                "operator_id": seller.user_id, "operator": seller.username, "customer": order.customer,
-            })
-            if order_id is None:  # the same request id committed meanwhile by a concurrent retry
-                existing = await store.order_by_request(conn, order.request_id)
-                assert existing is not None
-                return await self._replay(conn, existing, fingerprint)
-            await self._issue_tickets(conn, order_id, lines)
-            await store.insert_payments(conn, order_id, [asdict(p) for p in order.payments])
-            result = await self._load_order(conn, order_id)
-        log.info("order %s: %d tickets, total %d %s, by %s at %s", order_id, len(result["tickets"]), total,
-                 result["currency"], seller.username, window)
+        # Keyed by the request id, so running it again after the database went away mid-way (a failover,
+        # an unknown commit outcome) returns the order of the first run instead of selling twice.
+        result = await self.db.run(lambda conn: self._create_order(conn, seller, order, fingerprint), what="sale")
+        log.info("order %s: %d tickets, total %d %s, by %s at %s", result["id"], len(result["tickets"]),
+                 result["total"], result["currency"], seller.username, result["window_device_id"])
         return result
+
+    async def _create_order(self, conn: Connection, seller: Principal, order: OrderIn,
+                            fingerprint: bytes) -> dict[str, Any]:
+        existing = await store.order_by_request(conn, order.request_id)
+        if existing is not None:
+            return await self._replay(conn, existing, fingerprint)
+        window = await self._selling_device(conn, seller)
+        now = datetime.now(UTC)
+        lines = [await self._prepare_line(conn, line, now) for line in order.lines]
+        currencies = {line.park["currency"] for line in lines}
+        if len(currencies) > 1:
+            raise InvalidArgument(f"one order is paid in one currency; these lines are in {sorted(currencies)}")
+        total = sum((line.unit_price + line.terms.deposit) * line.quantity for line in lines)
+        rules.check_payments(order.payments, total, order.customer)
+        order_id = await store.insert_order(conn, {
+            "request_id": order.request_id, "request_hash": fingerprint, "kind": order.kind,
+            "currency": currencies.pop(), "total": total, "window_device_id": window,
+            "operator_id": seller.user_id, "operator": seller.username, "customer": order.customer,
+        })
+        if order_id is None:  # the same request id committed meanwhile by a concurrent retry
+            existing = await store.order_by_request(conn, order.request_id)
+            assert existing is not None
+            return await self._replay(conn, existing, fingerprint)
+        await self._issue_tickets(conn, order_id, lines)
+        await store.insert_payments(conn, order_id, [asdict(p) for p in order.payments])
+        return await self._load_order(conn, order_id)
 
     async def _issue_tickets(self, conn: Connection, order_id: str, lines: list[_PreparedLine]) -> None:
         key = await self._signing_key(conn)
@@ -297,52 +302,54 @@ class SalesService:
         if not request.order_id and not request.ticket_ids:
             raise InvalidArgument("refund an order (order id) or single tickets (ticket ids)")
         fingerprint = request.fingerprint()
-        async with self.db.transaction() as conn:
-            existing = await store.refund_by_request(conn, request.request_id)
-            if existing is not None:
-                return _replayed_refund(existing, fingerprint)
-            reason = await store.get_refund_reason(conn, request.reason_id)
-            if reason is None or reason["disabled"]:
-                raise NotFound(f"no refund reason {request.reason_id!r}", Reason.UNKNOWN_REFUND_REASON)
-            tickets = await self._tickets_to_refund(conn, request)
-            order_id = tickets[0]["order_id"]
-            order = await store.get_order(conn, order_id)
-            assert order is not None
-            lines = []
-            for t in tickets:
-                if t["entries_used"] > 0 and not operator.may("sales.refund_used"):
-                    raise Conflict(f"ticket {t['serial']} was used already; refunding it needs sales.refund_used",
-                                   Reason.TICKET_USED_NO_REFUND, serial=str(t["serial"]))
-                lines.append({"ticket_id": t["id"], "amount": rules.refund_amount(t["price"], reason["refund_percent"]),
-                              "deposit": t["deposit"] if request.refund_deposit else 0})
-            amount = sum(line["amount"] for line in lines)
-            deposit = sum(line["deposit"] for line in lines)
-            if request.expected_amount > amount:
-                raise Conflict(f"asked to pay out {request.expected_amount}, reason {reason['id']!r} "
-                               f"({reason['refund_percent']} %) allows {amount}", Reason.REFUND_EXCEEDS_PAID)
-            already = await store.refunded_so_far(conn, order_id)
-            if already + amount + deposit > order["total"]:
-                raise Conflict(f"the order was paid {order['total']}; {already} is refunded already, "
-                               f"{amount + deposit} more is too much", Reason.REFUND_EXCEEDS_PAID)
-            refund_id = await store.insert_refund(conn, {
-                "request_id": request.request_id, "request_hash": fingerprint, "order_id": order_id,
-                "reason_id": reason["id"], "amount": amount, "deposit_refunded": deposit, "note": request.note,
-                "operator_id": operator.user_id, "operator": operator.username,
-                "window_device_id": operator.device_id,
-            }, lines)
-            if refund_id is None:
-                existing = await store.refund_by_request(conn, request.request_id)
-                assert existing is not None
-                return _replayed_refund(existing, fingerprint)
+        result = await self.db.run(lambda conn: self._refund(conn, operator, request, fingerprint), what="refund")
+        log.info("refund %s of order %s: %d tickets, %d + deposit %d, reason %s, by %s", result["id"],
+                 result["order_id"], len(result["ticket_ids"]), result["amount"], result["deposit_refunded"],
+                 result["reason_id"], operator.username)
+        return result
+
+    async def _refund(self, conn: Connection, operator: Principal, request: RefundIn,
+                      fingerprint: bytes) -> dict[str, Any]:
+        existing = await store.refund_by_request(conn, request.request_id)
+        if existing is not None:
+            return _replayed_refund(existing, fingerprint)
+        reason = await store.get_refund_reason(conn, request.reason_id)
+        if reason is None or reason["disabled"]:
+            raise NotFound(f"no refund reason {request.reason_id!r}", Reason.UNKNOWN_REFUND_REASON)
+        tickets = await self._tickets_to_refund(conn, request)
+        order_id = tickets[0]["order_id"]
+        order = await store.get_order(conn, order_id)
+        assert order is not None
+        lines = []
+        for t in tickets:
+            if t["entries_used"] > 0 and not operator.may("sales.refund_used"):
+                raise Conflict(f"ticket {t['serial']} was used already; refunding it needs sales.refund_used",
+                               Reason.TICKET_USED_NO_REFUND, serial=str(t["serial"]))
+            lines.append({"ticket_id": t["id"], "amount": rules.refund_amount(t["price"], reason["refund_percent"]),
+                          "deposit": t["deposit"] if request.refund_deposit else 0})
+        amount = sum(line["amount"] for line in lines)
+        deposit = sum(line["deposit"] for line in lines)
+        if request.expected_amount > amount:
+            raise Conflict(f"asked to pay out {request.expected_amount}, reason {reason['id']!r} "
+                           f"({reason['refund_percent']} %) allows {amount}", Reason.REFUND_EXCEEDS_PAID)
+        already = await store.refunded_so_far(conn, order_id)
+        if already + amount + deposit > order["total"]:
+            raise Conflict(f"the order was paid {order['total']}; {already} is refunded already, "
+                           f"{amount + deposit} more is too much", Reason.REFUND_EXCEEDS_PAID)
+        refund_id = await store.insert_refund(conn, {
+            "request_id": request.request_id, "request_hash": fingerprint, "order_id": order_id,
+            "reason_id": reason["id"], "amount": amount, "deposit_refunded": deposit, "note": request.note,
+            "operator_id": operator.user_id, "operator": operator.username,
+            "window_device_id": operator.device_id,
+        }, lines)
+        if refund_id is not None:
             ids = [t["id"] for t in tickets]
             await store.mark_refunded(conn, ids)
             if request.refund_deposit:
                 await store.release_cards(conn, ids)
-            result = await store.refund_by_request(conn, request.request_id)
-            assert result is not None
-        log.info("refund %s of order %s: %d tickets, %d + deposit %d, reason %s, by %s", refund_id, order_id,
-                 len(ids), amount, deposit, reason["id"], operator.username)
-        return result
+        result = await store.refund_by_request(conn, request.request_id)
+        assert result is not None
+        return _replayed_refund(result, fingerprint) if refund_id is None else result
 
     async def _tickets_to_refund(self, conn: Connection, request: RefundIn) -> list[dict[str, Any]]:
         if request.ticket_ids:
