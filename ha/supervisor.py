@@ -228,7 +228,10 @@ class Supervisor:
         self._ensure_database(view.leader, secrets_)
         if len(spec.postgres) > 1:
             _wait("a synchronous standby (Patroni /cluster)", lambda: _healthy(rest, True), timeout)
-        _wait("every PostgreSQL node to run or stream", lambda: _all_up(rest, len(spec.postgres)), timeout)
+        try:
+            _wait("every PostgreSQL node to run or stream", lambda: _all_up(rest, len(spec.postgres)), timeout)
+        except ClusterError as exc:
+            raise ClusterError(f"{exc}; {self._describe_nodes(rest)}") from None
 
         admin_file = spec.data_dir / ADMIN_FILE
         if spec.servers and not admin_file.exists():
@@ -265,6 +268,23 @@ class Supervisor:
             return check()
 
         _wait(what, done, timeout)
+
+    def _describe_nodes(self, rest: list[str]) -> str:
+        """What Patroni says about each node, and the log tail of those not running (for an error)."""
+        try:
+            members = {m.name: m for m in patroni_api.cluster_view(rest, timeout=1).members}
+        except patroni_api.PatroniError as exc:
+            members, said = {}, str(exc)
+        else:
+            said = ", ".join(f"{m.name} {m.role} {m.state}" for m in members.values())
+        parts = [f"Patroni reports: {said or 'no members'}"]
+        for node in self.spec.postgres:
+            m = members.get(node.name)
+            if m is None or m.state not in ("running", "streaming"):
+                d = self.spec.node_dir(node.name)
+                parts.append(f"{node.name} Patroni log {d / 'patroni.log'}:\n    {_tail(str(d / 'patroni.log'))}")
+                parts.append(f"{node.name} PostgreSQL log:\n    {_tail(str(d / 'data' / 'log' / 'postgresql.log'))}")
+        return "\n".join(parts)
 
     def _ensure_database(self, leader: patroni_api.Member, secrets_: Secrets) -> None:
         """The servers' role and database (Patroni 4 creates no application users itself)."""

@@ -34,9 +34,16 @@ from tests.fixtures.postgres import make_test_dir
 
 
 def free_base_port(members: int = 3) -> int:
-    """A base port whose whole layout (etcd, PostgreSQL, REST, servers) is free on 127.0.0.1 now."""
+    """A base port whose whole layout (etcd, PostgreSQL, REST, servers) is free on 127.0.0.1 now.
+
+    Chosen below the ephemeral port range: postgres binds its port only when Patroni starts
+    it, seconds after the check, and an outgoing connection (replication, a client) might
+    otherwise have been given that port as its local port in between.
+    """
+    low, _high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     for _ in range(200):
-        base = random.randrange(20000, 60000, 50)
+        # Below the kernel's ephemeral range: an outgoing connection can never take one of them.
+        base = random.randrange(10000, max(low, 10100) - 50, 50)
         ports = [base + off + i for off in PORT_LAYOUT.values() for i in range(members)]
         if all(port_is_free("127.0.0.1", p) for p in ports):
             return base
