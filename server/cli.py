@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     pos_cli.add_parser(sub)
     sub.choices["pos"].set_defaults(func=cmd_pos)
 
+    from parkgate.clients.gate import cli as gate_cli
+
+    gate_cli.add_parser(sub)
+
     from parkgate.ha import cli as cluster_cli
 
     cluster_cli.add_parser(sub)

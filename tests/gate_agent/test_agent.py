@@ -1,0 +1,308 @@
+"""The gate agent at a turnstile, against a real server, PostgreSQL, pty serial lines and pcscd.
+
+Read as a runbook: a visitor scans a sold ticket and the gate opens once and
+says Welcome; the same ticket again, or a forged one, keeps it shut; a
+turnstile nobody walked through gives the entry back; a full park pauses the
+entry gates until there is room; an emergency opens and releases the gates
+from the control room, and the gate's own fire input holds it open with no
+server at all; the gate fails over to another server and, in fast mode,
+keeps admitting genuine tickets while no server answers and hands those
+admissions over when one is back; an IC card opens it through a real pcscd;
+and the agent runs as the `parkgate gate run` process a technician starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from parkgate.pg import free_port
+from parkgate.v1 import gate_pb2
+from tests.fixtures.pcsc import PcscStack
+from tests.fixtures.serial import PtyPair, stop_process
+from tests.fixtures.server import start_server, stop_server
+
+from .conftest import PARK, BoardSim, Rig, Site, toml_config
+
+OPENED = r"^OPEN \d+: one passage granted"
+
+
+def _parkgate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "parkgate.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def _spawn_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`parkgate gate run` as its own process, its log in a file (a pipe nobody reads could block it)."""
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "parkgate.cli", "gate", "run", "--config", str(config)],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def forged(code: str) -> str:
+    return code[:-4] + ("AAAA" if not code.endswith("AAAA") else "BBBB")
+
+
+async def test_a_sold_ticket_opens_once_then_the_second_use_and_a_forged_code_are_refused(
+        site: Site, make_rig: Callable[..., Rig]) -> None:
+    rig = await make_rig("ag-main", extra='[check]\nconfirm_codes = ["CHECKER-1"]\n')
+    ticket, = await site.sell("single")
+    mark = rig.board.mark()
+    rig.scan(ticket.code)
+    await rig.board.wait_for(OPENED, mark)
+    await rig.board.wait_for(r"^display: 'Welcome'", mark)
+    await rig.board.wait_for(r"^passage: PASSED", mark)  # a person walks through: the server is told
+    await site.until_sql("SELECT passed_at IS NOT NULL FROM validations WHERE ticket_id = %s AND allow",
+                         ticket.id, expect=[(True,)])
+
+    mark = rig.board.mark()
+    rig.scan(ticket.code)
+    rig.scan(forged(ticket.code))
+    rig.scan("HELLO WORLD")
+    shown = await rig.board.wait_for(r"^display: ", mark, times=3)
+    assert shown == ["display: 'Ticket already used'", "display: 'Invalid ticket'", "display: 'Wrong scheme'"]
+    assert site.sql("SELECT reason FROM validations WHERE ticket_id = %s AND NOT allow", ticket.id) == [
+        ("ALREADY_USED",)]
+    assert rig.board.count(OPENED, mark) == 0
+    assert not any("'Welcome'" in line for line in rig.board.since(mark))
+
+    # A ticket for three opens three times, one passage each.
+    group, = await site.sell("trio")
+    mark = rig.board.mark()
+    rig.scan(group.code)
+    await rig.board.wait_for(OPENED, mark, times=3)
+    await rig.board.wait_for(r"^passage: PASSED", mark, times=3)
+
+    # A member card that needs a look at the photo: closed until the checker scans the confirm code.
+    member, = await site.sell("member")
+    mark = rig.board.mark()
+    rig.scan(member.code)
+    await rig.board.wait_for(r"^display: 'Please see the checker'", mark)
+    await asyncio.sleep(0.5)
+    assert rig.board.count(OPENED, mark) == 0
+    rig.scan("CHECKER-1")
+    await rig.board.wait_for(OPENED, mark)
+
+
+async def test_a_turnstile_nobody_walked_through_gives_the_entry_back(
+        site: Site, make_rig: Callable[..., Rig]) -> None:
+    rig = await make_rig("ag-turn", auto_pass_ms=None, relay_extra="open_ms = 400")
+    ticket, = await site.sell("single")
+    mark = rig.board.mark()
+    rig.scan(ticket.code)
+    await rig.board.wait_for(OPENED, mark)
+    await rig.board.wait_for(r"NOTPASSED", mark)  # nobody came: the board locks again and says so
+    await site.until_sql("SELECT entries_used FROM tickets WHERE id = %s", ticket.id, expect=[(0,)])
+    assert site.sql("SELECT reason FROM validations WHERE ticket_id = %s", ticket.id) == [("PASSAGE_NOT_CONFIRMED",)]
+
+    mark = rig.board.mark()
+    rig.scan(ticket.code)  # the same visitor tries again: admitted, and this time walks through
+    await rig.board.wait_for(OPENED, mark)
+    rig.board.do("pass")
+    await rig.board.wait_for(r"^passage: PASSED", mark)
+    await site.until_sql("SELECT entries_used FROM tickets WHERE id = %s", ticket.id, expect=[(1,)])
+    await site.until_sql("SELECT count(*) FROM validations WHERE ticket_id = %s AND passed_at IS NOT NULL",
+                         ticket.id, expect=[(1,)])
+
+
+async def test_a_full_park_pauses_the_entry_gate_until_there_is_room(
+        site: Site, make_rig: Callable[..., Rig]) -> None:
+    rig = await make_rig("ag-cap")
+    (inside,), = site.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK)
+    await site.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=int(inside) + 1),
+                                     metadata=site.admin.metadata)
+    first, second = await site.sell("single", 2)
+    mark = rig.board.mark()
+    rig.scan(first.code)
+    await rig.board.wait_for(OPENED, mark)
+    await rig.board.wait_for(r"^display: 'Park full - please wait'", mark)  # the server's PAUSE_ENTRY
+    mark = rig.board.mark()
+    rig.scan(second.code)
+    await asyncio.sleep(0.5)
+    assert rig.board.count(OPENED, mark) == 0
+    assert site.sql("SELECT count(*) FROM validations WHERE ticket_id = %s", second.id) == [(0,)]  # refused locally
+
+    await site.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=0),
+                                     metadata=site.admin.metadata)
+    await rig.board.wait_for(r"^display: 'Please scan your ticket'", mark)  # RESUME_ENTRY
+    rig.scan(second.code)
+    await rig.board.wait_for(OPENED, mark)
+
+
+async def test_an_emergency_from_the_control_room_holds_the_gate_open_until_released(
+        site: Site, make_rig: Callable[..., Rig]) -> None:
+    rig = await make_rig("ag-fire")
+    control, md = site.control(), site.admin.metadata
+    mark = rig.board.mark()
+    reply = await control.EmergencyOpen(gate_pb2.EmergencyRequest(park_id=PARK, note="drill"), metadata=md)
+    assert "ag-fire" in reply.acknowledged_by  # acknowledged after the relay held the gate open
+    await rig.board.wait_for(r"^HOLD \d+: gate held open", mark)
+    await rig.board.wait_for(r"^display: 'Emergency - gate open'", mark)
+    assert rig.board.board.lock == "HELD"
+
+    mark = rig.board.mark()
+    reply = await control.EmergencyRelease(gate_pb2.EmergencyRequest(park_id=PARK), metadata=md)
+    assert "ag-fire" in reply.acknowledged_by
+    await rig.board.wait_for(r"^CLOSE \d+: gate locked", mark)
+    assert rig.board.board.lock == "LOCKED"
+
+
+async def test_the_gates_own_fire_input_holds_it_open_without_any_server(
+        site: Site, make_rig: Callable[..., Rig]) -> None:
+    dead = f"127.0.0.1:{free_port()}"  # no server there: everything below is local
+    rig = await make_rig("ag-local", servers=[dead], start=False)
+    agent = await rig.start(wait_online=False)
+    await rig.board.wait_for(r"^display: 'Please scan your ticket'")
+    mark = rig.board.mark()
+    rig.board.do("emergency on")
+    await rig.board.wait_for(r"^HOLD \d+: gate held open", mark)
+    await rig.board.wait_for(r"^display: 'Emergency - gate open'", mark)
+    mark = rig.board.mark()
+    rig.board.do("emergency off")
+    await rig.board.wait_for(r"^CLOSE \d+: gate locked", mark)
+    assert agent.emergency == set() and agent.link is None
+
+
+async def test_the_gate_fails_over_to_the_next_server_when_its_server_stops(
+        site: Site, make_rig: Callable[..., Rig], module_dsn: str) -> None:
+    first, second = await start_server(module_dsn), await start_server(module_dsn)
+    try:
+        rig = await make_rig("ag-failover", servers=[first.address, second.address])
+        assert rig.agent is not None and rig.agent.link is not None and rig.agent.link.address == first.address
+        await stop_server(first)
+        for _ in range(100):
+            link = rig.agent.link
+            if link is not None and link.address == second.address:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the gate did not move to the second server")
+        ticket, = await site.sell("single")
+        mark = rig.board.mark()
+        rig.scan(ticket.code)
+        await rig.board.wait_for(OPENED, mark)
+    finally:
+        await stop_server(second)
+
+
+async def test_fast_mode_admits_genuine_tickets_while_no_server_answers_and_forwards_them_later(
+        site: Site, make_rig: Callable[..., Rig], module_dsn: str, tmp_path: Path) -> None:
+    port = free_port()
+    server = await start_server(module_dsn, **{"server.listen": f"127.0.0.1:{port}"})
+    state = tmp_path / "state"
+    rig = await make_rig("ag-fast", servers=[server.address],
+                         extra='[fast_mode]\nenabled = true\ntime_zone = "Asia/Shanghai"\n',
+                         relay_extra="", start=False)
+    rig.config_path.write_text(rig.config_path.read_text().replace(
+        "[gate]\n", f'[gate]\nstate_dir = "{state}"\n', 1))
+    agent = await rig.start()
+    assert (state / "keys.json").exists()
+    online, offline = await site.sell("single", 2)
+    mark = rig.board.mark()
+    rig.scan(online.code)  # fast: opens on the signature, the server's decision follows
+    await rig.board.wait_for(OPENED, mark)
+    await site.until_sql("SELECT allow, passed_at IS NOT NULL FROM validations WHERE ticket_id = %s", online.id,
+                         expect=[(True, True)])
+
+    await stop_server(server)
+    for _ in range(50):
+        if agent.link is None:
+            break
+        await asyncio.sleep(0.1)
+    mark = rig.board.mark()
+    rig.scan(offline.code)
+    await rig.board.wait_for(OPENED, mark)  # no server: admitted on a valid signature
+    await rig.board.wait_for(r"^passage: PASSED", mark)
+    rig.scan(forged(offline.code))
+    await asyncio.sleep(2.0)
+    assert rig.board.count(OPENED, mark) == 1  # a forged code never opens, online or not
+    assert [a.passed for a in agent.disk.admissions] == [True]
+    assert (state / "offline.jsonl").read_text().count("\n") == 1
+    assert site.sql("SELECT count(*) FROM validations WHERE ticket_id = %s", offline.id) == [(0,)]
+
+    server = await start_server(module_dsn, **{"server.listen": f"127.0.0.1:{port}"})  # the server is back
+    try:
+        await asyncio.wait_for(agent.online.wait(), 20)
+        await site.until_sql("SELECT allow, passed_at IS NOT NULL FROM validations WHERE ticket_id = %s",
+                             offline.id, expect=[(True, True)], timeout=20)
+        assert site.sql("SELECT entries_used FROM tickets WHERE id = %s", offline.id) == [(1,)]
+        for _ in range(50):
+            if not agent.disk.admissions:
+                break
+            await asyncio.sleep(0.1)
+        assert agent.disk.admissions == [] and (state / "offline.jsonl").read_text() == ""
+    finally:
+        await rig.stop()
+        await stop_server(server)
+
+
+async def test_an_ic_card_opens_the_gate_through_pcscd(
+        site: Site, make_pty_pair: Callable[[], PtyPair], pcsc_stack: PcscStack,
+        virtual_card: Callable[..., object], tmp_path: Path) -> None:
+    uid = "04C0FFEE123456"
+    await site.sell("card", cards=[uid])
+    relay = make_pty_pair()
+    board = BoardSim(relay, auto_pass_ms=200)
+    secret = await site.register_gate("ag-card", tmp_path)
+    path = tmp_path / "card.toml"
+    path.write_text(toml_config("ag-card", secret, [site.server.address], scanner=None, relay=relay.device,
+                                card_reader=pcsc_stack.reader_name(0)))
+    rig = Rig(path, None, board)
+    try:
+        await rig.start()
+        mark = board.mark()
+        card = virtual_card(uid)
+        await board.wait_for(OPENED, mark)
+        await board.wait_for(r"^display: 'Welcome'", mark)
+        await asyncio.sleep(1.5)  # the card lies on the reader: read once, not again and again
+        assert board.count(OPENED, mark) == 1
+        card.remove()  # type: ignore[attr-defined]
+        await site.until_sql("SELECT entries_used FROM tickets WHERE card_uid = %s", uid, expect=[(1,)])
+    finally:
+        await rig.stop()
+        board.stop()
+
+
+async def test_parkgate_gate_run_as_a_process_admits_obeys_signals_and_locks_on_sigterm(
+        site: Site, make_pty_pair: Callable[[], PtyPair], tmp_path: Path) -> None:
+    scanner, relay = make_pty_pair(), make_pty_pair()
+    board = BoardSim(relay, auto_pass_ms=200)
+    secret = await site.register_gate("ag-proc", tmp_path)
+    path = tmp_path / "proc.toml"
+    path.write_text(toml_config("ag-proc", secret, [site.server.address], scanner=scanner.device,
+                                relay=relay.device))
+    check = await asyncio.to_thread(_parkgate, "gate", "check-config", str(path))
+    assert check.returncode == 0 and "gate ag-proc" in check.stdout, check.stderr
+    process = _spawn_agent(path, tmp_path / "agent.log")
+    far = scanner.open_far()
+    try:
+        await site.until_sql("SELECT connected FROM gate_connections WHERE device_id = 'ag-proc'",
+                             expect=[(True,)], timeout=30)
+        ticket, = await site.sell("single")
+        mark = board.mark()
+        far.write(ticket.code.encode() + b"\r")
+        await board.wait_for(OPENED, mark, timeout=15)
+        await board.wait_for(r"^display: 'Welcome'", mark)
+
+        mark = board.mark()
+        os.kill(process.pid, signal.SIGUSR1)  # the fire panel's contact, through a signal
+        await board.wait_for(r"^HOLD \d+", mark)
+        os.kill(process.pid, signal.SIGUSR2)
+        await board.wait_for(r"^CLOSE \d+", mark)
+
+        mark = board.mark()
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 15) == 0
+        await board.wait_for(r"^CLOSE \d+: gate locked", mark)  # a stopped gate is a locked gate
+    finally:
+        stop_process(process)
+        far.close()
+        board.stop()
+    text = (tmp_path / "agent.log").read_text()
+    assert "admitted 1" in text and "EMERGENCY ON (signal)" in text and "stopped" in text, text[-3000:]
