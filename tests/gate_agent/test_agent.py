@@ -306,3 +306,45 @@ async def test_parkgate_gate_run_as_a_process_admits_obeys_signals_and_locks_on_
         board.stop()
     text = (tmp_path / "agent.log").read_text()
     assert "admitted 1" in text and "EMERGENCY ON (signal)" in text and "stopped" in text, text[-3000:]
+
+
+async def test_a_fire_panel_line_and_a_power_cut_hold_the_gate_open_when_so_configured(
+        site: Site, make_rig: Callable[..., Rig], make_pty_pair: Callable[[], PtyPair]) -> None:
+    panel = make_pty_pair()
+    rig = await make_rig("ag-panel", relay_extra='open_ms = 3000\non_power_loss = "open"',
+                         extra=f'[emergency]\nserial_port = "{panel.device}"\n')
+    line = panel.open_far()
+    try:
+        mark = rig.board.mark()
+        line.write(b"ON\r\n")
+        await rig.board.wait_for(r"^HOLD \d+", mark)
+        rig.board.do("power lost")  # a second source: the gate stays open until both are gone
+        assert rig.agent is not None
+        for _ in range(50):
+            if "power" in rig.agent.emergency:
+                break
+            await asyncio.sleep(0.1)
+        assert rig.agent.emergency == {"serial", "power"} and rig.agent.on_battery
+        line.write(b"OFF\r\n")
+        await asyncio.sleep(0.5)
+        assert rig.board.count(r"^CLOSE \d+", mark) == 0
+        rig.board.do("power ok")
+        await rig.board.wait_for(r"^CLOSE \d+: gate locked", mark)
+        assert rig.agent.emergency == set() and not rig.agent.on_battery
+    finally:
+        line.close()
+
+
+def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    good = toml_config("ag-x", secret, ["127.0.0.1:50051"], scanner="/dev/null", relay=None)
+    (tmp_path / "good.toml").write_text(good)
+    assert "relay: none (handheld mode)" in _parkgate("gate", "check-config", str(tmp_path / "good.toml")).stdout
+    for text, key in ((good + "\n[relay]\nport = 'x'\nopen_ms = 50\n", "relay.open_ms"),
+                      (good.replace("[gate]", "[gate]\nsecert_file = 'x'"), "gate.secert_file: unknown key"),
+                      (good.replace("127.0.0.1:50051", "nowhere"), "gate.servers"),
+                      (good.replace(str(secret), str(tmp_path / "missing")), "gate.secret_file: cannot read")):
+        (tmp_path / "bad.toml").write_text(text)
+        result = _parkgate("gate", "check-config", str(tmp_path / "bad.toml"))
+        assert result.returncode == 2 and key in result.stderr, result.stderr
