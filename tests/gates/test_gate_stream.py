@@ -259,6 +259,7 @@ async def test_capacity_pauses_entry_at_the_cap_and_resumes_below_the_margin(par
     assert (await other.validate(rid(), code=tickets[3].code)).allow
     state = await park.control().GetOccupancy(gate_pb2.GetOccupancyRequest(park_id=PARK), metadata=park.admin.metadata)
     assert state.inside == inside + 3 and state.entry_paused
+    await _next_command(entry, "PAUSE_ENTRY")  # full again; a gate only hears changes it has not seen
     await park.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=0),
                                      metadata=park.admin.metadata)
     await _next_command(entry, "RESUME_ENTRY")
