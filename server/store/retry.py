@@ -20,9 +20,10 @@ bounded by :data:`call_deadline`:
   resolves). A plain INSERT is not such work: an unknown COMMIT outcome could
   then apply twice.
 
-:data:`call_deadline` is a monotonic time set per gRPC call from the client's
-deadline (``parkgate.rpc.deadline``); without one (background jobs, a call
-without a deadline) the defaults passed in apply.
+:data:`call_deadline` is set per gRPC call from the client's deadline
+(``parkgate.rpc.deadline``), for the task serving the call only; without one
+(background jobs, tasks started by a call, a call without a deadline) the
+defaults passed in apply.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, TypeVar
 
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -44,8 +45,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: time.monotonic() by which the current call must be answered; None: no deadline known.
-call_deadline: ContextVar[float | None] = ContextVar("parkgate_call_deadline", default=None)
+#: (the task serving the call, time.monotonic() by which it must answer); None: no deadline known.
+#: The task is kept because asyncio copies context variables into every task created inside the
+#: call: a background job started during a call (a batcher, a cache refresher) must not inherit a
+#: deadline that expires with that call. See :func:`set_call_deadline`.
+call_deadline: ContextVar[tuple[object, float] | None] = ContextVar("parkgate_call_deadline", default=None)
 
 #: Time kept back from the deadline to send the answer (an error is more useful than DEADLINE_EXCEEDED).
 MARGIN = 0.2
@@ -55,12 +59,25 @@ FIRST_DELAY = 0.05
 MAX_DELAY = 1.0
 
 
+def set_call_deadline(seconds: float | None) -> Token[tuple[object, float] | None]:
+    """The current call must answer within ``seconds`` (None: no deadline); for this task only."""
+    value = None if seconds is None else (_current_task(), time.monotonic() + seconds)
+    return call_deadline.set(value)
+
+
+def _current_task() -> object:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return None
+
+
 def budget(default: float) -> float:
     """Seconds this operation may still take: up to the call's deadline, else ``default``."""
-    deadline = call_deadline.get()
-    if deadline is None:
+    entry = call_deadline.get()
+    if entry is None or entry[0] is not _current_task():
         return default
-    return max(0.0, deadline - time.monotonic() - MARGIN)
+    return max(0.0, entry[1] - time.monotonic() - MARGIN)
 
 
 def backoff(attempt: int) -> float:

@@ -17,7 +17,7 @@ import pytest
 from parkgate.domain.errors import Reason, Unavailable
 from parkgate.pg import PostgresInstance, free_port
 from parkgate.store import Database
-from parkgate.store.retry import call_deadline, retry_idempotent
+from parkgate.store.retry import budget, call_deadline, retry_idempotent, set_call_deadline
 from tests.fixtures.postgres import TEST_SETTINGS, make_test_dir
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ async def test_a_call_waits_for_a_database_that_appears_within_its_deadline(
     await db.open()
     try:
         async def call() -> int:
-            call_deadline.set(time.monotonic() + 30)  # what the gRPC interceptor does for a 30 s deadline
+            set_call_deadline(30)  # what the gRPC interceptor does for a 30 s deadline
 
             async def work(conn) -> int:  # type: ignore[no-untyped-def]
                 return (await (await conn.execute("SELECT 41 + 1 AS x")).fetchone())["x"]
@@ -85,7 +85,7 @@ async def test_retry_gives_up_at_the_deadline_and_never_retries_other_refusals()
         attempts += 1
         raise Unavailable("the database is not available: test")
 
-    token = call_deadline.set(time.monotonic() + 1.2)
+    token = set_call_deadline(1.2)
     try:
         started = time.monotonic()
         with pytest.raises(Unavailable):
@@ -101,10 +101,26 @@ async def test_retry_gives_up_at_the_deadline_and_never_retries_other_refusals()
         disk_full += 1
         raise Unavailable("the database disk is full", Reason.DISK_FULL)
 
-    token = call_deadline.set(time.monotonic() + 5)
+    token = set_call_deadline(5)
     try:
         with pytest.raises(Unavailable):
             await retry_idempotent(full)
         assert disk_full == 1
     finally:
         call_deadline.reset(token)
+
+
+async def test_a_task_started_during_a_call_does_not_inherit_its_deadline() -> None:
+    """A background job spawned by a call (a batcher) must not die with the call's deadline."""
+    token = set_call_deadline(0.5)
+    try:
+        assert budget(7.0) < 0.5
+        child = asyncio.create_task(asyncio.sleep(0, result=None))
+        await child
+        assert await asyncio.create_task(_budget_in_task()) == 7.0
+    finally:
+        call_deadline.reset(token)
+
+
+async def _budget_in_task() -> float:
+    return budget(7.0)
