@@ -107,12 +107,17 @@ class AdmissionPipeline:
 
     # --- the way in --------------------------------------------------------------------
 
-    async def decide(self, item: ValidationItem) -> Decision:
+    def submit(self, item: ValidationItem) -> asyncio.Future[Decision]:
+        """Queue a validation; the future holds its decision (a gate stream answers from a callback:
+        no task per validation on the hot path)."""
         if self.mode == "per_validation":
-            return (await self._decide([item]))[0]
+            return asyncio.ensure_future(self._decide_one(item))
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(item, future))
-        return await future
+        return future
+
+    async def _decide_one(self, item: ValidationItem) -> Decision:
+        return (await self._decide([item]))[0]
 
     async def _collect(self) -> None:
         while True:

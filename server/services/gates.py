@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -167,13 +168,31 @@ class GateHub:
                     await store.gate_disconnected(conn, session.device_id, self.server_id)
             log.info("gate %s disconnected", session.device_id)
 
-    async def validate(self, session: GateSession, request_id: str, *, code: str = "", card_uid: str = "",
-                       direction: Direction | None = None) -> GateResult:
+    def submit(self, session: GateSession, request_id: str, *, code: str = "", card_uid: str = "",
+               direction: Direction | None = None) -> None:
+        """Queue a validation; its result (or why there is none) goes to the gate's outbox when decided."""
         if not request_id:
-            raise InvalidArgument("a validation needs a request id (unique per device)")
+            session.outbox.put_nowait(self.result(session, "", Decision.deny("INVALID_ARGUMENT")))
+            return
         item = ValidationItem(session.place, request_id, code=code, card_uid=card_uid,
                               direction=direction or session.place.direction)
-        decision = await self.pipeline.decide(item)
+        self.pipeline.submit(item).add_done_callback(functools.partial(self._answer, session, request_id))
+
+    def _answer(self, session: GateSession, request_id: str, future: asyncio.Future[Decision]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is None:
+            decision = future.result()
+        elif isinstance(error, ParkgateError):
+            # No decision could be made (the database stayed away): the gate falls back to its offline rules.
+            decision = Decision.deny(error.reason_name)
+        else:
+            log.error("validation %s of gate %s failed", request_id, session.device_id, exc_info=error)
+            decision = Decision.deny("INTERNAL")
+        session.outbox.put_nowait(self.result(session, request_id, decision))
+
+    def result(self, session: GateSession, request_id: str, decision: Decision) -> GateResult:
         return GateResult(request_id, decision, self.display_text(decision.reason, session.language))
 
     def display_text(self, reason: str, language: str) -> str:

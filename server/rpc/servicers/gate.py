@@ -16,7 +16,6 @@ from typing import Any
 
 import grpc
 
-from parkgate.domain.admission import Decision
 from parkgate.domain.errors import InvalidArgument, ParkgateError
 from parkgate.services.gates import GateCommand, GateHub, GateResult, GateSession
 from parkgate.v1 import gate_pb2, gate_pb2_grpc, reason_pb2
@@ -93,14 +92,19 @@ class GateServicer(gate_pb2_grpc.GateServicer):
             async for message in requests:
                 kind = message.WhichOneof("body")
                 if kind == "validation":
-                    work = self._validate(session, message.validation)
-                elif kind == "heartbeat":
+                    v = message.validation
+                    credential = v.WhichOneof("credential")
+                    self.hub.submit(session, v.request_id, code=v.code if credential == "code" else "",
+                                    card_uid=v.card_uid if credential == "card_uid" else "",
+                                    direction=convert.direction_name(v.direction))  # type: ignore[arg-type]
+                    continue
+                if kind == "heartbeat":
                     work = self.hub.heartbeat(session, message.heartbeat.state)
                 elif kind == "ack":
                     a = message.ack
                     work = self.hub.acknowledge(session, a.command_id, a.done, a.detail)
                 elif kind == "passage":
-                    work = self._passage(session, message.passage)
+                    work = self.hub.passage(session, message.passage.request_id, message.passage.passed)
                 else:
                     continue  # a second hello changes nothing
                 task = asyncio.create_task(_logged(work, session.device_id, kind))
@@ -108,28 +112,6 @@ class GateServicer(gate_pb2_grpc.GateServicer):
                 task.add_done_callback(tasks.discard)
         finally:
             session.outbox.put_nowait(_END)  # type: ignore[arg-type]
-
-    async def _validate(self, session: GateSession, v: gate_pb2.ValidationRequest) -> None:
-        credential = v.WhichOneof("credential")
-        try:
-            result = await self.hub.validate(
-                session, v.request_id, code=v.code if credential == "code" else "",
-                card_uid=v.card_uid if credential == "card_uid" else "",
-                direction=convert.direction_name(v.direction),  # type: ignore[arg-type]
-            )
-        except ParkgateError as exc:
-            # No decision could be made (the database stayed away): the gate falls back to its offline rules.
-            session.outbox.put_nowait(_error_result(v.request_id, exc, self.hub, session))
-            return
-        session.outbox.put_nowait(result)
-
-    async def _passage(self, session: GateSession, p: gate_pb2.PassageReport) -> None:
-        await self.hub.passage(session, p.request_id, p.passed)
-
-
-def _error_result(request_id: str, error: ParkgateError, hub: GateHub, session: GateSession) -> GateResult:
-    return GateResult(request_id, Decision.deny(error.reason_name), hub.display_text(error.reason_name,
-                                                                                        session.language))
 
 
 async def _logged(work: Any, device_id: str, kind: str) -> None:
