@@ -325,10 +325,13 @@ class GateAgent:
                     f"number {welcome.park_number}, slot {welcome.attraction_slot}, "
                     f"entry {'paused' if self.paused else 'open'}, emergency {'ON' if welcome.emergency_open else 'off'}")
         self.say(sentence)
-        if welcome.emergency_open != ("server" in self.emergency):
-            self.say(await self._set_emergency("server", welcome.emergency_open))
-        elif was_paused != self.paused and not self.emergency:
-            await self._show(self.cfg.display.paused if self.paused else self.cfg.display.idle)
+        try:
+            if welcome.emergency_open != ("server" in self.emergency):
+                self.say(await self._set_emergency("server", welcome.emergency_open))
+            elif was_paused != self.paused and not self.emergency:
+                await self._show(self.cfg.display.paused if self.paused else self.cfg.display.idle)
+        except DeviceError as exc:  # the link is up all the same: carry on, the relay thread reopens the board
+            self.say(f"relay failed while taking the welcome's state: {exc}", logging.ERROR)
         link.heartbeat(self.state_word(), len(self.disk.admissions), self.on_battery)
         for request_id, passed in self.unsent:
             link.passage(request_id, passed)
