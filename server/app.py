@@ -174,6 +174,9 @@ class ParkgateServer:
         await self.health.enter_graceful_shutdown()
         if self.registration is not None:
             await self.registration.close()
+        # Gate streams never end by themselves: end them now, so they close (and are logged) within the
+        # grace period while the database is still there, and the gates move to another server.
+        self.gates.end_streams()
         await self.server.stop(grace)
         for task in self._tasks:
             task.cancel()

@@ -318,6 +318,8 @@ class GateAgent:
         keyring = native.Keyring()
         for k in welcome.keys:
             keyring.add(k.key_id, k.public_key, native.KeyState.RETIRED if k.retired else native.KeyState.ACTIVE)
+        if welcome.time_zone:  # the park's own zone wins over the configured fallback
+            self.zone = ZoneInfo(welcome.time_zone)
         self.keys = CachedKeys(keyring, welcome.park_number, welcome.attraction_slot)
         self.disk.save_keys(self.keys)
         was_paused, self.paused = self.paused, welcome.entry_paused
@@ -636,7 +638,7 @@ class GateAgent:
                 self.say(f"{item.request_id}: offline admission nobody used; dropped")
                 continue
             try:
-                result = await link.validate(item.request_id, code=item.code,
+                result = await link.validate(item.request_id, code=item.code, scanned_at=item.scanned_at,
                                              timeout=max(5.0, self.cfg.gate.request_deadline_seconds))
             except LinkError as exc:
                 self.say(f"forwarding offline admissions stopped: {exc}", logging.WARNING)

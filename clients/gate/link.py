@@ -134,7 +134,8 @@ class GateLink:
             self._waiting.clear()
 
     async def validate(self, request_id: str, *, code: str = "", card_uid: str = "",
-                       direction: Direction | None = None, timeout: float = 2.0) -> Result:
+                       direction: Direction | None = None, timeout: float = 2.0,
+                       scanned_at: float | None = None) -> Result:
         """Ask for a decision; LinkError when the stream is down or no answer came within ``timeout``."""
         if self.closed.is_set():
             raise LinkError(f"{self.address}: the stream is closed")
@@ -146,7 +147,10 @@ class GateLink:
             request.card_uid = card_uid
         else:
             request.code = code
-        request.scanned_at.CopyFrom(_now())
+        if scanned_at is None:
+            request.scanned_at.CopyFrom(_now())
+        else:  # an admission made offline, forwarded later: when it really happened
+            request.scanned_at.FromNanoseconds(int(scanned_at * 1e9))
         self._outgoing.put_nowait(gate_pb2.GateMessage(validation=request))
         try:
             return await asyncio.wait_for(future, timeout)

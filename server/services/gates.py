@@ -41,6 +41,13 @@ GATE_KINDS = ("gate", "handheld")
 PASSAGE_SWEEP_SECONDS = 1.0
 
 
+class _StreamEnd:
+    """Put in a gate's outbox to end its stream (the gate went away, or the server is stopping)."""
+
+
+GATE_STREAM_END = _StreamEnd()
+
+
 @dataclass(frozen=True, slots=True)
 class GateCommand:
     command_id: str
@@ -62,7 +69,7 @@ class GateSession:
     place: GatePlace
     language: str
     software_version: str
-    outbox: asyncio.Queue[GateResult | GateCommand] = field(default_factory=asyncio.Queue)
+    outbox: asyncio.Queue[GateResult | GateCommand | _StreamEnd] = field(default_factory=asyncio.Queue)
     paused: bool = False
     emergency: bool = False
     state: str = "ok"
@@ -106,6 +113,11 @@ class GateHub:
             asyncio.create_task(self._poll(), name="gates-poll"),
             asyncio.create_task(self._sweep_passages(), name="gates-passages"),
         ]
+
+    def end_streams(self) -> None:
+        """End every gate stream of this server (at shutdown): gates reconnect to another server."""
+        for session in list(self.sessions.values()):
+            session.outbox.put_nowait(GATE_STREAM_END)
 
     async def stop(self) -> None:
         for task in self._tasks:

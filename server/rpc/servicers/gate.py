@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from parkgate.domain.errors import InvalidArgument, ParkgateError
-from parkgate.services.gates import GateCommand, GateHub, GateResult, GateSession
+from parkgate.services.gates import GATE_STREAM_END, GateCommand, GateHub, GateResult, GateSession
 from parkgate.v1 import gate_pb2, gate_pb2_grpc, reason_pb2
 
 from .. import convert
@@ -26,7 +26,6 @@ from ..call import current_call
 log = logging.getLogger(__name__)
 Ctx = grpc.aio.ServicerContext
 
-_END = object()
 
 
 def _welcome(hub: GateHub, session: GateSession, server_id: str) -> gate_pb2.ServerMessage:
@@ -37,6 +36,7 @@ def _welcome(hub: GateHub, session: GateSession, server_id: str) -> gate_pb2.Ser
         server_id=server_id, keys=keys, revoked_key_ids=revoked, entry_paused=session.paused,
         emergency_open=session.emergency, language=session.language,
         park_number=session.place.park_number, attraction_slot=session.place.attraction_slot,
+        time_zone=session.place.time_zone,
     ))
 
 
@@ -76,7 +76,7 @@ class GateServicer(gate_pb2_grpc.GateServicer):
         try:
             while True:
                 message = await session.outbox.get()
-                if message is _END:
+                if message is GATE_STREAM_END:
                     break
                 yield _outgoing(message)  # type: ignore[arg-type]
             reader.result()  # a broken stream ends here with its error
@@ -111,7 +111,7 @@ class GateServicer(gate_pb2_grpc.GateServicer):
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         finally:
-            session.outbox.put_nowait(_END)  # type: ignore[arg-type]
+            session.outbox.put_nowait(GATE_STREAM_END)
 
 
 async def _logged(work: Any, device_id: str, kind: str) -> None:
