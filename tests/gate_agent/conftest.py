@@ -16,12 +16,10 @@ import queue
 import re
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-import psycopg
 import pytest
 import serial
 
@@ -29,84 +27,29 @@ from parkgate.clients.devices import SerialSettings
 from parkgate.clients.devices.relay_sim import Board, run
 from parkgate.clients.gate.agent import GateAgent
 from parkgate.clients.gate.config import load_config
-from parkgate.v1 import admin_pb2, catalog_pb2, common_pb2, gate_pb2_grpc, sales_pb2
+from parkgate.v1 import catalog_pb2
+from tests.fixtures.park import TestPark, open_park
 from tests.fixtures.serial import PtyPair
-from tests.fixtures.server import Client, RunningServer
+from tests.fixtures.server import RunningServer
 
 PARK = "apark"
 
 
-def rid() -> str:
-    return str(uuid.uuid4())
-
-
 @dataclass
-class Site:
-    """The park every agent test uses: products, a seller, registered gates."""
+class Site(TestPark):
+    """The park every agent test uses, plus secret files for the agents' configurations."""
 
-    server: RunningServer
-    admin: Client
-    seller: Client
-    dsn: str
-    secrets: dict[str, str] = field(default_factory=dict)
-
-    async def product(self, pid: str, kind: int = catalog_pb2.SINGLE, **rules: object) -> None:
-        md = self.admin.metadata
-        await self.admin.catalog.PutProduct(catalog_pb2.PutProductRequest(product=catalog_pb2.Product(
-            id=pid, park_id=PARK, name=pid, kind=kind, on_sale=True,
-            rules=catalog_pb2.ProductRules(validity=catalog_pb2.VISIT_DATE, **rules))), metadata=md)
-        for day_type in (catalog_pb2.WEEKDAY, catalog_pb2.WEEKEND, catalog_pb2.HOLIDAY):
-            await self.admin.catalog.SetPrice(catalog_pb2.SetPriceRequest(entry=catalog_pb2.PriceEntry(
-                product_id=pid, day_type=day_type, price=common_pb2.Money(minor_units=1000, currency="CNY"))),
-                metadata=md)
-
-    async def sell(self, pid: str, quantity: int = 1, cards: list[str] | None = None) -> list[sales_pb2.Ticket]:
-        line = sales_pb2.OrderLine(product_id=pid, quantity=quantity, card_uids=cards or [])
-        order = await self.seller.sales.CreateOrder(sales_pb2.CreateOrderRequest(
-            request_id=rid(), lines=[line], payments=[sales_pb2.Payment(
-                method=common_pb2.CASH, amount=common_pb2.Money(minor_units=1000 * quantity, currency="CNY"))]),
-            metadata=self.seller.metadata)
-        return list(order.tickets)
-
-    async def register_gate(self, device_id: str, folder: Path) -> Path:
+    async def register_gate_file(self, device_id: str, folder: Path) -> Path:
         """Register a gate (once) and write its secret file; returns the file."""
-        if device_id not in self.secrets:
-            reply = await self.admin.admin.RegisterDevice(admin_pb2.RegisterDeviceRequest(device=admin_pb2.Device(
-                id=device_id, kind=admin_pb2.GATE, park_id=PARK, direction=common_pb2.IN)),
-                metadata=self.admin.metadata)
-            self.secrets[device_id] = reply.secret
         path = folder / f"{device_id}.secret"
-        path.write_text(self.secrets[device_id] + "\n")
+        path.write_text(await self.register_gate(device_id) + "\n")
         return path
-
-    def sql(self, query: str, *params: object) -> list[tuple]:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            cur = conn.execute(query, params)
-            return cur.fetchall() if cur.description else []
-
-    async def until_sql(self, query: str, *params: object, expect: list[tuple], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while (rows := self.sql(query, *params)) != expect:
-            if time.monotonic() > deadline:
-                pytest.fail(f"{query} {params}: {rows}, expected {expect}")
-            await asyncio.sleep(0.1)
-
-    def control(self) -> gate_pb2_grpc.GateControlStub:
-        return gate_pb2_grpc.GateControlStub(self.admin.channel)
 
 
 @pytest.fixture(scope="module")
 async def site(parkgate_server: RunningServer, module_dsn: str) -> Site:
-    admin = await parkgate_server.admin()
-    md = admin.metadata
-    await admin.catalog.PutPark(catalog_pb2.PutParkRequest(park=catalog_pb2.Park(
-        id=PARK, name="Agent Park", time_zone="Asia/Shanghai", currency="CNY")), metadata=md)
-    window = await admin.admin.RegisterDevice(admin_pb2.RegisterDeviceRequest(device=admin_pb2.Device(
-        id="awin", kind=admin_pb2.SALES_WINDOW, park_id=PARK)), metadata=md)
-    await admin.admin.CreateUser(admin_pb2.CreateUserRequest(username="aseller", password="aseller-password",
-                                                             roles=["seller"]), metadata=md)
-    seller = await parkgate_server.login("aseller", "aseller-password", "awin", window.secret)
-    s = Site(parkgate_server, admin, seller, module_dsn)
+    opened = await open_park([parkgate_server], module_dsn, PARK, "Agent Park")
+    s = Site(**{f.name: getattr(opened, f.name) for f in fields(TestPark)})
     await s.product("single", entries_total=1)
     await s.product("trio", catalog_pb2.MULTI_PERSON, entries_total=1, person_count=3)
     await s.product("member", catalog_pb2.MEMBER, entries_total=0, hold_for_check=True)
@@ -220,7 +163,7 @@ async def make_rig(site: Site, make_pty_pair: Callable[[], PtyPair], tmp_path: P
                    extra: str = "", relay_extra: str = "", start: bool = True) -> Rig:
         scanner_pair, relay_pair = make_pty_pair(), make_pty_pair()
         board = BoardSim(relay_pair, auto_pass_ms)
-        secret = await site.register_gate(device, tmp_path)
+        secret = await site.register_gate_file(device, tmp_path)
         path = tmp_path / f"{device}.toml"
         path.write_text(toml_config(device, secret, servers or [site.server.address], scanner=scanner_pair.device,
                                     relay=relay_pair.device, extra=extra, relay_extra=relay_extra))

@@ -249,7 +249,7 @@ async def test_an_ic_card_opens_the_gate_through_pcscd(
     await site.sell("card", cards=[uid])
     relay = make_pty_pair()
     board = BoardSim(relay, auto_pass_ms=200)
-    secret = await site.register_gate("ag-card", tmp_path)
+    secret = await site.register_gate_file("ag-card", tmp_path)
     path = tmp_path / "card.toml"
     path.write_text(toml_config("ag-card", secret, [site.server.address], scanner=None, relay=relay.device,
                                 card_reader=pcsc_stack.reader_name(0)))
@@ -273,7 +273,7 @@ async def test_parkgate_gate_run_as_a_process_admits_obeys_signals_and_locks_on_
         site: Site, make_pty_pair: Callable[[], PtyPair], tmp_path: Path) -> None:
     scanner, relay = make_pty_pair(), make_pty_pair()
     board = BoardSim(relay, auto_pass_ms=200)
-    secret = await site.register_gate("ag-proc", tmp_path)
+    secret = await site.register_gate_file("ag-proc", tmp_path)
     path = tmp_path / "proc.toml"
     path.write_text(toml_config("ag-proc", secret, [site.server.address], scanner=scanner.device,
                                 relay=relay.device))

@@ -13,28 +13,23 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import grpc
 import orjson
-import psycopg
 import pytest
 
 from parkgate import native
 from parkgate.clients.gate.link import Command, GateLink, Hello, LinkError
-from parkgate.v1 import admin_pb2, catalog_pb2, common_pb2, gate_pb2, gate_pb2_grpc, sales_pb2
-from tests.fixtures.server import Client, RunningServer, reason_of, start_server, stop_server
+from parkgate.v1 import admin_pb2, catalog_pb2, gate_pb2, sales_pb2
+from tests.fixtures.park import TestPark, open_park, rid
+from tests.fixtures.server import RunningServer, reason_of, start_server, stop_server
 
 ZONE = ZoneInfo("Asia/Shanghai")
 PARK = "gpark"
-
-
-def rid() -> str:
-    return str(uuid.uuid4())
 
 
 def local_minute(offset_minutes: int = 0) -> int:
@@ -43,70 +38,27 @@ def local_minute(offset_minutes: int = 0) -> int:
 
 
 @dataclass
-class Park:
-    servers: list[RunningServer]
-    admin: Client
-    seller: Client
-    dsn: str
-    secrets: dict[str, str] = field(default_factory=dict)
+class Park(TestPark):
     links: list[GateLink] = field(default_factory=list)
-
-    async def product(self, pid: str, kind: int = catalog_pb2.SINGLE, **rules: object) -> None:
-        md = self.admin.metadata
-        await self.admin.catalog.PutProduct(catalog_pb2.PutProductRequest(product=catalog_pb2.Product(
-            id=pid, park_id=PARK, name=pid, kind=kind, on_sale=True,
-            rules=catalog_pb2.ProductRules(validity=catalog_pb2.VISIT_DATE, **rules))), metadata=md)
-        for day_type in (catalog_pb2.WEEKDAY, catalog_pb2.WEEKEND, catalog_pb2.HOLIDAY):
-            await self.admin.catalog.SetPrice(catalog_pb2.SetPriceRequest(entry=catalog_pb2.PriceEntry(
-                product_id=pid, day_type=day_type, price=common_pb2.Money(minor_units=1000, currency="CNY"))),
-                metadata=md)
-
-    async def sell(self, pid: str, quantity: int = 1, cards: list[str] | None = None) -> list[sales_pb2.Ticket]:
-        line = sales_pb2.OrderLine(product_id=pid, quantity=quantity, card_uids=cards or [])
-        order = await self.seller.sales.CreateOrder(sales_pb2.CreateOrderRequest(
-            request_id=rid(), lines=[line], payments=[sales_pb2.Payment(
-                method=common_pb2.CASH, amount=common_pb2.Money(minor_units=1000 * quantity, currency="CNY"))]),
-            metadata=self.seller.metadata)
-        return list(order.tickets)
 
     async def gate(self, device_id: str, *, direction: str = "in", attraction: str = "", server: int = 0,
                    confirms_passage: bool = False) -> GateLink:
-        if device_id not in self.secrets:
-            reply = await self.admin.admin.RegisterDevice(admin_pb2.RegisterDeviceRequest(device=admin_pb2.Device(
-                id=device_id, kind=admin_pb2.GATE, park_id=PARK, attraction_id=attraction,
-                direction=common_pb2.IN if direction == "in" else common_pb2.OUT)), metadata=self.admin.metadata)
-            self.secrets[device_id] = reply.secret
-        link = GateLink(self.servers[server].address, Hello(device_id, self.secrets[device_id], direction,  # type: ignore[arg-type]
-                                                            PARK, confirms_passage=confirms_passage))
+        secret = await self.register_gate(device_id, direction=direction, attraction=attraction)
+        link = GateLink(self.servers[server].address, Hello(device_id, secret, direction, PARK,  # type: ignore[arg-type]
+                                                            confirms_passage=confirms_passage))
         await link.open()
         self.links.append(link)
         return link
-
-    def sql(self, query: str, *params: object) -> list[tuple]:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            cur = conn.execute(query, params)
-            return cur.fetchall() if cur.description else []
-
-    def control(self) -> gate_pb2_grpc.GateControlStub:
-        return gate_pb2_grpc.GateControlStub(self.admin.channel)
 
 
 @pytest.fixture(scope="module")
 async def park(parkgate_server: RunningServer, module_dsn: str) -> AsyncIterator[Park]:
     second = await start_server(module_dsn)
-    admin = await parkgate_server.admin()
-    md = admin.metadata
-    await admin.catalog.PutPark(catalog_pb2.PutParkRequest(park=catalog_pb2.Park(
-        id=PARK, name="Gate Park", time_zone="Asia/Shanghai", currency="CNY")), metadata=md)
+    opened = await open_park([parkgate_server, second], module_dsn, PARK, "Gate Park")
+    p = Park(**{f.name: getattr(opened, f.name) for f in fields(TestPark)})
     for a in ("coaster", "wheel"):
-        await admin.catalog.PutAttraction(catalog_pb2.PutAttractionRequest(attraction=catalog_pb2.Attraction(
-            id=a, park_id=PARK, name=a)), metadata=md)
-    window = await admin.admin.RegisterDevice(admin_pb2.RegisterDeviceRequest(device=admin_pb2.Device(
-        id="gwin", kind=admin_pb2.SALES_WINDOW, park_id=PARK)), metadata=md)
-    await admin.admin.CreateUser(admin_pb2.CreateUserRequest(username="gsell", password="gsell-password",
-                                                             roles=["seller"]), metadata=md)
-    seller = await parkgate_server.login("gsell", "gsell-password", "gwin", window.secret)
-    p = Park([parkgate_server, second], admin, seller, module_dsn)
+        await p.admin.catalog.PutAttraction(catalog_pb2.PutAttractionRequest(attraction=catalog_pb2.Attraction(
+            id=a, park_id=PARK, name=a)), metadata=p.admin.metadata)
     await p.product("single", entries_total=1)
     yield p
     for link in p.links:
@@ -137,7 +89,7 @@ async def test_a_sold_ticket_is_admitted_once_and_a_forged_code_never(park: Park
 async def test_unknown_or_forged_devices_are_refused(park: Park) -> None:
     for hello, reason in (
         (Hello("no-such-gate", "x", "in", PARK), "UNKNOWN_DEVICE"),
-        (Hello("gwin", "whatever", "in", PARK), "BAD_DEVICE_CREDENTIALS"),
+        (Hello(f"{PARK}-window", "whatever", "in", PARK), "BAD_DEVICE_CREDENTIALS"),
     ):
         with pytest.raises(LinkError) as err:
             await GateLink(park.servers[0].address, hello).open()
