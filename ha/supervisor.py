@@ -152,7 +152,15 @@ class Supervisor:
         self.state = State(spec, {})
         path = spec.data_dir / STATE_FILE
         if path.exists():
-            self.state.procs = State.from_json(path.read_bytes()).procs
+            previous = State.from_json(path.read_bytes())
+            running = sorted(name for name, p in previous.procs.items() if p.alive())
+            if running and previous.spec != spec:
+                raise ClusterError(
+                    f"the cluster in {spec.data_dir} is running with another description ({', '.join(running)} "
+                    f"running): run `parkgate cluster down --data-dir {spec.data_dir}` first, or `up` without "
+                    f"options to start what is missing"
+                )
+            self.state.procs = previous.procs
 
     @property
     def user(self) -> RunAs:

@@ -67,6 +67,12 @@ def test_up_brings_up_a_synchronous_cluster_and_status_reports_it(cluster: Clust
         assert os.getsid(p.pid) == p.pid
 
 
+def test_up_with_another_description_is_refused_while_running(cluster: Cluster) -> None:
+    res = cli("up", "--data-dir", str(cluster.data_dir), "--nodes", "2")
+    assert res.returncode == 2 and "running with another description" in res.stderr, res.stderr
+    assert cli("status", "--data-dir", str(cluster.data_dir)).returncode == 0
+
+
 async def test_servers_register_in_etcd_under_a_lease(cluster: Cluster) -> None:
     etcd = Etcd(cluster.spec.etcd_endpoints)
     try:
