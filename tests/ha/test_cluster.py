@@ -21,7 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parkgate.clients.connection import open_channel
-from parkgate.discovery import Etcd, discover
+from parkgate.discovery import Etcd, discover, lock
 from parkgate.ha.load import Writer, login, verify
 from parkgate.ha.status import server_health
 from parkgate.ha.supervisor import load_state
@@ -79,6 +79,20 @@ async def test_servers_register_in_etcd_under_a_lease(cluster: Cluster) -> None:
         assert await discover(etcd, cluster.spec.name) == sorted(cluster.servers)
     finally:
         etcd.close()
+
+
+async def test_an_etcd_lock_lets_one_server_run_a_job(cluster: Cluster) -> None:
+    one, other = Etcd(cluster.spec.etcd_endpoints), Etcd(list(reversed(cluster.spec.etcd_endpoints)))
+    try:
+        async with lock(one, cluster.spec.name, "nightly-report", ttl=5) as first:
+            assert first is True
+            async with lock(other, cluster.spec.name, "nightly-report", ttl=5, wait=0.5) as second:
+                assert second is False  # held by the first "server"
+        async with lock(other, cluster.spec.name, "nightly-report", ttl=5) as third:
+            assert third is True  # released on exit
+    finally:
+        one.close()
+        other.close()
 
 
 async def test_planned_switchover_loses_nothing(cluster: Cluster) -> None:
