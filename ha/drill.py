@@ -5,7 +5,9 @@ One round, as a runbook:
 1. wait until the cluster is whole: a leader AND a synchronous standby (Patroni
    will not promote anything else, BRIEF), every node streaming, every server
    SERVING;
-2. start ``clients`` steady writers through all servers (:mod:`.load`);
+2. start ``clients`` steady writers through all servers (:mod:`.load`): quick
+   sales of one ticket each (``--load sales``, the default) or parameter
+   upserts (``--load params``);
 3. kill -9 the chosen part: ``primary`` (the leader's Patroni and postmaster
    together, a machine dying), ``server`` (one gRPC server, in turn),
    ``etcd-member`` (one etcd member, in turn), or ``switchover`` (a planned
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import patroni_api
-from .load import Writer, login, verify
+from .load import Writer, login, prepare_sales, verify
 from .spec import ClusterSpec
 from .status import server_health
 from .supervisor import ADMIN_FILE, ClusterError, Supervisor, load_secrets, load_state
@@ -44,6 +46,7 @@ from .supervisor import ADMIN_FILE, ClusterError, Supervisor, load_secrets, load
 log = logging.getLogger("parkgate.ha.drill")
 
 KINDS = ("primary", "server", "etcd-member", "switchover")
+LOADS = ("sales", "params")
 
 
 @dataclass
@@ -114,11 +117,15 @@ class Drill:
     """Runs rounds against the cluster in ``data_dir`` (which ``cluster up`` started)."""
 
     def __init__(self, data_dir: Path, kind: str, *, clients: int = 4, settle: float = 2.0,
-                 timeout: float = 120.0, say: Callable[[str], None] | None = None) -> None:
+                 timeout: float = 120.0, load: str = "sales", say: Callable[[str], None] | None = None) -> None:
         if kind not in KINDS:
             raise ValueError(f"--kill: one of {', '.join(KINDS)}, not {kind!r}")
         self.data_dir = data_dir
         self.kind = kind
+        if load not in LOADS:
+            raise ValueError(f"--load: one of {', '.join(LOADS)}, not {load!r}")
+        self.load = load
+        self._seller: tuple[str, str] | None = None  # (token, product) for the sales load
         self.clients = clients
         self.settle = settle
         self.timeout = timeout
@@ -159,9 +166,15 @@ class Drill:
         await _until(lambda: whole(self.spec), self.timeout, "the cluster to be whole before the round")
         victim = self._victim(number)
         servers = [s.address for s in self.spec.servers]
-        token = await login(servers[0], self.password)
+        product = None
+        if self.load == "sales":
+            if self._seller is None:
+                self._seller = await prepare_sales(servers[0], self.password, self.run_id)
+            token, product = self._seller
+        else:
+            token = await login(servers[0], self.password)
         prefix = f"drill_{self.run_id}_{number}"
-        writer = Writer(servers, token, prefix, clients=self.clients)
+        writer = Writer(servers, token, prefix, clients=self.clients, sell=product)
         writer.start()
         try:
             await asyncio.sleep(self.settle)
@@ -179,7 +192,7 @@ class Drill:
             await asyncio.to_thread(Supervisor(self.spec, say=lambda s: None).up, self.timeout)
         await _until(lambda: whole(self.spec), self.timeout, "the cluster to be whole again")
         recovered = time.monotonic() - struck
-        check = await asyncio.to_thread(verify, self.dsn, prefix, result.acked)
+        check = await asyncio.to_thread(lambda: verify(self.dsn, prefix, result.acked, sales=self.load == "sales"))
         first = result.resumed_after(struck)
         leader = None
         if self.kind in ("primary", "switchover"):

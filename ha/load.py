@@ -1,9 +1,10 @@
 """A steady writer that remembers what the servers acknowledged, for failover tests and drills.
 
 Each of ``clients`` concurrent clients writes one uniquely keyed operation
-after another through the gRPC servers (``Admin.SetParameter`` with the key
-``<prefix>.<client>.<n>``: an upsert, so a retry after an unknown outcome
-applies once). An operation counts as *acknowledged* only when a server
+after another through the gRPC servers: a quick sale of one ticket
+(``Sales.QuickSell`` with the request id ``<prefix>.<client>.<n>``, which the
+server applies once however often it is retried), or ``Admin.SetParameter``
+with that key (an upsert), which every server has. An operation counts as *acknowledged* only when a server
 answered OK; a failed attempt is retried with the same key on the next server
 (client failover), never skipped. Afterwards :func:`verify` reads the table and
 compares: every acknowledged key must be there (lost = 0), each once (the key
@@ -28,7 +29,17 @@ from typing import Any
 import grpc
 import psycopg
 
-from parkgate.v1 import admin_pb2, admin_pb2_grpc, auth_pb2, auth_pb2_grpc
+from parkgate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    common_pb2,
+    sales_pb2,
+    sales_pb2_grpc,
+)
 
 REASON_METADATA = "parkgate-reason"
 #: A pause in the acknowledgements of all clients together shorter than this is normal traffic.
@@ -96,7 +107,8 @@ class Writer:
     """``clients`` concurrent writers through ``servers`` (failing over between them)."""
 
     def __init__(self, servers: list[str], token: str, prefix: str, *, clients: int = 4,
-                 call_timeout: float = 10.0, pause: float = 0.01) -> None:
+                 call_timeout: float = 10.0, pause: float = 0.01, sell: str | None = None) -> None:
+        self.sell = sell  # a product id: quick-sell one ticket per operation instead of SetParameter
         self.servers = servers
         self.token = token
         self.prefix = prefix
@@ -132,11 +144,16 @@ class Writer:
         last_ack = time.monotonic()
         while not self._stop.is_set():
             key = f"{self.prefix}.{i}.{n}"
-            stub = admin_pb2_grpc.AdminStub(self._channels[which])
+            channel = self._channels[which]
             self.result.attempts += 1
             try:
-                await stub.SetParameter(admin_pb2.SetParameterRequest(key=key, value=str(n)),
-                                        metadata=meta, timeout=self.call_timeout)
+                if self.sell:
+                    await sales_pb2_grpc.SalesStub(channel).QuickSell(sales_pb2.QuickSellRequest(
+                        request_id=key, product_id=self.sell, quantity=1, method=common_pb2.CASH),
+                        metadata=meta, timeout=self.call_timeout)
+                else:
+                    await admin_pb2_grpc.AdminStub(channel).SetParameter(
+                        admin_pb2.SetParameterRequest(key=key, value=str(n)), metadata=meta, timeout=self.call_timeout)
             except grpc.aio.AioRpcError as exc:
                 self.result.errors[_reason(exc)] += 1
                 which = (which + 1) % len(self._channels)  # fail over to the next server; same key again
@@ -151,12 +168,22 @@ class Writer:
                 await asyncio.sleep(self.pause)
 
 
-def verify(dsn: str, prefix: str, acked: dict[str, float]) -> dict[str, int]:
-    """Compare acknowledged keys with the table: ``{"acked", "present", "lost", "duplicates"}``."""
+def verify(dsn: str, prefix: str, acked: dict[str, float], *, sales: bool = False) -> dict[str, int]:
+    """Compare acknowledged operations with the tables: ``{"acked", "present", "lost", "duplicates"}``.
+
+    Sales: one order per request id holding exactly one ticket; a second order or a second
+    ticket for one request id is a duplicate.
+    """
+    pattern = prefix.replace("_", r"\_") + ".%"
     with psycopg.connect(dsn, connect_timeout=5) as conn:
-        rows = conn.execute(
-            "SELECT key, count(*) FROM parameters WHERE key LIKE %s GROUP BY key", [prefix.replace("_", r"\_") + ".%"]
-        ).fetchall()
+        if sales:
+            rows = conn.execute(
+                """SELECT o.request_id, count(DISTINCT o.id) + count(t.id) - 1 FROM orders o
+                   LEFT JOIN tickets t ON t.order_id = o.id WHERE o.request_id LIKE %s GROUP BY o.request_id""",
+                [pattern]).fetchall()
+        else:
+            rows = conn.execute("SELECT key, count(*) FROM parameters WHERE key LIKE %s GROUP BY key",
+                                [pattern]).fetchall()
     present = {k: c for k, c in rows}
     lost = [k for k in acked if k not in present]
     return {
@@ -165,3 +192,38 @@ def verify(dsn: str, prefix: str, acked: dict[str, float]) -> dict[str, int]:
         "lost": len(lost),
         "duplicates": sum(c - 1 for c in present.values() if c > 1),
     }
+
+
+async def prepare_sales(address: str, admin_password: str, run_id: str) -> tuple[str, str]:
+    """A park, a product, a sales window and a seller logged in at it: ``(seller token, product id)``.
+
+    Through the contract, as an admin would. Re-runnable: the park, product and seller are
+    reused; each run registers its own window (a device secret is shown only once).
+    """
+    token = await login(address, admin_password)
+    md = (("authorization", f"Bearer {token}"),)
+    park, product, seller, password = "drill", "drill-ticket", "drill-seller", f"drill-{run_id}-password"
+    async with grpc.aio.insecure_channel(address) as ch:
+        catalog, admin = catalog_pb2_grpc.CatalogStub(ch), admin_pb2_grpc.AdminStub(ch)
+        await catalog.PutPark(catalog_pb2.PutParkRequest(park=catalog_pb2.Park(
+            id=park, name="Failover drill", time_zone="UTC", currency="CNY")), metadata=md, timeout=30)
+        await catalog.PutProduct(catalog_pb2.PutProductRequest(product=catalog_pb2.Product(
+            id=product, park_id=park, name="Drill ticket", kind=catalog_pb2.SINGLE, on_sale=True,
+            rules=catalog_pb2.ProductRules(validity=catalog_pb2.VISIT_DATE))), metadata=md, timeout=30)
+        for day_type in (catalog_pb2.WEEKDAY, catalog_pb2.WEEKEND, catalog_pb2.HOLIDAY):
+            await catalog.SetPrice(catalog_pb2.SetPriceRequest(entry=catalog_pb2.PriceEntry(
+                product_id=product, day_type=day_type, price=common_pb2.Money(minor_units=100, currency="CNY"))),
+                metadata=md, timeout=30)
+        window = await admin.RegisterDevice(admin_pb2.RegisterDeviceRequest(device=admin_pb2.Device(
+            id=f"drill-window-{run_id}", kind=admin_pb2.SALES_WINDOW, park_id=park)), metadata=md, timeout=30)
+        try:
+            await admin.CreateUser(admin_pb2.CreateUserRequest(username=seller, password=password, roles=["seller"]),
+                                   metadata=md, timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            if _reason(exc) != "ALREADY_EXISTS":
+                raise
+            await admin.ResetPassword(admin_pb2.ResetPasswordRequest(username=seller, new_password=password),
+                                      metadata=md, timeout=30)
+        reply = await auth_pb2_grpc.AuthStub(ch).Login(auth_pb2.LoginRequest(
+            username=seller, password=password, device_id=window.device.id, device_secret=window.secret), timeout=30)
+    return str(reply.token), product
