@@ -76,7 +76,10 @@ class Database:
             # A connection that died with its server is found out before use,
             # not in the middle of a sale.
             check=AsyncConnectionPool.check_connection,
-            reconnect_timeout=0,  # keep trying for ever: the database comes back
+            # 0: a failed reconnection is given up after a second attempt, and every later demand
+            # (a call, the health probe) starts a fresh one without backoff; retry.acquire asks
+            # again every second, so a new primary is picked up within a second of its promotion.
+            reconnect_timeout=0,
             name="parkgate",
         )
 
