@@ -84,12 +84,12 @@ class Phase:
 
 
 class ServerProcess:
-    def __init__(self, dsn: str, mode: str, log: Path) -> None:
+    def __init__(self, dsn: str, mode: str, log: Path, extra_env: dict[str, str] | None = None) -> None:
         self.mode = mode
         self.address = f"127.0.0.1:{free_port()}"
         env = {**os.environ, "PARKGATE_DATABASE__DSN": dsn, "PARKGATE_LISTEN": self.address,
                "PARKGATE_GATES__PIPELINE": mode, "PARKGATE_SERVER__LOG_LEVEL": "warning",
-               "PARKGATE_SERVER__SERVER_ID": f"bench-{mode}"}
+               "PARKGATE_SERVER__SERVER_ID": f"bench-{mode}", **(extra_env or {})}
         self.log = log.open("wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "parkgate.cli", "server"], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -194,7 +194,7 @@ async def run_phase(address: str, mode: str, secrets: dict[str, str], codes: lis
     return Phase(mode, gates, count, seconds, latencies, errors)
 
 
-async def bench(gate_counts: list[int], seconds: float, tickets: int) -> int:
+async def bench(gate_counts: list[int], seconds: float, tickets: int, db_workers: int = 0) -> int:
     base = Path(tempfile.mkdtemp(prefix="parkgate-bench-gates-"))
     run_as = ensure_user() if is_root() else None
     if run_as is not None:
@@ -209,7 +209,8 @@ async def bench(gate_counts: list[int], seconds: float, tickets: int) -> int:
         settings = load_settings(None)
         password = await init_first_admin(settings, dsn, "admin")
         assert password
-        batched = ServerProcess(dsn, "batched", base / "server-batched.log")
+        batched = ServerProcess(dsn, "batched", base / "server-batched.log",
+                                {"PARKGATE_GATES__DB_WORKERS": str(db_workers)} if db_workers else None)
         single = ServerProcess(dsn, "per_validation", base / "server-per-validation.log")
         servers = [batched, single]
         await asyncio.gather(batched.wait_serving(), single.wait_serving())
@@ -257,9 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gates", default="8,32,128", help="comma list of simultaneous gate streams")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per phase")
     parser.add_argument("--tickets", type=int, default=2000)
+    parser.add_argument("--db-workers", type=int, default=0,
+                        help="batches in flight in the batched server (default: the server's gates.db_workers)")
     args = parser.parse_args(argv)
     counts = sorted(int(x) for x in args.gates.split(","))
-    return asyncio.run(bench(counts, args.seconds, args.tickets))
+    return asyncio.run(bench(counts, args.seconds, args.tickets, args.db_workers))
 
 
 if __name__ == "__main__":

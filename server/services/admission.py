@@ -67,7 +67,7 @@ class PipelineStats:
 
 
 class AdmissionPipeline:
-    def __init__(self, db: Database, *, mode: Mode = "batched", max_batch: int = 256, workers: int = 4) -> None:
+    def __init__(self, db: Database, *, mode: Mode = "batched", max_batch: int = 256, workers: int = 1) -> None:
         self.db = db
         self.mode = mode
         self.max_batch = max_batch
