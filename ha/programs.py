@@ -9,21 +9,29 @@
   ``/var/lib/parkgate/etcd-<version>/etcd``, root-owned 0755, like the
   PostgreSQL binaries of :mod:`parkgate.pg.binaries`.
 * **PostgreSQL** binaries: :func:`parkgate.pg.find_binaries` (staged as needed).
-* **Patroni and the parkgate servers** run on this Python interpreter
-  (``python -m patroni``, ``python -m parkgate.cli``). An interpreter and its
-  site-packages cannot be staged sensibly, so when the user cannot reach them
-  we stop and say which folder blocks (the BRIEF: a pyenv build under
-  ``/root`` is the usual cause; make the virtualenv from ``/usr/bin/python3``).
+* **Patroni and the parkgate servers** run on this Python environment
+  (``python -m patroni``, ``python -m parkgate.cli``). When the user cannot
+  reach it (a checkout, and so its ``.venv``, under ``/root``), root stages a
+  copy: a virtualenv made from the same base interpreter under
+  ``/var/lib/parkgate/python-<fingerprint>/``, whose site-packages are hard
+  links to ours (a copy across file systems), with the parkgate package itself
+  laid out as installed instead of the editable install's pointer into the
+  checkout. The base interpreter must be reachable (Debian's
+  ``/usr/bin/python3`` is; a pyenv build under ``/root`` is not, and then we
+  stop and say which folder blocks).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -85,6 +93,85 @@ def find_etcd(configured: Path | None, who: RunAs, stage_root: Path = DEFAULT_HO
         log.info("staged etcd %s from %s to %s (user %s cannot reach the original)", version, source, target, who.name)
     check_reachable(target, who, "exec", what="staged etcd")
     return target
+
+
+#: The parkgate package and the folders its subpackages come from (setup.py maps several folders into it).
+_PARKGATE_PACKAGES = ("parkgate", "parkgate.native", "parkgate.v1", "parkgate.clients", "parkgate.ha")
+
+
+def python_for(who: RunAs, stage_root: Path = DEFAULT_HOME) -> list[str]:
+    """The interpreter Patroni and the servers run on as ``who``: ours, or (as root) a staged copy."""
+    try:
+        return check_python(who)
+    except ProgramError:
+        if not is_root():
+            raise
+    return stage_python(who, stage_root)
+
+
+def _package_sources() -> list[tuple[Path, Path]]:
+    """(folder, where it goes under site-packages) for the parkgate package and its mapped subpackages."""
+    out = []
+    for name in _PARKGATE_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise ProgramError(f"the Python package {name!r} is not installed in {sys.prefix}")
+        out.append((Path(next(iter(spec.submodule_search_locations))), Path(*name.split("."))))
+    return out
+
+
+def _fingerprint(roots: list[Path]) -> str:
+    """Changes when any file under ``roots`` changes (names, sizes, modification times)."""
+    digest = hashlib.sha256(sys.version.encode())
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for name in sorted(filenames):
+                st = os.stat(os.path.join(dirpath, name))
+                digest.update(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _link_tree(source: Path, target: Path, ignore: set[str]) -> None:
+    """Hard links of ``source`` under ``target`` (a copy when they are on different file systems)."""
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link_or_copy, dirs_exist_ok=True,
+                    ignore=lambda _dir, names: [n for n in names if n in ignore or n == "__pycache__"])
+
+
+def stage_python(who: RunAs, stage_root: Path = DEFAULT_HOME) -> list[str]:
+    """A virtualenv ``who`` can run, with our site-packages and parkgate laid out as installed."""
+    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    try:
+        check_reachable(base, who, "exec", what="the base Python interpreter")
+    except PathNotReachable as exc:
+        raise ProgramError(f"{exc} Make the virtualenv from Debian's /usr/bin/python3.") from None
+    site_dirs = [Path(p) for p in site.getsitepackages() if Path(p).is_dir()]
+    packages = _package_sources()
+    editable = {n for d in site_dirs for n in os.listdir(d) if n.startswith("__editable__")}
+    target = stage_root / f"python-{_fingerprint([*site_dirs, *(src for src, _ in packages)])}"
+    python = target / "bin" / "python3"
+    if not (target / ".complete").exists():
+        ensure_root_dir(stage_root)
+        shutil.rmtree(target, ignore_errors=True)
+        subprocess.run([str(base), "-m", "venv", "--without-pip", str(target)], check=True, timeout=120)
+        purelib = Path(sysconfig.get_path("purelib", vars={"base": str(target), "platbase": str(target)}))
+        for d in site_dirs:
+            _link_tree(d, purelib, editable | {"parkgate"})
+        for src, relative in packages:
+            if not str(src).startswith(tuple(str(d) for d in site_dirs)):
+                _link_tree(src, purelib / relative, set())
+        for dirpath, _dirs, _files in os.walk(target):
+            os.chmod(dirpath, 0o755)  # folders every user can enter; the files keep their own modes
+        (target / ".complete").write_text("staged by parkgate cluster\n")
+        log.info("staged the Python environment for %s in %s (it cannot reach %s)", who.name, target, sys.prefix)
+    check_reachable(python, who, "exec", what="the staged Python environment")
+    return [str(python)]
 
 
 def check_python(who: RunAs) -> list[str]:

@@ -38,7 +38,7 @@ from parkgate.pg import RunAs, ensure_user, find_binaries, is_root, prepare_dir,
 from parkgate.pg.process import pid_alive, pids_with_cwd
 
 from . import patroni_api
-from .programs import check_python, find_etcd
+from .programs import find_etcd, python_for
 from .render import Secrets, dump_yaml, etcd_config, patroni_config, server_config
 from .spec import ClusterSpec, SpecError, check_host
 
@@ -219,7 +219,7 @@ class Supervisor:
             self._wait_alive(member.name, f"etcd member {member.name} to answer on {member.client_url}",
                              lambda m=member: _http_ok(f"{m.client_url}/health"), timeout)
 
-        python = check_python(who)
+        python = python_for(who)
         pg = find_binaries(spec.postgres_bin_dir, run_as=who)
         for node in spec.postgres:
             d = prepare_dir(spec.node_dir(node.name), who)
