@@ -166,7 +166,7 @@ class GateHub:
                               paused=state["paused"] and place.direction == "in", emergency=state["emergency"])
         previous = self.sessions.get(device_id)
         if previous is not None:  # the same gate reconnected before its old stream noticed it was gone
-            previous.outbox.put_nowait(GateCommand(str(uuid.uuid4()), "PAUSE_ENTRY", "replaced by a new connection"))
+            previous.outbox.put_nowait(GATE_STREAM_END)
         self.sessions[device_id] = session
         log.info("gate %s connected (park %s, %s%s, version %s)", device_id, park_id, place.direction,
                  f", attraction {attraction_id}" if attraction_id else "", software_version or "?")
