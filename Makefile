@@ -32,6 +32,7 @@ test: setup lint
 
 bench: setup
 	$(PY) -m loadtests.bench_native
+	$(PY) -m loadtests.bench_gates
 
 clean:
 	rm -rf build $(VENV) *.egg-info native/*.c native/*.so proto/parkgate/v1/*_pb2*.py* proto/parkgate/v1/__init__.py
