@@ -12,7 +12,6 @@ import argparse
 import getpass
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,7 @@ from parkgate.v1 import (
 )
 
 from . import catalog_cli, connection, gates_cli
-
-Handler = Callable[["Session", argparse.Namespace], Any]
+from .commands import command_group
 
 
 class Session:
@@ -233,16 +231,8 @@ def _cell(value: Any) -> str:
 # --- argument parsing ---------------------------------------------------------------
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("admin", help="administer users, roles, devices, parameters, the catalog")
-    p.add_argument("--server", help="HOST:PORT of a parkgate server (default $PARKGATE_SERVER or 127.0.0.1:50051)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    sub = p.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
-
-    def cmd(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help)
-        sp.set_defaults(handler=handler)
-        return sp
-
+    cmd = command_group(subparsers, "admin", "administer users, roles, devices, parameters, the catalog",
+                        "print JSON instead of tables")
     sp = cmd("init", None, "create the first admin in the database (shows the password once)")  # type: ignore[arg-type]
     sp.add_argument("--config", help="server configuration file (for the database address)")
     sp.add_argument("--data-dir", help="data folder of `parkgate up` (embedded default)")

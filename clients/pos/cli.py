@@ -12,7 +12,6 @@ import getpass
 import os
 import re
 import sys
-from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,13 @@ from rich.table import Table
 
 from parkgate.v1 import common_pb2, sales_pb2
 
+from ..commands import command_group
 from ..connection import CallError
 from ..devices import DeviceError, PcscCardReader
 from ..money import format_money, parse_amount
 from . import output
 from .window import Window, describe, payment_method
 
-Handler = Callable[[Window, argparse.Namespace], Any]
 _LINE = re.compile(r"^(?P<product>[a-z0-9][a-z0-9_-]*)(?::(?P<quantity>\d+))?$")
 
 
@@ -273,16 +272,7 @@ def _outputs(sp: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("pos", help="the sales window: sell, quick-sell, refund, find, reprint, screen")
-    p.add_argument("--server", help="HOST:PORT of a parkgate server (default $PARKGATE_SERVER or 127.0.0.1:50051)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    sub = p.add_subparsers(dest="pos_command", required=True, metavar="COMMAND")
-
-    def cmd(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help)
-        sp.set_defaults(handler=handler)
-        return sp
-
+    cmd = command_group(subparsers, "pos", "the sales window: sell, quick-sell, refund, find, reprint, screen")
     sp = cmd("login", cmd_login, "open a session at this window")
     sp.add_argument("--user", "-u")
     sp.add_argument("--device", required=True, help="this window's registered device id")
