@@ -8,7 +8,10 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 VENV          := .venv
 PY            := $(VENV)/bin/python
 STAMP         := $(VENV)/.parkgate-installed
-SOURCES_OF_BUILD := pyproject.toml setup.py ops/bootstrap.sh $(wildcard proto/parkgate/v1/*.proto) $(wildcard native/*.pyx native/*.pxd)
+SOURCES_OF_BUILD := pyproject.toml setup.py ops/bootstrap.sh $(wildcard */pyproject.toml */setup.py) \
+                    $(wildcard proto/parkgate/v1/*.proto) $(wildcard native/parkgate/native/*.pyx)
+# the five distributions (README: a gate box installs proto native clients only)
+PARTS := proto native clients server ha
 
 .PHONY: setup run test lint clean bench
 
@@ -18,7 +21,9 @@ $(STAMP): $(SOURCES_OF_BUILD)
 	bash ops/bootstrap.sh
 	test -x $(PY) || $(SYSTEM_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# the whole system and the dev tools through the top-level setup.py, then each part editable over it
+	$(PY) -m pip install --quiet '.[dev]'
+	$(PY) -m pip install --quiet --no-deps --config-settings editable_mode=compat $(foreach p,$(PARTS),-e ./$(p))
 	touch $(STAMP)
 
 run: setup
@@ -35,4 +40,5 @@ bench: setup
 	$(PY) -m loadtests.bench_gates
 
 clean:
-	rm -rf build $(VENV) *.egg-info native/*.c native/*.so proto/parkgate/v1/*_pb2*.py* proto/parkgate/v1/__init__.py
+	rm -rf build $(VENV) *.egg-info */*.egg-info native/parkgate/native/*.c native/parkgate/native/*.so \
+	       proto/parkgate/v1/*_pb2*.py* proto/parkgate/v1/__init__.py proto/parkgate/common/reason.py

@@ -43,9 +43,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parkgate.clients.gate.link import GateLink, Hello, LinkError
-from parkgate.config import load_settings
-from parkgate.embedded import init_first_admin
-from parkgate.pg import PostgresInstance, ensure_user, free_port, is_root
+from parkgate.server.config import load_settings
+from parkgate.server.embedded import init_first_admin
+from parkgate.server.pg import PostgresInstance, ensure_user, free_port, is_root
 from parkgate.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -91,7 +91,7 @@ class ServerProcess:
                "PARKGATE_GATES__PIPELINE": mode, "PARKGATE_SERVER__LOG_LEVEL": "warning",
                "PARKGATE_SERVER__SERVER_ID": f"bench-{mode}", **(extra_env or {})}
         self.log = log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "parkgate.cli", "server"], env=env, stdout=self.log,
+        self.proc = subprocess.Popen([sys.executable, "-m", "parkgate.common.cli", "server"], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     async def wait_serving(self, timeout: float = 90) -> None:

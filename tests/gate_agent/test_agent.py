@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from parkgate.pg import free_port
+from parkgate.server.pg import free_port
 from parkgate.v1 import gate_pb2
 from tests.fixtures.pcsc import PcscStack
 from tests.fixtures.serial import PtyPair, stop_process
@@ -35,13 +35,13 @@ OPENED = r"^OPEN \d+: one passage granted"
 
 
 def _parkgate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "parkgate.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "parkgate.common.cli", *args], capture_output=True, text=True, timeout=60)
 
 
 def _spawn_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
     """`parkgate gate run` as its own process, its log in a file (a pipe nobody reads could block it)."""
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "parkgate.cli", "gate", "run", "--config", str(config)],
+        return subprocess.Popen([sys.executable, "-m", "parkgate.common.cli", "gate", "run", "--config", str(config)],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 

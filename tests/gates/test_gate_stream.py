@@ -270,7 +270,7 @@ async def test_the_admin_command_opens_and_releases_the_park(park: Park) -> None
 
     async def admin(*args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "PARKGATE_TOKEN": park.admin.token}
-        return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "parkgate.cli", "admin", "--server",
+        return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "parkgate.common.cli", "admin", "--server",
                                                         park.servers[0].address, "--json", *args],
                                        capture_output=True, text=True, env=env, timeout=60)
 

@@ -28,8 +28,8 @@ from parkgate.ha.drill import kill_node
 from parkgate.ha.render import Secrets
 from parkgate.ha.spec import PORT_LAYOUT, ClusterSpec
 from parkgate.ha.supervisor import ADMIN_FILE, load_secrets, load_state
-from parkgate.pg import port_is_free
-from parkgate.pg.process import pids_with_cwd
+from parkgate.server.pg import port_is_free
+from parkgate.server.pg.process import pids_with_cwd
 from tests.fixtures.postgres import make_test_dir
 
 
@@ -52,7 +52,7 @@ def free_base_port(members: int = 3) -> int:
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """``parkgate cluster ARGS`` in a subprocess (the installed command line, as an SRE runs it)."""
-    return subprocess.run([sys.executable, "-m", "parkgate.cli", "cluster", *args],
+    return subprocess.run([sys.executable, "-m", "parkgate.common.cli", "cluster", *args],
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 

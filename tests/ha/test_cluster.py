@@ -21,12 +21,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parkgate.clients.connection import open_channel
-from parkgate.discovery import Etcd, discover, lock
 from parkgate.ha.load import Writer, login, verify
 from parkgate.ha.status import server_health
 from parkgate.ha.supervisor import load_state
-from parkgate.pg import current_user, is_root
-from parkgate.pg.process import pid_alive
+from parkgate.server.discovery import Etcd, discover, lock
+from parkgate.server.pg import current_user, is_root
+from parkgate.server.pg.process import pid_alive
 
 from .conftest import Cluster, cli
 

@@ -11,7 +11,7 @@ import yaml
 
 from parkgate.ha.render import Secrets, dump_yaml, etcd_config, patroni_config, server_config
 from parkgate.ha.spec import SpecError, build_spec, check_host, load_spec
-from parkgate.pg import is_root
+from parkgate.server.pg import is_root
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_a_data_folder_the_unprivileged_user_cannot_reach_is_refused(tmp_path: P
         spec = build_spec({}, data_dir=str(blocked / "cluster"))
         with pytest.raises(SpecError, match=r"data_dir: .* is unreachable: user \S+ cannot"):
             check_host(spec)
-        res = subprocess.run([sys.executable, "-m", "parkgate.cli", "cluster", "up", "--data-dir",
+        res = subprocess.run([sys.executable, "-m", "parkgate.common.cli", "cluster", "up", "--data-dir",
                               str(blocked / "cluster")], capture_output=True, text=True, check=False, timeout=60)
         assert res.returncode == 2 and "is unreachable" in res.stderr, res.stderr
     finally:
@@ -87,7 +87,7 @@ def test_a_data_folder_the_unprivileged_user_cannot_reach_is_refused(tmp_path: P
 
 
 def test_the_command_line_refuses_an_even_etcd_cluster(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "parkgate.cli", "cluster", "up", "--etcd", "2", "--data-dir",
+    res = subprocess.run([sys.executable, "-m", "parkgate.common.cli", "cluster", "up", "--etcd", "2", "--data-dir",
                           str(tmp_path / "c")], capture_output=True, text=True, check=False, timeout=60)
     assert res.returncode == 2 and "etcd: 2 members" in res.stderr, res.stderr
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from parkgate.domain.errors import Reason, Unavailable
-from parkgate.pg import PostgresInstance, free_port
-from parkgate.store import Database
-from parkgate.store.retry import budget, call_deadline, retry_idempotent, set_call_deadline
+from parkgate.server.domain.errors import Reason, Unavailable
+from parkgate.server.pg import PostgresInstance, free_port
+from parkgate.server.store import Database
+from parkgate.server.store.retry import budget, call_deadline, retry_idempotent, set_call_deadline
 from tests.fixtures.postgres import TEST_SETTINGS, make_test_dir
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,12 +22,16 @@ ROOT = Path(__file__).resolve().parents[2]
 QR_DATA_CODEWORDS = {(5, "L"): 108, (6, "M"): 108, (7, "Q"): 88, (8, "Q"): 110}
 
 
-def test_reason_names_are_the_contract() -> None:
-    proto = (ROOT / "proto/parkgate/v1/reason.proto").read_text()
-    contract = set(re.findall(r"^\s+([A-Z_]+) = \d+;", proto, re.M))
-    assert {r.name for r in Reason} <= contract
-    assert all(r.value == r.name for r in Reason)
-    assert [r.name for r in Reason][:3] == ["OK", "MALFORMED_CODE", "WRONG_SCHEME"]
+def test_one_reason_type_for_every_package() -> None:
+    """The native core uses the contract's generated Reason itself, with the contract's wire numbers."""
+    from parkgate.common.reason import Reason as ContractReason
+    from parkgate.native._format import REASONS
+    from parkgate.v1 import reason_pb2
+
+    assert Reason is ContractReason
+    assert {r.value: r.number for r in ContractReason} == dict(reason_pb2.Reason.items())
+    assert all(r.value == r.name for r in ContractReason)
+    assert REASONS[:3] == (Reason.OK, Reason.MALFORMED_CODE, Reason.WRONG_SCHEME)
 
 
 def test_rfc9285_vectors() -> None:

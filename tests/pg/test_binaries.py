@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from parkgate.pg import (
+from parkgate.server.pg import (
     BinariesNotReachable,
     PathNotReachable,
     PostgresInstance,
@@ -24,7 +24,7 @@ from parkgate.pg import (
     is_root,
     prepare_dir,
 )
-from parkgate.pg.binaries import clear_cache, is_relocatable, parse_version
+from parkgate.server.pg.binaries import clear_cache, is_relocatable, parse_version
 from tests.fixtures.postgres import TEST_SETTINGS
 
 needs_root = pytest.mark.skipif(not is_root(), reason="switching to the unprivileged user needs root")

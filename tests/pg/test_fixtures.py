@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from parkgate.pg import PostgresInstance
+from parkgate.server.pg import PostgresInstance
 
 
 def test_session_instance_serves(postgres_instance: PostgresInstance) -> None:

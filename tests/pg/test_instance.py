@@ -16,17 +16,17 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from parkgate.pg import (
+from parkgate.server.pg import (
     AlreadyRunning,
     DataDirError,
     PortInUse,
     PostgresInstance,
     free_port,
 )
-from parkgate.pg import (
+from parkgate.server.pg import (
     instance as instance_module,
 )
-from parkgate.pg.process import pid_alive, pids_with_cwd
+from parkgate.server.pg.process import pid_alive, pids_with_cwd
 from tests.fixtures.postgres import TEST_SETTINGS, make_test_dir
 
 
@@ -193,7 +193,7 @@ CHILD = textwrap.dedent(
     """
     import sys, threading, time
     from pathlib import Path
-    from parkgate.pg import PostgresInstance
+    from parkgate.server.pg import PostgresInstance
     from tests.fixtures.postgres import TEST_SETTINGS
 
     pg = PostgresInstance(Path(sys.argv[1]), port=int(sys.argv[2]), settings=TEST_SETTINGS, auth="trust")

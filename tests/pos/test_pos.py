@@ -30,7 +30,7 @@ from PIL import Image
 from parkgate import native
 from parkgate.clients.pos.screen import WindowScreen
 from parkgate.clients.pos.window import Window
-from parkgate.services.bootstrap import load_demo
+from parkgate.server.services.bootstrap import load_demo
 from parkgate.v1 import admin_pb2
 from tests.fixtures.server import RunningServer
 
@@ -46,7 +46,7 @@ class Till:
     async def pos(self, *args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `parkgate pos ARGS` without blocking the event loop the server runs on."""
         result = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "parkgate.cli", "pos", "--server", self.server.address, *args],
+            subprocess.run, [sys.executable, "-m", "parkgate.common.cli", "pos", "--server", self.server.address, *args],
             input=stdin, capture_output=True, text=True, env=self.env, timeout=120,
         )
         if check:

@@ -7,7 +7,7 @@ import asyncio
 import psycopg
 import pytest
 
-from parkgate.store.migrations import MigrationError, apply_migrations, available_migrations
+from parkgate.server.store.migrations import MigrationError, apply_migrations, available_migrations
 
 
 def _schema(dsn: str) -> list[tuple]:

@@ -6,8 +6,8 @@ import grpc
 import orjson
 import pytest
 
-from parkgate.domain.permissions import PERMISSIONS, SELF
-from parkgate.rpc.access import access_rules
+from parkgate.server.domain.permissions import PERMISSIONS, SELF
+from parkgate.server.rpc.access import access_rules
 from parkgate.v1 import admin_pb2, catalog_pb2
 from tests.fixtures.server import RunningServer, reason_of
 

@@ -9,9 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parkgate.domain.errors import ParkgateError
-from parkgate.domain.pricing import CalendarEntry, resolve_price
-from parkgate.domain.sales import PaymentIn, check_payments, normalize_card_uid, refund_amount, ticket_terms
+from parkgate.server.domain.errors import ParkgateError
+from parkgate.server.domain.pricing import CalendarEntry, resolve_price
+from parkgate.server.domain.sales import (
+    PaymentIn,
+    check_payments,
+    normalize_card_uid,
+    refund_amount,
+    ticket_terms,
+)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

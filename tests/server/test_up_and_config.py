@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from parkgate.config import ConfigError, load_settings
-from parkgate.pg import free_port
-from parkgate.pg.process import pids_with_cwd
+from parkgate.server.config import ConfigError, load_settings
+from parkgate.server.pg import free_port
+from parkgate.server.pg.process import pids_with_cwd
 from tests.fixtures.postgres import make_test_dir
 
-PARKGATE = [sys.executable, "-m", "parkgate.cli"]
+PARKGATE = [sys.executable, "-m", "parkgate.common.cli"]
 
 
 def _start_up(data_dir: Path, listen: str, pg_port: int, home: Path) -> subprocess.Popen[str]:

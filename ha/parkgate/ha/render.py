@@ -1,0 +1,181 @@
+"""Generate etcd configuration, Patroni YAML and the servers' TOML from one :class:`ClusterSpec`.
+
+Pure functions from the description (plus the secrets and the program paths)
+to file contents: no process is started here, so the same output serves
+``parkgate cluster up`` on one machine and the systemd units of ``ops/``.
+
+Choices, and why:
+
+* **Synchronous replication** through Patroni (``synchronous_mode: true``,
+  ``synchronous_node_count: 1``): a commit is acknowledged only once a second
+  node has it, and Patroni never promotes a replica that is not the registered
+  synchronous standby, so a failover loses nothing acknowledged.
+  ``synchronous_mode_strict`` comes from the description (default off, see
+  docs/ha.md for the trade-off).
+* **Timings** ``ttl``/``loop_wait``/``retry_timeout`` from the description;
+  Patroni's minimums (20/2/5) by default: about 20 s from a dead primary to a
+  new one.
+* **pg_rewind and replication slots** on: a failed primary rejoins as a
+  replica without a new base backup, and a replica's WAL is kept while it is
+  away (``wal_keep_size`` caps what an absent replica costs when slots of dead
+  members are dropped).
+* **Authentication** ``scram-sha-256`` everywhere, generated passwords (see
+  :class:`Secrets`); ``pg_hba`` admits exactly the hosts of the cluster.
+* **No Unix sockets** (``unix_socket_directories = ''``), like
+  :mod:`parkgate.server.pg.instance`: TCP only, no /tmp or /run clashes.
+* **Locale** as ``parkgate up``: UTF8, builtin provider, C.UTF-8 (sorting
+  never depends on the OS locales of the machine a replica runs on).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from .spec import ClusterSpec, EtcdMember, PostgresNode, ServerNode
+
+#: PostgreSQL parameters every node gets through the DCS (Patroni keeps them equal on all nodes).
+PG_PARAMETERS: dict[str, Any] = {
+    "max_connections": 200,
+    "max_wal_senders": 10,
+    "max_replication_slots": 10,
+    "wal_level": "replica",
+    "hot_standby": "on",
+    "wal_log_hints": "on",
+    "wal_keep_size": "256MB",
+    "password_encryption": "scram-sha-256",
+    "log_line_prefix": "%m [%p] %q%u@%d ",
+}
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The cluster's passwords: superuser, replication, pg_rewind and the servers' role."""
+
+    superuser: str
+    replication: str
+    rewind: str
+    app: str
+
+    @classmethod
+    def generate(cls) -> Secrets:
+        return cls(*(secrets.token_urlsafe(24) for _ in range(4)))
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Secrets:
+        return cls(**orjson.loads(raw))
+
+
+def etcd_config(spec: ClusterSpec, member: EtcdMember, data_dir: Path) -> dict[str, Any]:
+    """etcd's YAML configuration file (``etcd --config-file``) for one member."""
+    return {
+        "name": member.name,
+        "data-dir": str(data_dir),
+        "listen-client-urls": member.client_url,
+        "advertise-client-urls": member.client_url,
+        "listen-peer-urls": member.peer_url,
+        "initial-advertise-peer-urls": member.peer_url,
+        "initial-cluster": ",".join(f"{e.name}={e.peer_url}" for e in spec.etcd),
+        "initial-cluster-token": f"{spec.name}-etcd",
+        "initial-cluster-state": "new",
+        # Patroni and the servers use the v3 API only.
+        "enable-v2": False,
+        "logger": "zap",
+        "log-level": "warn",
+        # Keep the key space small: Patroni rewrites its keys every loop_wait.
+        "auto-compaction-mode": "periodic",
+        "auto-compaction-retention": "1h",
+    }
+
+
+def _hba(spec: ClusterSpec) -> list[str]:
+    hosts = sorted({p.host for p in spec.postgres} | {s.host for s in spec.servers} | {"127.0.0.1"})
+    lines = []
+    for h in hosts:
+        cidr = f"{h}/128" if ":" in h else f"{h}/32"
+        lines.append(f"host replication replicator {cidr} scram-sha-256")
+        lines.append(f"host all all {cidr} scram-sha-256")
+    return lines
+
+
+def patroni_config(
+    spec: ClusterSpec, node: PostgresNode, *, node_dir: Path, bin_dir: Path, secrets_: Secrets
+) -> dict[str, Any]:
+    """Patroni's YAML configuration for one PostgreSQL node."""
+    return {
+        "scope": spec.name,
+        "namespace": "/service/",
+        "name": node.name,
+        "log": {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s"},
+        "restapi": {"listen": f"{node.host}:{node.rest_port}", "connect_address": f"{node.host}:{node.rest_port}"},
+        "etcd3": {"hosts": spec.etcd_hosts},
+        "bootstrap": {
+            "dcs": {
+                "ttl": spec.ttl,
+                "loop_wait": spec.loop_wait,
+                "retry_timeout": spec.retry_timeout,
+                "maximum_lag_on_failover": spec.maximum_lag_on_failover,
+                "synchronous_mode": True,
+                "synchronous_mode_strict": spec.synchronous_mode_strict,
+                "synchronous_node_count": 1,
+                "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": dict(PG_PARAMETERS)},
+            },
+            "initdb": [
+                {"encoding": "UTF8"},
+                {"locale": "C"},
+                {"locale-provider": "builtin"},
+                {"builtin-locale": "C.UTF-8"},
+                "data-checksums",
+            ],
+        },
+        "postgresql": {
+            "listen": f"{node.host}:{node.port}",
+            "connect_address": f"{node.host}:{node.port}",
+            "data_dir": str(node_dir / "data"),
+            "bin_dir": str(bin_dir),
+            "pgpass": str(node_dir / "pgpass"),
+            "authentication": {
+                "superuser": {"username": "postgres", "password": secrets_.superuser},
+                "replication": {"username": "replicator", "password": secrets_.replication},
+                "rewind": {"username": "rewinder", "password": secrets_.rewind},
+            },
+            "parameters": {"unix_socket_directories": ""},
+            "pg_hba": _hba(spec),
+        },
+        "watchdog": {"mode": "off"},
+        "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
+    }
+
+
+def server_config(spec: ClusterSpec, server: ServerNode, secrets_: Secrets) -> str:
+    """The TOML file of one parkgate server (``parkgate server --config``)."""
+    endpoints = ", ".join(f'"{u}"' for u in spec.etcd_endpoints)
+    return (
+        "# Generated by parkgate cluster from the cluster description; do not edit.\n"
+        "[server]\n"
+        f'listen = "{server.address}"\n'
+        f'server_id = "{server.name}"\n'
+        "health_interval_seconds = 0.5\n"
+        "shutdown_grace_seconds = 5\n"
+        "[database]\n"
+        f'dsn = "{spec.server_dsn(secrets_.app)}"\n'
+        "connect_timeout_seconds = 2\n"
+        "acquire_timeout_seconds = 5\n"
+        "[cluster]\n"
+        f'name = "{spec.name}"\n'
+        f"etcd_endpoints = [{endpoints}]\n"
+    )
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return "# Generated by parkgate cluster from the cluster description; do not edit.\n" + yaml.safe_dump(
+        data, sort_keys=False, default_flow_style=False
+    )

@@ -1,0 +1,40 @@
+"""The one console command, ``parkgate``: a dispatcher whose subcommands come from the installed packages.
+
+Each distribution registers its subcommands under the entry-point group
+``parkgate.commands`` (clients: ``admin``, ``pos``, ``gate``; server: ``up``,
+``server``, ``admin init``; ha: ``cluster``). A gate box with only the
+clients installed therefore has ``parkgate gate`` and no server commands,
+and nothing here imports a package that may be absent. Entry points load in
+name order, so a later package may extend an earlier one's group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+
+from .version import __version__
+
+ENTRY_POINT_GROUP = "parkgate.commands"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parkgate", description="Ticketing and gate access control for parks.")
+    parser.add_argument("--version", action="version", version=f"parkgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        entry.load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The server's subcommands of ``parkgate``: ``up``, ``server`` and ``admin init`` (entry point ``parkgate.commands``).
+
+Heavy modules are imported inside the commands, so ``parkgate --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from parkgate.server.config import ConfigError, load_settings
+
+    overrides = {}
+    if getattr(args, "listen", None):
+        overrides["server.listen"] = args.listen
+    if getattr(args, "data_dir", None):
+        overrides["embedded.data_dir"] = args.data_dir
+    try:
+        return load_settings(getattr(args, "config", None), **overrides)
+    except ConfigError as exc:
+        raise SystemExit(f"parkgate: {exc}") from None
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from parkgate.common import logs
+    from parkgate.server.embedded import run_up
+
+    settings = _settings(args)
+    logs.configure(settings.server.log_level)
+    asyncio.run(run_up(settings, demo=args.demo))
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from parkgate.common import logs
+    from parkgate.server.app import serve
+
+    settings = _settings(args)
+    if not settings.database.dsn:
+        raise SystemExit(
+            "parkgate: database.dsn: required by `parkgate server` (set it in the config file or "
+            "PARKGATE_DATABASE__DSN); `parkgate up` runs with an embedded database instead"
+        )
+    logs.configure(settings.server.log_level)
+    asyncio.run(serve(settings, settings.database.dsn))
+    return 0
+
+
+def cmd_admin_init(args: argparse.Namespace) -> int:
+    from parkgate.server.embedded import embedded_dsn_if_running, init_first_admin
+
+    settings = _settings(args)
+    dsn = settings.database.dsn or embedded_dsn_if_running(settings)
+    password = asyncio.run(init_first_admin(settings, dsn, args.username))
+    if password is None:
+        print("parkgate: users exist already; nothing created (use `admin user-reset-password`)", file=sys.stderr)
+        return 1
+    print(f"First administrator created. This password is shown once:\n  user: {args.username}   "
+          f"password: {password}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    up = sub.add_parser("up", help="run everything locally: embedded PostgreSQL + server (no configuration needed)")
+    up.add_argument("--config", help="TOML configuration file (default $PARKGATE_CONFIG)")
+    up.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:50051 or $PARKGATE_LISTEN)")
+    up.add_argument("--data-dir", help="folder for the embedded database")
+    up.add_argument("--demo", action="store_true", help="load the demo parks once")
+    up.set_defaults(func=cmd_up)
+
+    server = sub.add_parser("server", help="run a gRPC server against a configured database (cluster member)")
+    server.add_argument("--config", help="TOML configuration file (default $PARKGATE_CONFIG)")
+    server.add_argument("--listen", help="HOST:PORT to serve on")
+    server.set_defaults(func=cmd_server)
+
+    admin = sub.choices.get("admin")
+    if admin is not None:  # the admin CLI (clients) is installed beside the server
+        init = admin.commands.add_parser("init", help="create the first admin in the database (shows the password once)")
+        init.add_argument("--config", help="server configuration file (for the database address)")
+        init.add_argument("--data-dir", help="data folder of `parkgate up` (embedded default)")
+        init.add_argument("--username", default="admin")
+        init.set_defaults(func=cmd_admin_init)

@@ -1,0 +1,364 @@
+"""The interceptors every contract RPC passes through (order in :mod:`parkgate.server.rpc`).
+
+Each one wraps the method handler's behaviour with an ``enter`` before the
+call and a ``leave`` after it (also for streams), so the cross-cutting rules
+live here once instead of in every servicer. Calls outside the contract
+(health checking, reflection) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import orjson
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from parkgate.server.domain.errors import (
+    Conflict,
+    Forbidden,
+    InvalidArgument,
+    NotFound,
+    ParkgateError,
+    Reason,
+    Unauthenticated,
+    Unavailable,
+)
+
+from .access import access_rules
+from .call import CallState, current_call
+
+log = logging.getLogger("parkgate.server.rpc")
+request_log = logging.getLogger("parkgate.requests")
+
+REASON_METADATA = "parkgate-reason"
+
+_STATUS_OF: list[tuple[type[ParkgateError], grpc.StatusCode]] = [
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (Forbidden, grpc.StatusCode.PERMISSION_DENIED),
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
+]
+
+
+def status_for(error: ParkgateError) -> grpc.StatusCode:
+    if error.reason == Reason.ALREADY_EXISTS:
+        return grpc.StatusCode.ALREADY_EXISTS
+    for cls, code in _STATUS_OF:
+        if isinstance(error, cls):
+            return code
+    return grpc.StatusCode.FAILED_PRECONDITION
+
+
+_SECRET_WORDS = ("password", "secret", "token", "photo")
+
+
+def summarize(request: Any) -> dict[str, Any]:
+    """The request as JSON for the operation log, with secrets replaced."""
+    if not isinstance(request, Message):
+        return {}
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ("***" if any(w in k for w in _SECRET_WORDS) else scrub(v)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return value
+
+    return scrub(MessageToDict(request, preserving_proto_field_name=True))
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse, so the error can carry a reason."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+Behavior = Callable[..., Any]
+
+
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Base class: wraps every contract handler with :meth:`enter` and :meth:`leave`."""
+
+    async def enter(self, state: CallState, request: Any, context: grpc.aio.ServicerContext) -> None:
+        """Runs before the servicer; raise to refuse the call."""
+
+    async def leave(self, state: CallState, error: BaseException | None) -> None:
+        """Runs after the servicer (and after a stream's last message), with what it raised."""
+
+    def wrap_deserializer(self, deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        return deserializer
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method not in access_rules():
+            return handler
+        kind = ("stream" if handler.request_streaming else "unary") + "_" + (
+            "stream" if handler.response_streaming else "unary"
+        )
+        inner = getattr(handler, kind)
+        wrap = self._wrap_stream if handler.response_streaming else self._wrap_unary
+        wrapped = wrap(inner, details.method)
+        factory = getattr(grpc, f"{kind}_rpc_method_handler")
+        return factory(
+            wrapped,
+            request_deserializer=self.wrap_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap_unary(self, inner: Behavior, method: str) -> Behavior:
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            state = current_call.get()
+            await self.enter(state, request, context)
+            try:
+                result = inner(request, context)
+                if inspect.isawaitable(result):
+                    result = await result
+            except BaseException as exc:
+                await self.leave(state, exc)
+                raise
+            await self.leave(state, None)
+            return result
+
+        return behavior
+
+    def _wrap_stream(self, inner: Behavior, method: str) -> Behavior:
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            state = current_call.get()
+            await self.enter(state, request, context)
+            try:
+                result = inner(request, context)
+                if inspect.isawaitable(result):  # a servicer writing with context.write()
+                    await result
+                else:
+                    async for item in result:
+                        yield item
+            except BaseException as exc:
+                await self.leave(state, exc)
+                raise
+            await self.leave(state, None)
+
+        return behavior
+
+
+class RequestLog(WrappingInterceptor):
+    """Outermost: creates the call state and writes one JSON line per call."""
+
+    def _wrap_unary(self, inner: Behavior, method: str) -> Behavior:
+        wrapped = super()._wrap_unary(inner, method)
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await wrapped(request, self._start(context, method))
+
+        return behavior
+
+    def _wrap_stream(self, inner: Behavior, method: str) -> Behavior:
+        wrapped = super()._wrap_stream(inner, method)
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async for item in wrapped(request, self._start(context, method)):
+                yield item
+
+        return behavior
+
+    def _start(self, context: grpc.aio.ServicerContext, method: str) -> grpc.aio.ServicerContext:
+        current_call.set(CallState(method=method, peer=context.peer() or "", rule=access_rules().get(method)))
+        return context
+
+    async def leave(self, state: CallState, error: BaseException | None) -> None:
+        if error is not None and state.outcome == "OK":
+            state.outcome = "CANCELLED" if isinstance(error, asyncio.CancelledError) else "INTERNAL"
+        line = {
+            "ts": time.time(),
+            "method": state.method,
+            "peer": state.peer,
+            "user": state.principal.username if state.principal else "",
+            "device": state.device_id or (state.principal.device_id if state.principal else "") or "",
+            "outcome": state.outcome,
+            "ms": round((time.perf_counter() - state.started) * 1000, 3),
+        }
+        request_log.info(orjson.dumps(line).decode())
+
+
+class ErrorMapping(WrappingInterceptor):
+    """Turns exceptions into a gRPC status with the reason as trailing metadata.
+
+    Domain errors keep their reason; a request whose bytes do not parse gets
+    TRUNCATED_MESSAGE; an RPC nobody implemented yet gets UNIMPLEMENTED with
+    NOT_IMPLEMENTED (never a fake success); anything else is INTERNAL, logged
+    with its traceback, and the client learns nothing of the internals.
+    """
+
+    def wrap_deserializer(self, deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        if deserializer is None:
+            return None
+
+        def parse(data: bytes) -> Any:
+            try:
+                return deserializer(data)
+            except Exception as exc:
+                return _Undecodable(exc)
+
+        return parse
+
+    def _wrap_unary(self, inner: Behavior, method: str) -> Behavior:
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await _call(inner, _check_any(request), context)
+
+        wrapped = super()._wrap_unary(checked, method)
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await wrapped(request, context)
+            except BaseException as exc:
+                await self._abort(context, exc)
+
+        return behavior
+
+    def _wrap_stream(self, inner: Behavior, method: str) -> Behavior:
+        wrapped = super()._wrap_stream(inner, method)
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for item in wrapped(_check_any(request), context):
+                    yield item
+            except BaseException as exc:
+                await self._abort(context, exc)
+
+        return behavior
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        state = current_call.get()
+        if isinstance(exc, ParkgateError):
+            error = exc
+        elif isinstance(exc, NotImplementedError):
+            state.outcome = Reason.NOT_IMPLEMENTED.value
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"{state.method} is not implemented yet",
+                trailing_metadata=((REASON_METADATA, state.outcome),),
+            )
+        elif isinstance(exc, asyncio.CancelledError | grpc.aio.AbortError):
+            raise exc
+        else:
+            log.exception("internal error in %s", state.method, exc_info=exc)
+            error = ParkgateError("internal server error", Reason.INTERNAL)
+        state.outcome = error.reason_name
+        await context.abort(status_for(error), error.message, trailing_metadata=((REASON_METADATA, state.outcome),))
+
+
+def _check_decoded(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(f"the request message does not parse: {request.error}", Reason.TRUNCATED_MESSAGE)
+    return request
+
+
+def _check_any(request: Any) -> Any:
+    """A unary request is checked now; a request stream message by message."""
+    if hasattr(request, "__aiter__"):
+        return _checked_stream(request)
+    return _check_decoded(request)
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _check_decoded(request)
+
+
+async def _call(inner: Behavior, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    result = inner(request, context)
+    return await result if inspect.isawaitable(result) else result
+
+
+class Authentication(WrappingInterceptor):
+    """Resolves ``authorization: Bearer <token>`` into the caller's Principal.
+
+    Public calls (log-in) need none; device calls (gate streams) authenticate
+    the device inside the stream, where its credentials arrive.
+    """
+
+    def __init__(self, authenticate: Callable[[str], Awaitable[Any]]) -> None:
+        self._authenticate = authenticate
+
+    async def enter(self, state: CallState, request: Any, context: grpc.aio.ServicerContext) -> None:
+        rule = state.rule
+        if rule is None or rule.public or rule.device:
+            return
+        token = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+                token = value[len("Bearer ") :].strip()
+        state.principal = await self._authenticate(token)
+
+
+class Permission(WrappingInterceptor):
+    """Checks the permission the contract declares for the RPC (S3)."""
+
+    async def enter(self, state: CallState, request: Any, context: grpc.aio.ServicerContext) -> None:
+        rule = state.rule
+        if rule is None or rule.public or rule.device or not rule.permission:
+            return
+        if state.principal is None or not state.principal.may(rule.permission):
+            raise Forbidden(f"{state.method} needs the permission {rule.permission!r}", Reason.PERMISSION_DENIED)
+
+
+class Audit(WrappingInterceptor):
+    """Records every mutating call, with its outcome, in the operation log (S5)."""
+
+    def __init__(self, record: Callable[..., Awaitable[None]]) -> None:
+        self._record = record
+
+    async def enter(self, state: CallState, request: Any, context: grpc.aio.ServicerContext) -> None:
+        if state.rule is not None and state.rule.mutating:
+            state.request_summary = summarize(request)
+
+    async def leave(self, state: CallState, error: BaseException | None) -> None:
+        if state.rule is None or not state.rule.mutating:
+            return
+        if isinstance(error, ParkgateError):
+            outcome = error.reason_name
+        elif isinstance(error, NotImplementedError):
+            outcome = Reason.NOT_IMPLEMENTED.value
+        elif error is not None:
+            outcome = "CANCELLED" if isinstance(error, asyncio.CancelledError) else "INTERNAL"
+        else:
+            outcome = "OK"
+        who = state.principal
+        summary = state.request_summary or {}
+        if who is None and state.method.endswith("/Login"):
+            username = str(summary.get("username", ""))
+        else:
+            username = who.username if who else ""
+        try:
+            await self._record(
+                user_id=who.user_id if who else None,
+                username=username,
+                device_id=state.device_id or (who.device_id if who else "") or "",
+                method=state.method,
+                outcome=outcome,
+                summary=summary,
+                peer=state.peer,
+            )
+        except ParkgateError as exc:
+            # The call itself has already happened; losing its log line is an
+            # operational alarm, not a reason to tell the client it failed.
+            log.error("operation log write failed for %s (%s): %s", state.method, outcome, exc)
+
+
+def interceptor_chain(
+    authenticate: Callable[[str], Awaitable[Any]], record_audit: Callable[..., Awaitable[None]]
+) -> list[grpc.aio.ServerInterceptor]:
+    return [RequestLog(), ErrorMapping(), Authentication(authenticate), Permission(), Audit(record_audit)]

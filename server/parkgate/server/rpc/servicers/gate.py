@@ -1,0 +1,153 @@
+"""Gate service (the turnstile stream) and GateControl (emergency, capacity, occupancy, gates).
+
+One Connect stream per gate: the first message must be a hello with the
+device's credentials; then validations, heartbeats, acknowledgements and
+passage reports flow in while results and commands flow out. A gate may send
+its next validation before the previous answer arrived: each is decided as
+soon as the pipeline can, and answers go out in the order they are ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from parkgate.common.reason import Reason
+from parkgate.server.domain.errors import InvalidArgument, ParkgateError
+from parkgate.server.services.gates import GATE_STREAM_END, GateCommand, GateHub, GateResult, GateSession
+from parkgate.v1 import gate_pb2, gate_pb2_grpc
+
+from .. import convert
+from ..call import current_call
+
+log = logging.getLogger(__name__)
+Ctx = grpc.aio.ServicerContext
+
+
+
+def _welcome(hub: GateHub, session: GateSession, server_id: str) -> gate_pb2.ServerMessage:
+    keys = [gate_pb2.VerifyKey(key_id=e.key_id, public_key=e.public_key, retired=e.state.name == "RETIRED")
+            for e in hub.pipeline.keyring if e.state.name != "REVOKED"]
+    revoked = [str(e.key_id) for e in hub.pipeline.keyring if e.state.name == "REVOKED"]
+    return gate_pb2.ServerMessage(welcome=gate_pb2.Welcome(
+        server_id=server_id, keys=keys, revoked_key_ids=revoked, entry_paused=session.paused,
+        emergency_open=session.emergency, language=session.language,
+        park_number=session.place.park_number, attraction_slot=session.place.attraction_slot,
+        time_zone=session.place.time_zone,
+    ))
+
+
+def _outgoing(message: GateResult | GateCommand) -> gate_pb2.ServerMessage:
+    if isinstance(message, GateCommand):
+        return gate_pb2.ServerMessage(command=gate_pb2.GateCommand(
+            command_id=message.command_id, kind=gate_pb2.CommandKind.Value(message.kind), reason_text=message.text))
+    d = message.decision
+    return gate_pb2.ServerMessage(result=gate_pb2.ValidationResult(
+        request_id=message.request_id, allow=d.allow, reason=Reason(d.reason).number,
+        display_text=message.display_text, entries_left=d.entries_left, persons=d.persons, ticket_id=d.ticket_id,
+        hold_for_check=d.hold_for_check,
+    ))
+
+
+class GateServicer(gate_pb2_grpc.GateServicer):
+    def __init__(self, hub: GateHub, server_id: str) -> None:
+        self.hub = hub
+        self.server_id = server_id
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[gate_pb2.GateMessage], context: Ctx
+    ) -> AsyncIterator[gate_pb2.ServerMessage]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("body") != "hello":
+            raise InvalidArgument("a gate stream starts with a hello naming the device and its secret")
+        hello = first.hello
+        session, _state = await self.hub.connect(
+            device_id=hello.device_id, secret=hello.device_secret, direction=convert.direction_name(hello.direction),
+            park_id=hello.park_id, attraction_id=hello.attraction_id, software_version=hello.software_version,
+            confirms_passage=hello.confirms_passage,
+        )
+        current_call.get().device_id = session.device_id
+        yield _welcome(self.hub, session, self.server_id)
+        tasks: set[asyncio.Task[None]] = set()
+        reader = asyncio.create_task(self._read(request_iterator, session, tasks))
+        try:
+            while True:
+                message = await session.outbox.get()
+                if message is GATE_STREAM_END:
+                    break
+                yield _outgoing(message)  # type: ignore[arg-type]
+            reader.result()  # a broken stream ends here with its error
+        finally:
+            reader.cancel()
+            for task in tasks:
+                task.cancel()
+            await self.hub.disconnect(session)
+
+    async def _read(self, requests: AsyncIterator[gate_pb2.GateMessage], session: GateSession,
+                    tasks: set[asyncio.Task[None]]) -> None:
+        try:
+            async for message in requests:
+                kind = message.WhichOneof("body")
+                if kind == "validation":
+                    v = message.validation
+                    credential = v.WhichOneof("credential")
+                    self.hub.submit(session, v.request_id, code=v.code if credential == "code" else "",
+                                    card_uid=v.card_uid if credential == "card_uid" else "",
+                                    direction=convert.direction_name(v.direction))  # type: ignore[arg-type]
+                    continue
+                if kind == "heartbeat":
+                    work = self.hub.heartbeat(session, message.heartbeat.state)
+                elif kind == "ack":
+                    a = message.ack
+                    work = self.hub.acknowledge(session, a.command_id, a.done, a.detail)
+                elif kind == "passage":
+                    work = self.hub.passage(session, message.passage.request_id, message.passage.passed)
+                else:
+                    continue  # a second hello changes nothing
+                task = asyncio.create_task(_logged(work, session.device_id, kind))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            session.outbox.put_nowait(GATE_STREAM_END)
+
+
+async def _logged(work: Any, device_id: str, kind: str) -> None:
+    try:
+        await work
+    except ParkgateError as exc:
+        log.warning("gate %s: %s failed: %s", device_id, kind, exc)
+
+
+class GateControlServicer(gate_pb2_grpc.GateControlServicer):
+    def __init__(self, hub: GateHub) -> None:
+        self.hub = hub
+
+    async def EmergencyOpen(self, request: gate_pb2.EmergencyRequest, context: Ctx) -> gate_pb2.EmergencyResponse:
+        told, acked = await self.hub.emergency(request.park_id, True)
+        return gate_pb2.EmergencyResponse(gates_notified=told, acknowledged_by=acked)
+
+    async def EmergencyRelease(self, request: gate_pb2.EmergencyRequest, context: Ctx) -> gate_pb2.EmergencyResponse:
+        told, acked = await self.hub.emergency(request.park_id, False)
+        return gate_pb2.EmergencyResponse(gates_notified=told, acknowledged_by=acked)
+
+    async def SetCapacity(self, request: gate_pb2.SetCapacityRequest, context: Ctx) -> gate_pb2.Occupancy:
+        return _occupancy(await self.hub.set_capacity(request.park_id, request.capacity, request.resume_margin))
+
+    async def GetOccupancy(self, request: gate_pb2.GetOccupancyRequest, context: Ctx) -> gate_pb2.Occupancy:
+        return _occupancy(await self.hub.occupancy(request.park_id))
+
+    async def ListGates(self, request: gate_pb2.ListGatesRequest, context: Ctx) -> gate_pb2.ListGatesResponse:
+        rows = await self.hub.list_gates(request.park_id)
+        return gate_pb2.ListGatesResponse(gates=[gate_pb2.GateStatus(
+            device_id=r["device_id"], connected=r["connected"], server_id=r["server_id"], state=r["state"],
+            last_heartbeat=convert.ts(r["last_heartbeat"])) for r in rows])
+
+
+def _occupancy(state: dict[str, Any]) -> gate_pb2.Occupancy:
+    return gate_pb2.Occupancy(park_id=state["park_id"], inside=state["inside"], capacity=state["capacity"],
+                              entry_paused=state["paused"], emergency_open=state["emergency"])
+

@@ -1,0 +1,105 @@
+"""Devices, parameters, the display dictionary and the operation log (S2, S4, S5)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from parkgate.server.domain import passwords
+from parkgate.server.domain.errors import InvalidArgument, NotFound, Reason
+from parkgate.server.domain.texts import DEFAULT_PARAMETERS
+from parkgate.server.store import Database
+from parkgate.server.store import audit as audit_store
+from parkgate.server.store import devices as device_store
+from parkgate.server.store import settings as settings_store
+
+DEVICE_KINDS = ("gate", "handheld", "sales_window", "kiosk")
+
+
+class AdminService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- devices (S2) -------------------------------------------------------
+
+    async def register_device(self, device: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """Register a device; returns it and its secret (shown once, stored only as an argon2 hash)."""
+        if device["kind"] not in DEVICE_KINDS:
+            raise InvalidArgument(f"device kind must be one of {', '.join(DEVICE_KINDS)}")
+        if device["kind"] == "gate" and device.get("direction") not in ("in", "out"):
+            raise InvalidArgument("a gate needs a direction: in or out")
+        secret = secrets.token_urlsafe(24)
+        secret_hash = await asyncio.to_thread(passwords.hash_password, secret)
+        async with self.db.transaction() as conn:
+            row = await device_store.register(conn, device, secret_hash)
+        return row, secret
+
+    async def update_device(
+        self, device_id: str, *, disabled: bool | None, description: str | None, language: str | None,
+        rotate_secret: bool,
+    ) -> tuple[dict[str, Any], str]:
+        secret = secrets.token_urlsafe(24) if rotate_secret else ""
+        secret_hash = await asyncio.to_thread(passwords.hash_password, secret) if rotate_secret else None
+        async with self.db.transaction() as conn:
+            row = await device_store.update(
+                conn, device_id, disabled=disabled, description=description, language=language,
+                secret_hash=secret_hash,
+            )
+        if row is None:
+            raise NotFound(f"no device {device_id!r}", Reason.UNKNOWN_DEVICE)
+        return row, secret
+
+    async def list_devices(self, kind: str | None, park_id: str | None) -> list[dict[str, Any]]:
+        async with self.db.connection() as conn:
+            return await device_store.list_devices(conn, kind, park_id)
+
+    # --- parameters and dictionary (S4) -------------------------------------------
+
+    async def list_parameters(self, prefix: str) -> list[dict[str, Any]]:
+        async with self.db.connection() as conn:
+            return await settings_store.list_parameters(conn, prefix)
+
+    async def set_parameter(self, key: str, value_json: str, updated_by: str) -> dict[str, Any]:
+        try:
+            value = orjson.loads(value_json)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidArgument(f"parameter {key}: the value is not JSON ({exc})") from exc
+        expected = DEFAULT_PARAMETERS.get(key)
+        if expected is not None and type(value) is not type(expected[0]):
+            raise InvalidArgument(f"parameter {key}: expected a {type(expected[0]).__name__}")
+        async with self.db.transaction() as conn:
+            return await settings_store.set_parameter(conn, key, value, updated_by=updated_by)
+
+    async def list_dictionary(self, language: str, prefix: str) -> list[dict[str, Any]]:
+        async with self.db.connection() as conn:
+            return await settings_store.list_dictionary(conn, language, prefix)
+
+    async def put_dictionary_entry(self, key: str, language: str, text: str) -> None:
+        if not key or not language:
+            raise InvalidArgument("a dictionary entry needs a key and a language")
+        async with self.db.transaction() as conn:
+            await settings_store.put_dictionary_entry(conn, key, language, text)
+
+    # --- operation log (S5) -------------------------------------------------------
+
+    async def record_audit(self, **record: Any) -> None:
+        async with self.db.transaction() as conn:
+            await audit_store.record(conn, **record)
+
+    async def audit_log(
+        self, *, start: datetime | None, end: datetime | None, username: str, method_contains: str,
+        after: str, limit: int,
+    ) -> list[dict[str, Any]]:
+        try:
+            after_id = int(after) if after else None
+        except ValueError as exc:
+            raise InvalidArgument("page.after is not a cursor from this log") from exc
+        async with self.db.connection() as conn:
+            return await audit_store.list_records(
+                conn, start=start, end=end, username=username, method_contains=method_contains,
+                after_id=after_id, limit=limit,
+            )

@@ -1,0 +1,335 @@
+"""The gates connected to this server: sessions, validations, passage reports, and park-wide commands.
+
+Park state (entry paused at the cap, emergency open) lives in the database,
+shared by every server. Each server keeps its own gates in step with it:
+PostgreSQL NOTIFY (sent in the transaction that changed the state) is the
+fast path; a poll every ``state_poll_seconds`` catches whatever a lost
+listener connection missed (a failover). A gate that connects gets the
+current state in its welcome, so nothing depends on having heard every
+notification.
+
+An emergency open (S25) waits for the acknowledgement of every gate that is
+connected to *any* server: acknowledgements are written to the database by the
+server that holds the gate, and the server running the command reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from parkgate.server.domain.admission import Decision, Direction, GatePlace, ValidationItem
+from parkgate.server.domain.errors import InvalidArgument, NotFound, ParkgateError, Reason, Unauthenticated
+from parkgate.server.store import Database
+from parkgate.server.store import catalog as catalog_store
+from parkgate.server.store import gates as store
+from parkgate.server.store import settings as settings_store
+
+from .admission import AdmissionPipeline
+
+log = logging.getLogger(__name__)
+
+CommandKind = Literal["PAUSE_ENTRY", "RESUME_ENTRY", "EMERGENCY_OPEN_CMD", "EMERGENCY_RELEASE_CMD", "UPDATE_KEYS",
+                      "CONFIRM_CHECK"]
+GATE_KINDS = ("gate", "handheld")
+PASSAGE_SWEEP_SECONDS = 1.0
+
+
+class _StreamEnd:
+    """Put in a gate's outbox to end its stream (the gate went away, or the server is stopping)."""
+
+
+GATE_STREAM_END = _StreamEnd()
+
+
+@dataclass(frozen=True, slots=True)
+class GateCommand:
+    command_id: str
+    kind: CommandKind
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    request_id: str
+    decision: Decision
+    display_text: str
+
+
+@dataclass(eq=False)
+class GateSession:
+    """One connected gate: where it stands, and the messages waiting to be sent to it."""
+
+    place: GatePlace
+    language: str
+    software_version: str
+    outbox: asyncio.Queue[GateResult | GateCommand | _StreamEnd] = field(default_factory=asyncio.Queue)
+    paused: bool = False
+    emergency: bool = False
+    state: str = "ok"
+
+    @property
+    def device_id(self) -> str:
+        return self.place.device_id
+
+
+def emergency_command_id(state: dict[str, Any]) -> str:
+    """The same id on every server for one emergency open or release, so acknowledgements meet."""
+    kind = "open" if state["emergency"] else "release"
+    return f"emergency-{kind}:{state['park_id']}:{state['emergency_changed_at'].timestamp():.6f}"
+
+
+class GateHub:
+    def __init__(
+        self, db: Database, pipeline: AdmissionPipeline, server_id: str,
+        check_device: Callable[[str, str], Awaitable[dict[str, Any]]], *,
+        state_poll_seconds: float = 2.0, ack_wait_seconds: float = 5.0,
+    ) -> None:
+        self.db = db
+        self.pipeline = pipeline
+        self.server_id = server_id
+        self._check_device = check_device
+        self.state_poll_seconds = state_poll_seconds
+        self.ack_wait_seconds = ack_wait_seconds
+        self.sessions: dict[str, GateSession] = {}
+        self._texts: dict[tuple[str, str], str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.pipeline.start()
+        await self.pipeline.load_keyring(force=True)
+        async with self.db.connection() as conn:
+            self._texts = await store.reason_texts(conn)
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="gates-listen"),
+            asyncio.create_task(self._poll(), name="gates-poll"),
+            asyncio.create_task(self._sweep_passages(), name="gates-passages"),
+        ]
+
+    def end_streams(self) -> None:
+        """End every gate stream of this server (at shutdown): gates reconnect to another server."""
+        for session in list(self.sessions.values()):
+            session.outbox.put_nowait(GATE_STREAM_END)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pipeline.stop()
+
+    # --- a gate's stream ------------------------------------------------------------------
+
+    async def connect(self, *, device_id: str, secret: str, direction: Direction | None, park_id: str,
+                      attraction_id: str, software_version: str, confirms_passage: bool) -> tuple[GateSession, dict]:
+        """Authenticate the device (S2) and place it; returns its session and the park's state for the welcome."""
+        if not device_id:
+            raise Unauthenticated("the hello names no device", Reason.UNKNOWN_DEVICE)
+        device = await self._check_device(device_id, secret)
+        if device["kind"] not in GATE_KINDS:
+            raise Unauthenticated(f"device {device_id!r} is a {device['kind']}, not a gate", Reason.UNKNOWN_DEVICE)
+        registered_park = device["park_id"]
+        if park_id and registered_park and park_id != registered_park:
+            raise InvalidArgument(f"device {device_id!r} is registered at park {registered_park!r}, not {park_id!r}",
+                                  Reason.NOT_VALID_FOR_PARK)
+        park_id = registered_park or park_id
+        if not park_id:
+            raise InvalidArgument(f"device {device_id!r} has no park: register it with one", Reason.UNKNOWN_PARK)
+        attraction_id = device["attraction_id"] or attraction_id
+        async with self.db.transaction() as conn:
+            states = await store.park_states(conn, [park_id])
+            if not states:
+                raise NotFound(f"no park {park_id!r}", Reason.UNKNOWN_PARK)
+            slot = 0
+            if attraction_id:
+                slots = await catalog_store.attraction_slots(conn, park_id)
+                if attraction_id not in slots:
+                    raise InvalidArgument(f"no attraction {attraction_id!r} in park {park_id!r}",
+                                          Reason.UNKNOWN_ATTRACTION)
+                slot = slots[attraction_id]
+            await store.gate_connected(conn, device_id, self.server_id, park_id)
+            default_language = await settings_store.get_parameter(conn, "gate.default_language") or "en"
+        state = states[0]
+        place = GatePlace(
+            device_id=device_id, park_id=park_id, park_number=state["number"], time_zone=state["time_zone"],
+            attraction_id=attraction_id, attraction_slot=slot,
+            direction=device["direction"] or direction or "in", confirms_passage=confirms_passage,
+        )
+        session = GateSession(place, device["language"] or str(default_language), software_version,
+                              paused=state["paused"] and place.direction == "in", emergency=state["emergency"])
+        previous = self.sessions.get(device_id)
+        if previous is not None:  # the same gate reconnected before its old stream noticed it was gone
+            previous.outbox.put_nowait(GATE_STREAM_END)
+        self.sessions[device_id] = session
+        log.info("gate %s connected (park %s, %s%s, version %s)", device_id, park_id, place.direction,
+                 f", attraction {attraction_id}" if attraction_id else "", software_version or "?")
+        return session, state
+
+    async def disconnect(self, session: GateSession) -> None:
+        if self.sessions.get(session.device_id) is session:
+            del self.sessions[session.device_id]
+            with contextlib.suppress(ParkgateError):
+                async with self.db.transaction() as conn:
+                    await store.gate_disconnected(conn, session.device_id, self.server_id)
+            log.info("gate %s disconnected", session.device_id)
+
+    def submit(self, session: GateSession, request_id: str, *, code: str = "", card_uid: str = "",
+               direction: Direction | None = None) -> None:
+        """Queue a validation; its result (or why there is none) goes to the gate's outbox when decided."""
+        if not request_id:
+            session.outbox.put_nowait(self.result(session, "", Decision.deny("INVALID_ARGUMENT")))
+            return
+        item = ValidationItem(session.place, request_id, code=code, card_uid=card_uid,
+                              direction=direction or session.place.direction)
+        self.pipeline.submit(item).add_done_callback(functools.partial(self._answer, session, request_id))
+
+    def _answer(self, session: GateSession, request_id: str, future: asyncio.Future[Decision]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is None:
+            decision = future.result()
+        elif isinstance(error, ParkgateError):
+            # No decision could be made (the database stayed away): the gate falls back to its offline rules.
+            decision = Decision.deny(error.reason_name)
+        else:
+            log.error("validation %s of gate %s failed", request_id, session.device_id, exc_info=error)
+            decision = Decision.deny("INTERNAL")
+        session.outbox.put_nowait(self.result(session, request_id, decision))
+
+    def result(self, session: GateSession, request_id: str, decision: Decision) -> GateResult:
+        return GateResult(request_id, decision, self.display_text(decision.reason, session.language))
+
+    def display_text(self, reason: str, language: str) -> str:
+        return (self._texts.get((reason, language)) or self._texts.get((reason, "en"))
+                or reason.replace("_", " ").capitalize())
+
+    async def heartbeat(self, session: GateSession, state: str) -> None:
+        session.state = state or "ok"
+        async with self.db.transaction() as conn:
+            await store.gate_heartbeat(conn, session.device_id, self.server_id, session.state)
+
+    async def passage(self, session: GateSession, request_id: str, passed: bool) -> bool:
+        """The relay board's report: passed confirms the admission; not passed gives the entry back."""
+        async with self.db.transaction() as conn:
+            if passed:
+                return await store.confirm_passage(conn, session.device_id, request_id)
+            done = await store.annul_admission(conn, session.device_id, request_id)
+        if done:
+            log.info("gate %s: %s not passed, entry given back", session.device_id, request_id)
+        return done
+
+    async def acknowledge(self, session: GateSession, command_id: str, done: bool, detail: str) -> None:
+        async with self.db.transaction() as conn:
+            await store.record_ack(conn, command_id, session.device_id, done, detail)
+
+    # --- park state: pause/resume (S27) and emergency (S25) -----------------------------------
+
+    def _sync_park(self, state: dict[str, Any]) -> None:
+        """Send each of the park's gates what changed since it last heard."""
+        for session in list(self.sessions.values()):
+            if session.place.park_id != state["park_id"]:
+                continue
+            if state["emergency"] != session.emergency:
+                session.emergency = state["emergency"]
+                kind: CommandKind = "EMERGENCY_OPEN_CMD" if state["emergency"] else "EMERGENCY_RELEASE_CMD"
+                session.outbox.put_nowait(GateCommand(emergency_command_id(state), kind,
+                                                      "Emergency: open and stay open" if state["emergency"]
+                                                      else "Emergency over: back to normal"))
+            paused = state["paused"] and session.place.direction == "in"
+            if paused != session.paused:
+                session.paused = paused
+                text = (f"Park full ({state['inside']}/{state['capacity']})" if paused
+                        else f"Entry resumes ({state['inside']}/{state['capacity']})")
+                session.outbox.put_nowait(GateCommand(str(uuid.uuid4()), "PAUSE_ENTRY" if paused else "RESUME_ENTRY",
+                                                      text))
+
+    async def refresh(self, park_ids: list[str] | None = None) -> None:
+        wanted = park_ids if park_ids is not None else sorted({s.place.park_id for s in self.sessions.values()})
+        if not wanted:
+            return
+        async with self.db.connection() as conn:
+            states = await store.park_states(conn, wanted)
+        for state in states:
+            self._sync_park(state)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async for park_id in store.notifications(self.db.conninfo, store.PARK_STATE_CHANNEL):
+                    await self.refresh([park_id])
+            except (ParkgateError, OSError) as exc:
+                log.warning("park state listener: %s; listening again in 1s (the poll covers the gap)", exc)
+            await asyncio.sleep(1.0)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.state_poll_seconds)
+            try:
+                await self.refresh()
+            except ParkgateError as exc:
+                log.warning("park state poll: %s", exc)
+
+    async def _sweep_passages(self) -> None:
+        """Annul admissions whose gate never reported the passage (the gate died mid-way)."""
+        while True:
+            await asyncio.sleep(PASSAGE_SWEEP_SECONDS)
+            try:
+                async with self.db.transaction() as conn:
+                    timeout = float(await settings_store.get_parameter(conn, "gate.passage_timeout_seconds") or 10)
+                    # twice the gate's own wait: a gate that is alive reports first
+                    done = await store.annul_unconfirmed(conn, 2 * timeout)
+                if done:
+                    log.info("annulled %d admissions without a passage report", len(done))
+            except ParkgateError as exc:
+                log.warning("passage sweep: %s", exc)
+
+    async def emergency(self, park_id: str, on: bool) -> tuple[int, list[str]]:
+        """Open (or release) every gate of the park; returns (gates told, gates that acknowledged)."""
+        async with self.db.transaction() as conn:
+            state = await store.set_emergency(conn, park_id, on)
+        if state is None:
+            raise NotFound(f"no park {park_id!r}", Reason.UNKNOWN_PARK)
+        log.warning("EMERGENCY %s for park %s", "OPEN" if on else "RELEASE", park_id)
+        self._sync_park(state)
+        command_id = emergency_command_id(state)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ack_wait_seconds
+        while True:
+            async with self.db.connection() as conn:
+                expected = await store.connected_gates(conn, park_id)
+                acked = await store.acks_for(conn, command_id)
+            if set(expected) <= set(acked) or loop.time() >= deadline:
+                return len(expected), acked
+            await asyncio.sleep(0.1)
+
+    async def set_capacity(self, park_id: str, capacity: int, margin: int) -> dict[str, Any]:
+        if capacity < 0 or margin < 0:
+            raise InvalidArgument("capacity and its resume margin cannot be negative")
+        async with self.db.transaction() as conn:
+            state = await store.set_capacity(conn, park_id, capacity, margin)
+        if state is None:
+            raise NotFound(f"no park {park_id!r}", Reason.UNKNOWN_PARK)
+        log.info("park %s capacity %d (resume below %d), %d inside%s", park_id, capacity, capacity - margin,
+                 state["inside"], ", entry paused" if state["paused"] else "")
+        self._sync_park(state)
+        return state
+
+    async def occupancy(self, park_id: str) -> dict[str, Any]:
+        async with self.db.connection() as conn:
+            states = await store.park_states(conn, [park_id])
+        if not states:
+            raise NotFound(f"no park {park_id!r}", Reason.UNKNOWN_PARK)
+        return states[0]
+
+    async def list_gates(self, park_id: str) -> list[dict[str, Any]]:
+        async with self.db.connection() as conn:
+            return await store.list_gates(conn, park_id)
+

@@ -1,6 +1,0 @@
-"""Use cases: one function per thing a person does, each in one transaction.
-
-Servicers in :mod:`parkgate.rpc` parse the request and call these; these load
-and save through :mod:`parkgate.store` and apply the rules of
-:mod:`parkgate.domain`. Nothing here knows it is behind gRPC.
-"""
