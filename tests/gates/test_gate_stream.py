@@ -24,7 +24,7 @@ import pytest
 
 from parkgate import native
 from parkgate.clients.gate.link import Command, GateLink, Hello, LinkError
-from parkgate.v1 import admin_pb2, catalog_pb2, gate_pb2, sales_pb2
+from parkgate.v1 import admin_pb2, catalog_pb2, gate_pb2, gate_pb2_grpc, sales_pb2
 from tests.fixtures.park import TestPark, open_park, rid
 from tests.fixtures.server import RunningServer, reason_of, start_server, stop_server
 
@@ -156,7 +156,7 @@ async def test_count_cards_daily_limits_and_reentry(park: Park) -> None:
     once, = await park.sell("single")
     assert (await entry.validate(rid(), code=once.code)).allow
     assert (await exit_.validate(rid(), code=once.code)).allow
-    assert (await entry.validate(rid(), code=once.code)).reason == "REENTRY_NOT_ALLOWED"
+    assert (await entry.validate(rid(), code=once.code)).reason == "ALREADY_USED"  # a used single-use ticket, whatever happened since
 
 
 async def test_an_unconfirmed_passage_gives_the_entry_back(park: Park) -> None:
@@ -287,3 +287,18 @@ async def test_the_admin_command_opens_and_releases_the_park(park: Park) -> None
     assert released.returncode == 0 and "g-cli" in orjson.loads(released.stdout)["acknowledged_by"]
     unknown = await admin("emergency", "open", "--park", "atlantis")
     assert unknown.returncode == 2 and "UNKNOWN_PARK" in unknown.stderr
+
+
+async def test_a_gate_that_half_closes_its_stream_still_hears_every_answer(park: Park) -> None:
+    """The gate sends its validations and closes its side at once: the server answers each before it ends."""
+    secret = await park.register_gate("g-halfclose")
+    tickets = await park.sell("single", quantity=5)
+    messages = [gate_pb2.GateMessage(hello=gate_pb2.Hello(device_id="g-halfclose", device_secret=secret,
+                                                          park_id=PARK))]
+    messages += [gate_pb2.GateMessage(validation=gate_pb2.ValidationRequest(request_id=f"hc{i}", code=t.code))
+                 for i, t in enumerate(tickets)]
+    channel = park.server.channel()
+    call = gate_pb2_grpc.GateStub(channel).Connect(iter(messages), timeout=30)  # the iterator ends: half-close
+    replies = [m async for m in call]
+    results = {m.result.request_id: m.result.allow for m in replies if m.WhichOneof("body") == "result"}
+    assert results == {f"hc{i}": True for i in range(5)}

@@ -112,8 +112,9 @@ def cmd_attractions(s: Session, a: argparse.Namespace) -> Any:
 
 
 def cmd_products(s: Session, a: argparse.Namespace) -> Any:
-    return s.catalog.ListProducts(catalog_pb2.ListProductsRequest(park_id=a.park or "", include_off_sale=a.all),
-                                  metadata=s.metadata, timeout=10).products
+    products = s.catalog.ListProducts(catalog_pb2.ListProductsRequest(park_id=a.park or "", include_off_sale=a.all),
+                                      metadata=s.metadata, timeout=10).products
+    return [{**row, "admits": catalog_cli.admits(p)} for row, p in zip(_rows(products), products, strict=True)]
 
 
 def cmd_users(s: Session, a: argparse.Namespace) -> Any:
@@ -196,6 +197,8 @@ def cmd_sessions(s: Session, a: argparse.Namespace) -> Any:
 # --- output ----------------------------------------------------------------------
 
 def _rows(result: Any) -> list[dict[str, Any]]:
+    if isinstance(result, list) and all(isinstance(r, dict) for r in result):
+        return result
     items = list(result) if not hasattr(result, "DESCRIPTOR") else [result]
     return [MessageToDict(m, preserving_proto_field_name=True) for m in items]
 

@@ -9,6 +9,7 @@ checks. Amounts are typed as people write them ("120.50") in the park's currency
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from google.protobuf.json_format import ParseDict, ParseError
 
+from parkgate.rules import effective_terms
 from parkgate.v1 import catalog_pb2, common_pb2, sales_pb2
 
 from .money import parse_amount
@@ -75,7 +77,19 @@ def cmd_product_set(s: Session, a: argparse.Namespace) -> Any:
     product = catalog_pb2.Product(id=a.id, park_id=a.park, name=a.name,
                                   kind=catalog_pb2.ProductKind.Value(a.kind.upper()), rules=rules,
                                   on_sale=not a.off_sale)
-    return s.catalog.PutProduct(catalog_pb2.PutProductRequest(product=product), metadata=s.metadata, timeout=10)
+    saved = s.catalog.PutProduct(catalog_pb2.PutProductRequest(product=product), metadata=s.metadata, timeout=10)
+    print(f"{a.id}: {admits(product)}", file=sys.stderr)  # the effective rules, defaults by kind filled in
+    return saved
+
+
+def admits(product: catalog_pb2.Product) -> str:
+    """The product's effective counting rules for people: its own, with its kind's defaults where it says nothing."""
+    r = product.rules
+    rules = {"entries_total": r.entries_total, "entries_per_day": r.entries_per_day,
+             "reentry_allowed": r.reentry_allowed, "hold_for_check": r.hold_for_check, "valid_days": r.valid_days,
+             "validity": "days_from_first_use" if r.validity == catalog_pb2.DAYS_FROM_FIRST_USE else ""}
+    kind = catalog_pb2.ProductKind.Name(product.kind).lower()
+    return effective_terms(kind, rules).describe()
 
 
 def cmd_price_set(s: Session, a: argparse.Namespace) -> Any:

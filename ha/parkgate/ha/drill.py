@@ -3,7 +3,7 @@
 One round, as a runbook:
 
 1. wait until the cluster is whole: a leader AND a synchronous standby (Patroni
-   will not promote anything else, BRIEF), every node streaming, every server
+   will not promote anything else, docs/requirements.md, facts), every node streaming, every server
    SERVING;
 2. start ``clients`` steady writers through all servers (:mod:`.load`): quick
    sales of one ticket each (``--load sales``, the default) or parameter

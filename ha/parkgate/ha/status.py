@@ -11,22 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from . import patroni_api
+from .health import server_health
 from .supervisor import load_state
 
-
-def server_health(address: str, timeout: float = 1.0) -> str:
-    """The standard health check of one server: SERVING, NOT_SERVING, ... or UNREACHABLE."""
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-    except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else None
-        return "UNREACHABLE" if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) else str(code)
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+__all__ = ["collect", "server_health"]
 
 
 def collect(data_dir: Path) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from parkgate.server.pg import RunAs, ensure_user, find_binaries, is_root, prepa
 from parkgate.server.pg.process import pid_alive, pids_with_cwd
 
 from . import patroni_api
+from .health import server_health
 from .programs import find_etcd, python_for
 from .render import Secrets, dump_yaml, etcd_config, patroni_config, server_config
 from .spec import ClusterSpec, SpecError, check_host
@@ -255,8 +256,6 @@ class Supervisor:
                             [*python, "-m", "parkgate.common.cli", "server", "--config", str(d / "server.toml")],
                             d / "server.log", d)
                 self.say(f"started parkgate server {server.name} on {server.address}")
-        from .status import server_health
-
         for server in spec.servers:
             self._wait_alive(server.name, f"server {server.name} to report SERVING",
                              lambda s=server: server_health(s.address) == "SERVING", timeout)

@@ -42,6 +42,7 @@ __all__ = [
     "SigningKey",
     "Ticket",
     "authenticate",
+    "authenticate_batch",
     "decode",
     "get_implementation",
     "issue",
@@ -107,6 +108,17 @@ def authenticate(code: str | bytes, keyring: Keyring) -> Ticket:
     find the ticket behind a code. Raises CodeError(reason).
     """
     return _impl.authenticate(code, keyring)  # type: ignore[no-any-return]
+
+
+def authenticate_batch(codes: Sequence[str | bytes], keyring: Keyring) -> list[Result]:
+    """``authenticate`` for many codes, in order, never raising for a bad code: the gates' hot path.
+
+    ``Result.ok`` means the code is ours (known, unrevoked key; signature
+    verifies) and ``Result.ticket`` its trusted payload; every admission rule
+    is then the decision engine's (:mod:`parkgate.rules`). The native
+    implementation verifies the batch without the GIL.
+    """
+    return _impl.authenticate_batch(codes, keyring)  # type: ignore[no-any-return]
 
 
 def verify(

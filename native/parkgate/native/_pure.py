@@ -164,6 +164,16 @@ def authenticate(code: str | bytes, keyring: Keyring) -> Ticket:
     return out
 
 
+def authenticate_batch(codes: Sequence[str | bytes], keyring: Keyring) -> list[Result]:
+    """Decode and check key and signature of each code, in order; no gate rules. ``ok`` = authentic."""
+    _check_keyring(keyring)
+    results: list[Result] = []
+    for code in codes:
+        out = _authenticate(code, keyring)
+        results.append(Result(False, out, None) if isinstance(out, Reason) else Result(True, _R.OK, out))
+    return results
+
+
 def verify(
     code: str | bytes, keyring: Keyring, *, now: int, utc_offset: int, park_id: int, attraction_id: int = 0
 ) -> Result:

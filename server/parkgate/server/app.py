@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import grpc
@@ -56,7 +58,9 @@ log = logging.getLogger(__name__)
 class ParkgateServer:
     """One gRPC server process bound to one database (or Patroni cluster)."""
 
-    def __init__(self, settings: Settings, dsn: str) -> None:
+    def __init__(self, settings: Settings, dsn: str, *, clock: Callable[[], float] = time.time) -> None:
+        """``clock`` (UTC epoch seconds) is what gate decisions judge validity by: one reading per batch.
+        Drills and the decision table pass their own to stand at a chosen moment (a DST night)."""
         self.settings = settings
         db = settings.database
         self.db = Database(
@@ -71,9 +75,8 @@ class ParkgateServer:
         self.catalog = CatalogService(self.db)
         self.sales = SalesService(self.db)
         gates = settings.gates
-        self.pipeline = AdmissionPipeline(self.db, mode=gates.pipeline, max_batch=gates.max_batch,
-                                          workers=gates.db_workers)
-        self.gates = GateHub(self.db, self.pipeline, settings.server_id, self.operators.check_device,
+        self.pipeline = AdmissionPipeline(self.db, mode=gates.pipeline, max_batch=gates.max_batch, clock=clock)
+        self.gates = GateHub(self.db, self.pipeline, settings.server_id, self.operators.verify_device,
                              state_poll_seconds=gates.state_poll_seconds, ack_wait_seconds=gates.ack_wait_seconds)
         self.health = health.aio.HealthServicer()
         self.started_at = datetime.now(UTC)

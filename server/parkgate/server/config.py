@@ -90,11 +90,6 @@ class GateSettings(_Section):
     # "per_validation": one transaction each (the baseline the benchmark compares).
     pipeline: Literal["batched", "per_validation"] = "batched"
     max_batch: int = Field(256, ge=1, le=4096)
-    # Batches in flight at once (each holds one pooled connection). One is best for a
-    # single park: every batch holds its park's row lock until its commit is on disk, so
-    # a second batch would only wait, small; with one in flight the next batch takes
-    # everything that queued meanwhile (docs/gates.md).
-    db_workers: int = Field(1, ge=1)
     # How often a server re-reads every park's pause/emergency state (LISTEN/NOTIFY
     # is the fast path; this catches what a reconnect or failover lost).
     state_poll_seconds: float = Field(2.0, gt=0)

@@ -40,11 +40,12 @@ import random
 import signal
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from parkgate import native
 from parkgate.common import __version__
+from parkgate.common.reason import Reason
+from parkgate.rules import AdmissionTerms, Verdict
 
 from ..devices import DeviceError, EventKind, SerialSettings
 from .config import GateConfig, GateConfigError
@@ -61,7 +62,7 @@ from .inputs import (
     threadsafe_put,
 )
 from .link import Command, GateLink, Hello, LinkError, Result
-from .offline import CachedKeys, GateDisk, OfflineAdmission
+from .offline import CachedKeys, GateDisk, LocalDecision, OfflineAdmission, OfflineDecider
 from .turnstile import Turnstile
 
 log = logging.getLogger("parkgate.gate")
@@ -114,6 +115,7 @@ class GateAgent:
         self.device_id = config.gate.device_id
         self.zone = ZoneInfo(config.fast_mode.time_zone)
         self.disk = GateDisk(config.gate.state_dir)
+        self.decider = OfflineDecider(config.gate.state_dir)
         cached = self.disk.load_keys()
         self.keys: CachedKeys | None = cached
         self.link: GateLink | None = None
@@ -321,7 +323,11 @@ class GateAgent:
             keyring.add(k.key_id, k.public_key, native.KeyState.RETIRED if k.retired else native.KeyState.ACTIVE)
         if welcome.time_zone:  # the park's own zone wins over the configured fallback
             self.zone = ZoneInfo(welcome.time_zone)
-        self.keys = CachedKeys(keyring, welcome.park_number, welcome.attraction_slot)
+        self.keys = CachedKeys(
+            keyring, welcome.park_number, welcome.attraction_slot, welcome.park_id, welcome.attraction_id,
+            welcome.time_zone or self.cfg.fast_mode.time_zone, dict(welcome.attraction_slots),
+            {p.product_number: AdmissionTerms(p.entries_total, p.entries_per_day, p.reentry_allowed,
+                                              p.hold_for_check, p.valid_days) for p in welcome.products})
         self.disk.save_keys(self.keys)
         was_paused, self.paused = self.paused, welcome.entry_paused
         sentence = (f"connected to {link.address} (server {welcome.server_id}): {len(welcome.keys)} keys, park "
@@ -515,34 +521,38 @@ class GateAgent:
             await self._show(self.cfg.display.paused)
             return f"{what}: refused locally, entry paused (park full)"
         request_id = self._request_id()
-        local = self._verify_locally(code) if code else None
+        local = self._decide_locally(code) if code else None
         fast = self.cfg.fast_mode.enabled and local is not None and local.ok
         admission = None
         if fast:
-            assert local is not None and local.ticket is not None
+            assert local is not None
             try:
-                admission = await self._open(request_id, local.ticket.persons, decided=False)
+                self.decider.remember(local)  # durable before the gate opens
+                admission = await self._open(request_id, local.persons, decided=False)
             except DeviceError as exc:
                 self.say(f"{request_id} {what}: fast open failed at the relay ({exc}); asking the server",
                          logging.WARNING)
             else:
                 await self._show(self.cfg.display.offline_welcome)
-                self.say(f"{request_id} {what}: fast mode, valid signature: opened for {local.ticket.persons} "
+                self.say(f"{request_id} {what}: fast mode, decided locally: opened for {local.persons} "
                          f"before the server's decision")
         result = await self._ask(request_id, code, uid)
         if result is None:
             return await self._offline(request_id, what, code, local, admission)
         if admission is not None:
             return self._fast_decided(admission, result, what)
+        if result.allow and local is not None and local.ok:
+            self.decider.remember(local)  # this gate's memory of the ticket, for when it must decide alone
         return await self._decided(request_id, what, result)
 
-    def _verify_locally(self, code: str) -> native.Result | None:
-        if self.keys is None or not self.keys.park_number:
+    def _decide_locally(self, code: str) -> LocalDecision | None:
+        """The one decision engine on this gate (parkgate.rules), over the code, the cached terms and its memory."""
+        decided = self.decider.decide(code, self.cfg.gate.direction, time.time(), self.keys)
+        if isinstance(decided, LocalDecision):
+            return decided
+        if decided in (Reason.NO_OFFLINE_TERMS,):
             return None
-        now = int(time.time())
-        offset = datetime.now(self.zone).utcoffset()
-        return native.verify(code, self.keys.keyring, now=now, utc_offset=int(offset.total_seconds()) if offset else 0,
-                             park_id=self.keys.park_number, attraction_id=self.keys.attraction_slot)
+        return LocalDecision(Verdict(False, decided), 0, code, self.cfg.gate.direction)
 
     async def _ask(self, request_id: str, code: str, uid: str) -> Result | None:
         link = self.link
@@ -586,7 +596,7 @@ class GateAgent:
                      logging.WARNING)
         return f"{admission.request_id} {what}: the server confirms the fast admission"
 
-    async def _offline(self, request_id: str, what: str, code: str, local: native.Result | None,
+    async def _offline(self, request_id: str, what: str, code: str, local: LocalDecision | None,
                        admission: Admission | None) -> str:
         can_admit = self.cfg.fast_mode.enabled and self.cfg.fast_mode.offline_admit and local is not None and local.ok
         if not can_admit:
@@ -596,9 +606,10 @@ class GateAgent:
             await self._show(self.cfg.display.offline if local is None or local.ok else local.reason.replace("_", " ").capitalize())
             reason = "no server decision in time" if local is None or local.ok else f"locally {local.reason}"
             return f"{request_id} {what}: refused ({reason})"
-        assert local is not None and local.ticket is not None
-        persons = local.ticket.persons
+        assert local is not None
+        persons = local.persons
         if admission is None:
+            self.decider.remember(local)  # durable before the gate opens
             admission = await self._open(request_id, persons, decided=False)
             await self._show(self.cfg.display.offline_welcome)
         admission.offline, admission.decided = True, True

@@ -1,66 +1,34 @@
-"""A validation at a gate and its decision, and how the two halves of the decision fit together.
+"""A batch of validations at the centre: the decision engine applied in order over rows the store locked.
 
-A decision is made in two places, each deciding what only it can:
+Why a batch: a durable commit costs a WAL fsync and a signature ~70 µs of
+CPU (docs/requirements.md, facts); one transaction per validation tops out
+around a thousand a second, one per batch at tens of thousands. So the
+pipeline (:mod:`parkgate.server.services.admission`) locks and reads what a
+batch needs in one round trip, this module decides every item with
+:func:`parkgate.rules.decide` (the same function a gate's offline path and a
+site edge call), and the pipeline writes the result and commits in a second
+round trip. Items are decided in order: the same ticket twice in one batch
+sees its first use, and the park's occupancy moves item by item.
 
-1. **The code** (native/, no database): is it ours (signature, key not
-   revoked), for this park, inside its validity and night window, for this
-   attraction? A forged or garbled code never costs a database round trip.
-2. **The database** (``admit_batch()`` in store migration 0003): the ticket's
-   live state (refunded, voided), its counts (entries per day and in total,
-   re-entry after an exit), validity counted from first use, IC cards (which
-   carry no signed data), and the park's capacity. It decides atomically
-   under row locks, so a single-use ticket is admitted once even when gates
-   on several servers present it in the same millisecond.
-
-Exits are always let through once the code is authentic (people must be able
-to leave); they move occupancy only for tickets that were inside.
+Nothing here knows SQL or gRPC.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from zoneinfo import ZoneInfo
 
-from parkgate import native
-
-Direction = Literal["in", "out"]
-
-#: Code checks that do not stop a person from leaving.
-_EXIT_IGNORES = frozenset({
-    native.Reason.EXPIRED, native.Reason.NOT_YET_VALID, native.Reason.OUTSIDE_TIME_WINDOW,
-    native.Reason.NOT_VALID_FOR_ATTRACTION,
-})
-
-
-@dataclass(frozen=True, slots=True)
-class GatePlace:
-    """Where a gate stands: its park and attraction, by id and by the numbers codes carry."""
-
-    device_id: str
-    park_id: str
-    park_number: int
-    time_zone: str
-    attraction_id: str = ""      # "" = the park gate
-    attraction_slot: int = 0     # 0 = the park gate
-    direction: Direction = "in"
-    confirms_passage: bool = False  # the relay board reports whether the person passed
-
-
-@dataclass(frozen=True, slots=True)
-class ValidationItem:
-    """One scan: a QR code or an IC card UID, at a gate."""
-
-    place: GatePlace
-    request_id: str
-    code: str = ""
-    card_uid: str = ""
-    direction: Direction = "in"
+from parkgate.common.reason import Reason
+from parkgate.rules import Direction, GatePlace, LocalTime, ParkState, TicketState, decide, move_park
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """What a gate hears for one validation."""
+
     allow: bool
-    reason: str                  # a Reason name from the contract
+    reason: Reason
     ticket_id: str = ""
     entries_left: int = -1       # -1: unlimited
     persons: int = 0
@@ -68,14 +36,130 @@ class Decision:
     retried: bool = False        # the first decision for this request id, returned again
 
     @classmethod
-    def deny(cls, reason: str) -> Decision:
+    def deny(cls, reason: Reason) -> Decision:
         return cls(False, reason)
 
 
-def code_verdict(result: native.Result, direction: Direction) -> str:
-    """The code half of the decision: "OK" to go on to the database, else the refusal reason."""
-    if result.ok:
-        return "OK"
-    if direction == "out" and result.ticket is not None and result.reason in _EXIT_IGNORES:
-        return "OK"
-    return str(result.reason)
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """One authentic validation on its way to the database: the ticket named by serial or by card."""
+
+    place: GatePlace
+    request_id: str
+    direction: Direction
+    serial: int = 0
+    card_uid: str = ""
+    # what the signed code itself says of its validity: a code never admits outside it, whatever the row says
+    code_valid_from: float = 0.0
+    code_valid_until: float = float("inf")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.place.device_id, self.request_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A decision as the database keeps it (one ``validations`` row)."""
+
+    admission: Admission
+    decision: Decision
+    park_id: str
+    moved: int
+    counted: bool
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    decisions: list[Decision]
+    recorded: list[Recorded]                         # new decisions, to be written
+    tickets: dict[str, TicketState] = field(default_factory=dict)   # changed tickets, final state
+    parks: dict[str, ParkState] = field(default_factory=dict)       # changed parks, final state
+    pause_changed: list[str] = field(default_factory=list)          # parks whose entry paused or resumed
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """The decision an earlier attempt of the same (device, request) got: returned again, nothing consumed."""
+
+    allow: bool
+    reason: str
+    ticket_id: str
+    entries_left: int
+    persons: int
+    hold_for_check: bool
+
+
+_ZONES: dict[str, ZoneInfo] = {}
+
+
+def _zone(name: str) -> ZoneInfo:
+    zone = _ZONES.get(name)
+    if zone is None:
+        zone = _ZONES[name] = ZoneInfo(name)
+    return zone
+
+
+def decide_batch(
+    admissions: Sequence[Admission],
+    now: float,
+    *,
+    parks: Mapping[str, tuple[ParkState, str]],
+    prior: Mapping[tuple[str, str], Prior],
+    by_serial: Mapping[int, TicketState],
+    by_card: Mapping[str, TicketState],
+) -> BatchOutcome:
+    """Decide ``admissions`` in order at ``now`` (one clock for the whole batch).
+
+    ``parks`` maps park id to (its locked state, its time zone); ``prior``
+    holds decisions already recorded for these request ids (a retry gets
+    its first answer and consumes nothing); tickets are found by serial or
+    by the IC card bound to them.
+    """
+    outcome = BatchOutcome([], [])
+    live_parks = {pid: state for pid, (state, _zone_name) in parks.items()}
+    clocks: dict[str, LocalTime] = {}
+    tickets: dict[str, TicketState] = {}   # the latest state of each ticket this batch touched
+    for item in admissions:
+        earlier = prior.get(item.key)
+        if earlier is not None:
+            outcome.decisions.append(Decision(earlier.allow, Reason(earlier.reason), earlier.ticket_id,
+                                              earlier.entries_left, earlier.persons, earlier.hold_for_check,
+                                              retried=True))
+            continue
+        found = by_card.get(item.card_uid) if item.card_uid else by_serial.get(item.serial)
+        park_id = item.place.park_id
+        park = live_parks.get(park_id)
+        if found is None or park is None:
+            reason = Reason.UNKNOWN_CARD if item.card_uid else Reason.UNKNOWN_TICKET
+            if park is None:
+                reason = Reason.UNKNOWN_PARK
+            decision = Decision.deny(reason)
+            outcome.decisions.append(decision)
+            outcome.recorded.append(Recorded(item, decision, park_id, 0, False))
+            continue
+        ticket = tickets.get(found.ticket_id, found)
+        if item.serial and (item.code_valid_from > ticket.valid_from or item.code_valid_until < ticket.valid_until):
+            ticket = replace(ticket, valid_from=max(ticket.valid_from, item.code_valid_from),
+                             valid_until=min(ticket.valid_until, item.code_valid_until))
+        clock = clocks.get(park_id)
+        if clock is None:
+            clock = clocks[park_id] = LocalTime(now, _zone(parks[park_id][1]))
+        verdict = decide(ticket, item.place, item.direction, park, clock)
+        if verdict.ticket is not None and verdict.ticket is not ticket:
+            tickets[ticket.ticket_id] = verdict.ticket
+            outcome.tickets[ticket.ticket_id] = verdict.ticket
+        if verdict.moved:
+            moved_park = move_park(park, verdict.moved)
+            if moved_park.paused != park.paused:
+                outcome.pause_changed.append(park_id)
+            live_parks[park_id] = moved_park
+            outcome.parks[park_id] = moved_park
+        decision = Decision(verdict.allow, verdict.reason, ticket.ticket_id, verdict.entries_left,
+                            verdict.persons if verdict.allow else 0, verdict.hold_for_check)
+        outcome.decisions.append(decision)
+        outcome.recorded.append(Recorded(item, decision, park_id, verdict.moved, verdict.counted))
+    # a park that paused and resumed within one batch notifies nothing: its gates saw no change
+    outcome.pause_changed = [p for p in dict.fromkeys(outcome.pause_changed)
+                             if outcome.parks[p].paused != parks[p][0].paused]
+    return outcome

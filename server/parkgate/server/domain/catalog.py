@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from .errors import InvalidArgument
@@ -13,6 +14,30 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MAX_ATTRACTIONS_PER_PARK = 64
 
 PRODUCT_KINDS = ("single", "multi_person", "group", "member", "complimentary", "stored_value", "count_card")
+
+
+@dataclass(frozen=True, slots=True)
+class ParkSpec:
+    """A park as an admin defines it (the server adds its number)."""
+
+    id: str
+    name: str
+    time_zone: str
+    currency: str
+    capacity: int
+    capacity_resume_margin: int
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AttractionSpec:
+    """An attraction as an admin defines it (the server gives it its slot in the park)."""
+
+    id: str
+    park_id: str
+    name: str
+    stored_value_price: int  # minor units of the park's currency
+    disabled: bool = False
 
 
 def check_slug(what: str, value: str) -> None:
@@ -35,13 +60,13 @@ def check_currency(code: str) -> None:
         raise InvalidArgument(f"currency {code!r}: use the ISO 4217 code, e.g. 'CNY'")
 
 
-def check_park(park: dict) -> None:
-    check_slug("park", park["id"])
-    if not park["name"]:
+def check_park(park: ParkSpec) -> None:
+    check_slug("park", park.id)
+    if not park.name:
         raise InvalidArgument("a park needs a name")
-    check_time_zone(park["time_zone"])
-    check_currency(park["currency"])
-    if park["capacity"] < 0 or park["capacity_resume_margin"] < 0:
+    check_time_zone(park.time_zone)
+    check_currency(park.currency)
+    if park.capacity < 0 or park.capacity_resume_margin < 0:
         raise InvalidArgument("capacity and its resume margin cannot be negative")
 
 

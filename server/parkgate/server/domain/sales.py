@@ -13,10 +13,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import orjson
+
+from parkgate.rules import effective_terms
 
 from .errors import Conflict, InvalidArgument, Reason
 
@@ -107,10 +109,14 @@ def ticket_terms(kind: str, rules: Mapping[str, Any], visit: date, zone: ZoneInf
     if kind == "multi_person" and persons < 2:
         raise Conflict("a multi-person product needs a person_count of at least 2", Reason.BAD_CONFIGURATION)
     card_bound = bool(rules.get("card_bound", False))
+    admits = effective_terms(kind, dict(rules))  # the kind's safe defaults where the product says nothing
+    if kind == "count_card" and not int(rules.get("entries_total", 0) or 0):
+        raise Conflict("a count card product needs entries_total (the number of entries it sells)",
+                       Reason.BAD_CONFIGURATION)
     return TicketTerms(
         valid_from=start, valid_until=end, valid_days=valid_days, persons=persons,
-        entries_total=int(rules.get("entries_total", 0)), entries_per_day=int(rules.get("entries_per_day", 0)),
-        reentry_allowed=bool(rules.get("reentry_allowed", False)), hold_for_check=bool(rules.get("hold_for_check")),
+        entries_total=admits.entries_total, entries_per_day=admits.entries_per_day,
+        reentry_allowed=admits.reentry_allowed, hold_for_check=admits.hold_for_check,
         card_bound=card_bound, deposit=int(rules.get("deposit", 0)) if card_bound else 0,
         night_window=night_window, attraction_ids=tuple(rules.get("attraction_ids", ())),
     )
@@ -155,13 +161,26 @@ def refund_amount(price: int, percent: int) -> int:
     return (price * percent + 50) // 100
 
 
-def ticket_state(row: Mapping[str, Any], now: datetime) -> str:
+class TicketProgress(Protocol):
+    """What :func:`ticket_state` reads of a ticket (a store row has these fields)."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def entries_total(self) -> int: ...
+    @property
+    def entries_used(self) -> int: ...
+    @property
+    def valid_until(self) -> datetime: ...
+
+
+def ticket_state(ticket: TicketProgress, now: datetime) -> str:
     """The state shown to people: refunded/voided from the row, else used, expired or valid."""
-    if row["state"] != "valid":
-        return row["state"]
-    if row["entries_total"] and row["entries_used"] >= row["entries_total"]:
+    if ticket.state != "valid":
+        return ticket.state
+    if ticket.entries_total and ticket.entries_used >= ticket.entries_total:
         return "used"
-    if row["valid_until"] <= now:
+    if ticket.valid_until <= now:
         return "expired"
     return "valid"
 

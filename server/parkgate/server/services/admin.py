@@ -16,6 +16,7 @@ from parkgate.server.store import Database
 from parkgate.server.store import audit as audit_store
 from parkgate.server.store import devices as device_store
 from parkgate.server.store import settings as settings_store
+from parkgate.server.store.rows.admin import AuditRecord, Device, DeviceSpec, DictionaryEntry, Parameter
 
 DEVICE_KINDS = ("gate", "handheld", "sales_window", "kiosk")
 
@@ -26,11 +27,11 @@ class AdminService:
 
     # --- devices (S2) -------------------------------------------------------
 
-    async def register_device(self, device: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    async def register_device(self, device: DeviceSpec) -> tuple[Device, str]:
         """Register a device; returns it and its secret (shown once, stored only as an argon2 hash)."""
-        if device["kind"] not in DEVICE_KINDS:
+        if device.kind not in DEVICE_KINDS:
             raise InvalidArgument(f"device kind must be one of {', '.join(DEVICE_KINDS)}")
-        if device["kind"] == "gate" and device.get("direction") not in ("in", "out"):
+        if device.kind == "gate" and device.direction not in ("in", "out"):
             raise InvalidArgument("a gate needs a direction: in or out")
         secret = secrets.token_urlsafe(24)
         secret_hash = await asyncio.to_thread(passwords.hash_password, secret)
@@ -41,7 +42,7 @@ class AdminService:
     async def update_device(
         self, device_id: str, *, disabled: bool | None, description: str | None, language: str | None,
         rotate_secret: bool,
-    ) -> tuple[dict[str, Any], str]:
+    ) -> tuple[Device, str]:
         secret = secrets.token_urlsafe(24) if rotate_secret else ""
         secret_hash = await asyncio.to_thread(passwords.hash_password, secret) if rotate_secret else None
         async with self.db.transaction() as conn:
@@ -53,17 +54,17 @@ class AdminService:
             raise NotFound(f"no device {device_id!r}", Reason.UNKNOWN_DEVICE)
         return row, secret
 
-    async def list_devices(self, kind: str | None, park_id: str | None) -> list[dict[str, Any]]:
+    async def list_devices(self, kind: str | None, park_id: str | None) -> list[Device]:
         async with self.db.connection() as conn:
             return await device_store.list_devices(conn, kind, park_id)
 
     # --- parameters and dictionary (S4) -------------------------------------------
 
-    async def list_parameters(self, prefix: str) -> list[dict[str, Any]]:
+    async def list_parameters(self, prefix: str) -> list[Parameter]:
         async with self.db.connection() as conn:
             return await settings_store.list_parameters(conn, prefix)
 
-    async def set_parameter(self, key: str, value_json: str, updated_by: str) -> dict[str, Any]:
+    async def set_parameter(self, key: str, value_json: str, updated_by: str) -> Parameter:
         try:
             value = orjson.loads(value_json)
         except orjson.JSONDecodeError as exc:
@@ -74,7 +75,7 @@ class AdminService:
         async with self.db.transaction() as conn:
             return await settings_store.set_parameter(conn, key, value, updated_by=updated_by)
 
-    async def list_dictionary(self, language: str, prefix: str) -> list[dict[str, Any]]:
+    async def list_dictionary(self, language: str, prefix: str) -> list[DictionaryEntry]:
         async with self.db.connection() as conn:
             return await settings_store.list_dictionary(conn, language, prefix)
 
@@ -93,7 +94,7 @@ class AdminService:
     async def audit_log(
         self, *, start: datetime | None, end: datetime | None, username: str, method_contains: str,
         after: str, limit: int,
-    ) -> list[dict[str, Any]]:
+    ) -> list[AuditRecord]:
         try:
             after_id = int(after) if after else None
         except ValueError as exc:

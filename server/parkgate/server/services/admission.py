@@ -1,21 +1,24 @@
-"""The validation pipeline: every gate stream of a server feeds one micro-batcher.
+"""The validation pipeline: every gate stream of a server feeds two stages that overlap.
 
-Why batches: a signature costs ~70 µs of CPU and a durable commit a WAL
-fsync (BRIEF); one transaction per validation tops out around a thousand a
-second, one statement for 64 validations at tens of thousands. So:
+1. **Verify** -- whatever has arrived is taken at once and its codes are
+   authenticated by the native core (:func:`parkgate.native.authenticate_batch`,
+   without the GIL, in a worker thread when there is more than one). A forged
+   or garbled code is answered here and never reaches the database.
+2. **Decide and commit** -- one batch in flight per server: round trip 1 locks
+   the batch's parks and tickets and reads retried requests, the decision
+   engine decides every item in order (:mod:`parkgate.server.domain.admission`),
+   round trip 2 writes it all and commits. Answers go out only once durable.
 
-* requests from all gates queue here; the collector takes whatever is queued
-  (up to ``max_batch``) the moment a database worker is free. While all
-  workers are busy, requests pile up and the next batch is bigger: the batch
-  size follows the load by itself, and an idle server answers a lone scan at
-  once, with no waiting for company;
-* the native core verifies the batch's codes with the GIL released (a worker
-  thread), forged and garbled codes are answered without touching the database;
-* ONE round trip per batch decides the rest (``admit_batch()``), durably,
-  before any result is sent.
+While batch N commits, the verify stage keeps authenticating what arrives,
+so batch N+1 is ready (and as big as the load made it) the moment the
+database is free: the batch size follows the load by itself and an idle
+server answers a lone scan at once.
 
-``mode="per_validation"`` runs each validation in its own transaction through
-the very same code: the baseline the benchmark compares against.
+Exactly once across servers: every batch locks its parks first, so batches
+of one park on several servers run one after the other, and a retried
+(device, request) finds the first decision committed. ``mode="per_validation"``
+runs each validation in its own transaction through the same code: the
+baseline the benchmark compares against.
 """
 
 from __future__ import annotations
@@ -23,18 +26,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 from parkgate import native
-from parkgate.server.domain.admission import Decision, ValidationItem, code_verdict
+from parkgate.common.reason import Reason
+from parkgate.rules import Direction, GatePlace
+from parkgate.server.domain.admission import Admission, Decision, decide_batch
 from parkgate.server.domain.errors import ParkgateError
 from parkgate.server.domain.sales import normalize_card_uid
 from parkgate.server.store import Database
-from parkgate.server.store import gates as store
+from parkgate.server.store import admissions as store
 from parkgate.server.store import sales as sales_store
 
 log = logging.getLogger(__name__)
@@ -42,12 +45,21 @@ log = logging.getLogger(__name__)
 Mode = Literal["batched", "per_validation"]
 #: Re-read the signing keys at most this often when a code names an unknown key.
 KEYRING_REFRESH_SECONDS = 5.0
+#: Fewer codes than this are verified on the event loop: a thread hop costs more than a verify or two.
+THREAD_THRESHOLD = 3
 
 
 @dataclass(slots=True)
-class _Pending:
-    item: ValidationItem
+class Scan:
+    """One validation as it came off the wire (converted once), and where its decision goes."""
+
+    place: GatePlace
+    request_id: str
+    code: str
+    card_uid: str
+    direction: Direction
     future: asyncio.Future[Decision]
+    admission: Admission | None = None
 
 
 @dataclass(slots=True)
@@ -55,6 +67,7 @@ class PipelineStats:
     batches: int = 0
     validations: int = 0
     largest_batch: int = 0
+    refused_before_database: int = 0
     sizes: list[int] = field(default_factory=list)  # recent batch sizes, for the benchmark report
 
     def record(self, size: int) -> None:
@@ -66,30 +79,38 @@ class PipelineStats:
             del self.sizes[:5_000]
 
 
+def _settle(future: asyncio.Future[Decision], decision: Decision) -> None:
+    if not future.done():
+        future.set_result(decision)
+
+
 class AdmissionPipeline:
-    def __init__(self, db: Database, *, mode: Mode = "batched", max_batch: int = 256, workers: int = 1) -> None:
+    def __init__(self, db: Database, *, mode: Mode = "batched", max_batch: int = 256,
+                 clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.mode = mode
         self.max_batch = max_batch
-        self.workers = workers
+        self.clock = clock  # one reading per batch decides every item of it
         self.stats = PipelineStats()
         self.keyring = native.Keyring()
         self._keyring_loaded_at = 0.0
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._slots = asyncio.Semaphore(workers)
-        self._collector: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._inbox: list[Scan] = []
+        self._inbox_ready = asyncio.Event()
+        self._verified: list[Scan] = []
+        self._verified_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._singles: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        if self.mode == "batched" and self._collector is None:
-            self._collector = asyncio.create_task(self._collect(), name="admission-collector")
+        if self.mode == "batched" and not self._tasks:
+            self._tasks = [asyncio.create_task(self._verify_stage(), name="admission-verify"),
+                           asyncio.create_task(self._commit_stage(), name="admission-commit")]
 
     async def stop(self) -> None:
-        if self._collector is not None:
-            self._collector.cancel()
-            await asyncio.gather(self._collector, return_exceptions=True)
-            self._collector = None
-        await asyncio.gather(*self._running, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._singles, return_exceptions=True)
+        self._tasks = []
 
     # --- keys ------------------------------------------------------------------------
 
@@ -100,129 +121,152 @@ class AdmissionPipeline:
         async with self.db.connection() as conn:
             rows = await sales_store.public_keys(conn)
         self.keyring = native.Keyring(
-            (r["key_id"], bytes(r["public_key"]), native.KeyState[r["state"].upper()]) for r in rows
+            (r.key_id, r.public_key, native.KeyState[r.state.upper()]) for r in rows
         )
         self._keyring_loaded_at = time.monotonic()
         return self.keyring
 
     # --- the way in --------------------------------------------------------------------
 
-    def submit(self, item: ValidationItem) -> asyncio.Future[Decision]:
-        """Queue a validation; the future holds its decision (a gate stream answers from a callback:
-        no task per validation on the hot path)."""
-        if self.mode == "per_validation":
-            return asyncio.ensure_future(self._decide_one(item))
+    def submit(self, place: GatePlace, request_id: str, *, code: str = "", card_uid: str = "",
+               direction: Direction) -> asyncio.Future[Decision]:
+        """Queue a validation; the future holds its decision (no task per validation on the hot path)."""
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(item, future))
+        scan = Scan(place, request_id, code, card_uid, direction, future)
+        if self.mode == "per_validation":
+            task = asyncio.create_task(self._one(scan))
+            self._singles.add(task)
+            task.add_done_callback(self._singles.discard)
+        else:
+            self._inbox.append(scan)
+            self._inbox_ready.set()
         return future
 
-    async def _decide_one(self, item: ValidationItem) -> Decision:
-        return (await self._decide([item]))[0]
-
-    async def _collect(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            await self._slots.acquire()  # while every worker is busy, the queue fills: bigger batches
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            task = asyncio.create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _run(self, batch: list[_Pending]) -> None:
+    async def _one(self, scan: Scan) -> None:
         try:
-            decisions = await self._decide([p.item for p in batch])
+            authentic = await self._authenticate([scan])
+            if authentic:
+                await self._commit(authentic)
         except Exception as exc:
-            # The whole batch failed (the database stayed away past the deadline): every caller hears why.
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
-        else:
-            for pending, decision in zip(batch, decisions, strict=True):
-                if not pending.future.done():
-                    pending.future.set_result(decision)
-        finally:
-            self._slots.release()
+            if not scan.future.done():
+                scan.future.set_exception(exc)
 
-    # --- deciding a batch ----------------------------------------------------------------
+    # --- stage 1: authenticate ------------------------------------------------------------
 
-    async def _decide(self, items: Sequence[ValidationItem]) -> list[Decision]:
-        self.stats.record(len(items))
-        decisions: list[Decision | None] = [None] * len(items)
-        serials: dict[int, int] = {}
-        cards: dict[int, str] = {}
-        for index, item in enumerate(items):
-            if item.card_uid:
+    async def _verify_stage(self) -> None:
+        while True:
+            await self._inbox_ready.wait()
+            scans, self._inbox = self._inbox, []
+            self._inbox_ready.clear()
+            try:
+                authentic = await self._authenticate(scans)
+            except Exception as exc:  # the keyring could not be read (database away): every caller hears why
+                for scan in scans:
+                    if not scan.future.done():
+                        scan.future.set_exception(exc)
+                continue
+            if authentic:
+                self._verified.extend(authentic)
+                self._verified_ready.set()
+
+    async def _authenticate(self, scans: Sequence[Scan]) -> list[Scan]:
+        """Settle what is refused without the database; return the rest with their admissions."""
+        coded: list[Scan] = []
+        authentic: list[Scan] = []
+        for scan in scans:
+            if scan.card_uid:
                 try:
-                    cards[index] = normalize_card_uid(item.card_uid)
+                    uid = normalize_card_uid(scan.card_uid)
                 except ParkgateError:
-                    decisions[index] = Decision.deny("UNKNOWN_CARD")
-            elif not item.code:
-                decisions[index] = Decision.deny("MALFORMED_CODE")
-        coded = [i for i, item in enumerate(items) if decisions[i] is None and i not in cards]
+                    self.stats.refused_before_database += 1
+                    _settle(scan.future, Decision.deny(Reason.UNKNOWN_CARD))
+                    continue
+                scan.admission = Admission(scan.place, scan.request_id, scan.direction, card_uid=uid)
+                authentic.append(scan)
+            elif scan.code:
+                coded.append(scan)
+            else:
+                self.stats.refused_before_database += 1
+                _settle(scan.future, Decision.deny(Reason.MALFORMED_CODE))
         if coded:
-            results = await self._verify([items[i] for i in coded])
-            if any(r.reason == native.Reason.UNKNOWN_KEY for r in results):
+            results = await self._verify([s.code for s in coded])
+            if any(r.reason is Reason.UNKNOWN_KEY for r in results):
                 await self.load_keyring()  # a key made since we last looked: verify those again
-                results = await self._verify([items[i] for i in coded])
-            for index, result in zip(coded, results, strict=True):
-                verdict = code_verdict(result, items[index].direction)
-                if verdict != "OK":
-                    decisions[index] = Decision.deny(verdict)
+                results = await self._verify([s.code for s in coded])
+            for scan, result in zip(coded, results, strict=True):
+                if result.ok and result.ticket is not None:
+                    code = result.ticket
+                    scan.admission = Admission(scan.place, scan.request_id, scan.direction, serial=code.serial,
+                                               code_valid_from=code.valid_from, code_valid_until=code.valid_until)
+                    authentic.append(scan)
                 else:
-                    assert result.ticket is not None
-                    serials[index] = result.ticket.serial
+                    self.stats.refused_before_database += 1
+                    _settle(scan.future, Decision.deny(result.reason))
+        return authentic
+
+    async def _verify(self, codes: list[str]) -> list[native.Result]:
+        keyring = self.keyring
+        stripped = [c.strip() for c in codes]
+        if len(stripped) < THREAD_THRESHOLD:
+            return native.authenticate_batch(stripped, keyring)
+        return await asyncio.to_thread(native.authenticate_batch, stripped, keyring)
+
+    # --- stage 2: decide and commit ---------------------------------------------------------
+
+    async def _commit_stage(self) -> None:
+        while True:
+            await self._verified_ready.wait()
+            batch, self._verified = self._verified[: self.max_batch], self._verified[self.max_batch:]
+            if not self._verified:
+                self._verified_ready.clear()
+            try:
+                await self._commit(batch)
+            except Exception as exc:
+                # The whole batch failed (the database stayed away past the deadline): every caller hears why.
+                for scan in batch:
+                    if not scan.future.done():
+                        scan.future.set_exception(exc)
+
+    async def _commit(self, batch: list[Scan]) -> None:
         # A gate that resends a request before its answer came puts the same key twice in one batch:
         # the database sees it once and both get its decision.
-        first_of: dict[tuple[str, str], int] = {}
-        copies: dict[int, int] = {}
-        to_db = []
-        for i in range(len(items)):
-            if decisions[i] is None:
-                key = (items[i].place.device_id, items[i].request_id)
-                if key in first_of:
-                    copies[i] = first_of[key]
-                else:
-                    first_of[key] = i
-                    to_db.append(i)
-        if to_db:
-            rows = await self.db.run(lambda conn: store.admit_batch(conn, [
-                {"device_id": items[i].place.device_id, "request_id": items[i].request_id,
-                 "serial": serials.get(i), "card_uid": cards.get(i), "direction": items[i].direction,
-                 "park_id": items[i].place.park_id, "attraction_id": items[i].place.attraction_id,
-                 "await_passage": items[i].place.confirms_passage}
-                for i in to_db
-            ]), what="admit batch")
-            for index, row in zip(to_db, rows, strict=True):
-                decisions[index] = Decision(
-                    allow=row["allow"], reason=row["reason"], ticket_id=row["ticket_id"] or "",
-                    entries_left=row["entries_left"], persons=row["persons"], hold_for_check=row["hold_for_check"],
-                    retried=row["retried"],
-                )
-        for copy, original in copies.items():
-            decisions[copy] = decisions[original]
-        return [d for d in decisions if d is not None]
+        first: dict[tuple[str, str], Scan] = {}
+        copies: list[tuple[Scan, Scan]] = []
+        unique: list[Scan] = []
+        for scan in batch:
+            assert scan.admission is not None
+            original = first.get(scan.admission.key)
+            if original is None:
+                first[scan.admission.key] = scan
+                unique.append(scan)
+            else:
+                copies.append((scan, original))
+        self.stats.record(len(unique))
+        admissions = [s.admission for s in unique if s.admission is not None]
+        decisions = await self.db.run_pipelined(lambda conn: self._transact(conn, admissions), what="admit batch")
+        for scan, decision in zip(unique, decisions, strict=True):
+            _settle(scan.future, decision)
+        for scan, original in copies:
+            if original.future.done() and not original.future.cancelled():
+                _settle(scan.future, original.future.result())
 
-    async def _verify(self, items: Sequence[ValidationItem]) -> list[native.Result]:
-        """verify_batch per gate place (park, attraction), in a worker thread: the native core drops the GIL."""
-        keyring = self.keyring
-        now = datetime.now(UTC)
-        groups: dict[tuple[int, int, str], list[int]] = {}
-        for index, item in enumerate(items):
-            groups.setdefault((item.place.park_number, item.place.attraction_slot, item.place.time_zone), []).append(index)
-
-        def work() -> list[native.Result]:
-            out: list[native.Result | None] = [None] * len(items)
-            for (park, slot, zone), indexes in groups.items():
-                offset = now.astimezone(ZoneInfo(zone)).utcoffset()
-                results = native.verify_batch(
-                    [items[i].code.strip() for i in indexes], keyring, now=int(now.timestamp()),
-                    utc_offset=int(offset.total_seconds()) if offset else 0, park_id=park, attraction_id=slot,
-                )
-                for i, result in zip(indexes, results, strict=True):
-                    out[i] = result
-            return [r for r in out if r is not None]
-
-        if len(items) == 1:  # a thread hop costs more than one verify (BRIEF): stay on the loop
-            return work()
-        return await asyncio.to_thread(work)
+    async def _transact(self, conn: store.Connection, admissions: list[Admission]) -> list[Decision]:
+        locked = await store.lock_batch(
+            conn, {a.place.park_id for a in admissions}, [a.key for a in admissions],
+            [a.serial for a in admissions if a.serial], [a.card_uid for a in admissions if a.card_uid],
+        )
+        now = self.clock()
+        outcome = decide_batch(
+            admissions, now, parks={p: (lp.state, lp.time_zone) for p, lp in locked.parks.items()},
+            prior=locked.prior, by_serial=locked.by_serial, by_card=locked.by_card,
+        )
+        rows = [store.DecisionRow(
+            device_id=r.admission.place.device_id, request_id=r.admission.request_id,
+            ticket_id=r.decision.ticket_id or None, park_id=r.park_id, attraction_id=r.admission.place.attraction_id,
+            direction=r.admission.direction, allow=r.decision.allow, reason=r.decision.reason.value, moved=r.moved,
+            counted=r.counted, entries_left=r.decision.entries_left, hold_for_check=r.decision.hold_for_check,
+            awaiting_passage=(r.decision.allow and r.admission.direction == "in"
+                              and r.admission.place.confirms_passage)) for r in outcome.recorded]
+        await store.write_batch(conn, now, list(outcome.tickets.values()), rows, list(outcome.parks.values()),
+                                outcome.pause_changed)
+        return outcome.decisions

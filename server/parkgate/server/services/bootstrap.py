@@ -6,11 +6,13 @@ import logging
 from datetime import date
 
 from parkgate import native
+from parkgate.server.domain.catalog import AttractionSpec, ParkSpec
 from parkgate.server.domain.texts import DEFAULT_PARAMETERS, DEFAULT_REFUND_REASONS, default_dictionary
 from parkgate.server.store import Database, apply_migrations
 from parkgate.server.store import operators as operator_store
 from parkgate.server.store import sales as sales_store
 from parkgate.server.store import settings as settings_store
+from parkgate.server.store.rows.sales import RefundReason
 
 from .catalog import CatalogService
 
@@ -32,10 +34,10 @@ async def prepare_database(db: Database) -> None:
         await settings_store.ensure_dictionary(conn, default_dictionary())
         if not await sales_store.list_refund_reasons(conn):
             for reason in DEFAULT_REFUND_REASONS:
-                await sales_store.put_refund_reason(conn, reason)
+                await sales_store.put_refund_reason(conn, RefundReason(**reason))
         if await sales_store.active_signing_key(conn) is None:
             # The first key of an installation; later ones come from key rotation.
-            key_id = 1 + max((k["key_id"] for k in await sales_store.public_keys(conn)), default=0)
+            key_id = 1 + await sales_store.highest_key_id(conn)
             key = native.SigningKey.generate(key_id)
             await sales_store.add_signing_key(conn, key.key_id, key.seed, key.public_key)
             log.info("created ticket signing key %d", key.key_id)
@@ -48,10 +50,10 @@ async def load_demo(db: Database) -> bool:
             return False
     catalog = CatalogService(db)
     parks = [
-        {"id": "waterpark", "name": "Blue Lagoon Water Park", "time_zone": "Asia/Shanghai", "currency": "CNY",
-         "capacity": 8000, "capacity_resume_margin": 200, "disabled": False},
-        {"id": "landpark", "name": "Dragon Mountain Land Park", "time_zone": "Asia/Shanghai", "currency": "CNY",
-         "capacity": 15000, "capacity_resume_margin": 300, "disabled": False},
+        ParkSpec(id="waterpark", name="Blue Lagoon Water Park", time_zone="Asia/Shanghai", currency="CNY",
+                 capacity=8000, capacity_resume_margin=200),
+        ParkSpec(id="landpark", name="Dragon Mountain Land Park", time_zone="Asia/Shanghai", currency="CNY",
+                 capacity=15000, capacity_resume_margin=300),
     ]
     attractions = [
         ("waterpark", "wave-pool", "Wave Pool", 0),
@@ -80,7 +82,7 @@ async def load_demo(db: Database) -> bool:
         await catalog.put_park(park)
     for park_id, attraction_id, name, price in attractions:
         await catalog.put_attraction(
-            {"id": attraction_id, "park_id": park_id, "name": name, "stored_value_price": price, "disabled": False}
+            AttractionSpec(id=attraction_id, park_id=park_id, name=name, stored_value_price=price)
         )
     for product_id, park_id, name, kind, rules in products:
         await catalog.put_product(product_id=product_id, park_id=park_id, name=name, kind=kind, rules=rules,
@@ -93,7 +95,7 @@ async def load_demo(db: Database) -> bool:
             await catalog.set_price(product_id, day_type, "", amount, "parkgate up --demo")
     for park in parks:
         for day, name in (("2027-01-01", "New Year"), ("2027-05-01", "Labour Day"), ("2027-10-01", "National Day")):
-            await catalog.put_holiday(park["id"], date.fromisoformat(day), "holiday", name)
+            await catalog.put_holiday(park.id, date.fromisoformat(day), "holiday", name)
     async with db.transaction() as conn:
         await settings_store.set_parameter(conn, DEMO_MARKER, True, updated_by="parkgate up --demo",
                                            description="The demo park was loaded into this installation")

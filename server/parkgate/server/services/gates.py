@@ -21,15 +21,27 @@ import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
-from parkgate.server.domain.admission import Decision, Direction, GatePlace, ValidationItem
+from parkgate.rules import (
+    AdmissionTerms,
+    Direction,
+    GatePlace,
+    annul,
+    capacity_paused,
+    effective_terms,
+    move_park,
+)
+from parkgate.server.domain.admission import Decision
 from parkgate.server.domain.errors import InvalidArgument, NotFound, ParkgateError, Reason, Unauthenticated
 from parkgate.server.store import Database
+from parkgate.server.store import admissions as admission_store
 from parkgate.server.store import catalog as catalog_store
 from parkgate.server.store import gates as store
 from parkgate.server.store import settings as settings_store
+from parkgate.server.store.gates import GateConnection, ParkView
+from parkgate.server.store.rows.admin import Device
 
 from .admission import AdmissionPipeline
 
@@ -69,26 +81,37 @@ class GateSession:
     place: GatePlace
     language: str
     software_version: str
+    # for the welcome: what the gate needs to decide alone when no server answers
+    attraction_slots: dict[int, str] = field(default_factory=dict)
+    products: list[tuple[int, AdmissionTerms]] = field(default_factory=list)
     outbox: asyncio.Queue[GateResult | GateCommand | _StreamEnd] = field(default_factory=asyncio.Queue)
     paused: bool = False
     emergency: bool = False
     state: str = "ok"
+    in_flight: int = 0          # validations submitted and not yet answered
+    reading_done: bool = False  # the gate half-closed its stream: end it once every answer went out
+
+    def end_when_answered(self) -> None:
+        """The gate sent its last message: its stream ends after the last answer, never before."""
+        self.reading_done = True
+        if self.in_flight == 0:
+            self.outbox.put_nowait(GATE_STREAM_END)
 
     @property
     def device_id(self) -> str:
         return self.place.device_id
 
 
-def emergency_command_id(state: dict[str, Any]) -> str:
+def emergency_command_id(state: ParkView) -> str:
     """The same id on every server for one emergency open or release, so acknowledgements meet."""
-    kind = "open" if state["emergency"] else "release"
-    return f"emergency-{kind}:{state['park_id']}:{state['emergency_changed_at'].timestamp():.6f}"
+    kind = "open" if state.emergency else "release"
+    return f"emergency-{kind}:{state.park_id}:{state.emergency_changed_at.timestamp():.6f}"
 
 
 class GateHub:
     def __init__(
         self, db: Database, pipeline: AdmissionPipeline, server_id: str,
-        check_device: Callable[[str, str], Awaitable[dict[str, Any]]], *,
+        check_device: Callable[[str, str], Awaitable[Device]], *,
         state_poll_seconds: float = 2.0, ack_wait_seconds: float = 5.0,
     ) -> None:
         self.db = db
@@ -128,21 +151,21 @@ class GateHub:
     # --- a gate's stream ------------------------------------------------------------------
 
     async def connect(self, *, device_id: str, secret: str, direction: Direction | None, park_id: str,
-                      attraction_id: str, software_version: str, confirms_passage: bool) -> tuple[GateSession, dict]:
+                      attraction_id: str, software_version: str, confirms_passage: bool) -> tuple[GateSession, ParkView]:
         """Authenticate the device (S2) and place it; returns its session and the park's state for the welcome."""
         if not device_id:
             raise Unauthenticated("the hello names no device", Reason.UNKNOWN_DEVICE)
         device = await self._check_device(device_id, secret)
-        if device["kind"] not in GATE_KINDS:
+        if device.kind not in GATE_KINDS:
             raise Unauthenticated(f"device {device_id!r} is a {device['kind']}, not a gate", Reason.UNKNOWN_DEVICE)
-        registered_park = device["park_id"]
+        registered_park = device.park_id
         if park_id and registered_park and park_id != registered_park:
             raise InvalidArgument(f"device {device_id!r} is registered at park {registered_park!r}, not {park_id!r}",
                                   Reason.NOT_VALID_FOR_PARK)
         park_id = registered_park or park_id
         if not park_id:
             raise InvalidArgument(f"device {device_id!r} has no park: register it with one", Reason.UNKNOWN_PARK)
-        attraction_id = device["attraction_id"] or attraction_id
+        attraction_id = device.attraction_id or attraction_id
         async with self.db.transaction() as conn:
             states = await store.park_states(conn, [park_id])
             if not states:
@@ -154,16 +177,20 @@ class GateHub:
                     raise InvalidArgument(f"no attraction {attraction_id!r} in park {park_id!r}",
                                           Reason.UNKNOWN_ATTRACTION)
                 slot = slots[attraction_id]
+            slots_by_id = await catalog_store.attraction_slots(conn, park_id)
+            products = [(p.number, effective_terms(p.kind, p.rules))
+                        for p in await admission_store.park_products(conn, park_id)]
             await store.gate_connected(conn, device_id, self.server_id, park_id)
             default_language = await settings_store.get_parameter(conn, "gate.default_language") or "en"
         state = states[0]
         place = GatePlace(
-            device_id=device_id, park_id=park_id, park_number=state["number"], time_zone=state["time_zone"],
+            device_id=device_id, park_id=park_id, park_number=state.number, time_zone=state.time_zone,
             attraction_id=attraction_id, attraction_slot=slot,
-            direction=device["direction"] or direction or "in", confirms_passage=confirms_passage,
+            direction=device.direction or direction or "in", confirms_passage=confirms_passage,
         )
-        session = GateSession(place, device["language"] or str(default_language), software_version,
-                              paused=state["paused"] and place.direction == "in", emergency=state["emergency"])
+        session = GateSession(place, device.language or str(default_language), software_version,
+                              attraction_slots={slot: aid for aid, slot in slots_by_id.items()}, products=products,
+                              paused=state.paused and place.direction == "in", emergency=state.emergency)
         previous = self.sessions.get(device_id)
         if previous is not None:  # the same gate reconnected before its old stream noticed it was gone
             previous.outbox.put_nowait(GATE_STREAM_END)
@@ -184,25 +211,28 @@ class GateHub:
                direction: Direction | None = None) -> None:
         """Queue a validation; its result (or why there is none) goes to the gate's outbox when decided."""
         if not request_id:
-            session.outbox.put_nowait(self.result(session, "", Decision.deny("INVALID_ARGUMENT")))
+            session.outbox.put_nowait(self.result(session, "", Decision.deny(Reason.INVALID_ARGUMENT)))
             return
-        item = ValidationItem(session.place, request_id, code=code, card_uid=card_uid,
-                              direction=direction or session.place.direction)
-        self.pipeline.submit(item).add_done_callback(functools.partial(self._answer, session, request_id))
+        session.in_flight += 1
+        future = self.pipeline.submit(session.place, request_id, code=code, card_uid=card_uid,
+                                      direction=direction or session.place.direction)
+        future.add_done_callback(functools.partial(self._answer, session, request_id))
 
     def _answer(self, session: GateSession, request_id: str, future: asyncio.Future[Decision]) -> None:
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is None:
-            decision = future.result()
-        elif isinstance(error, ParkgateError):
-            # No decision could be made (the database stayed away): the gate falls back to its offline rules.
-            decision = Decision.deny(error.reason_name)
-        else:
-            log.error("validation %s of gate %s failed", request_id, session.device_id, exc_info=error)
-            decision = Decision.deny("INTERNAL")
-        session.outbox.put_nowait(self.result(session, request_id, decision))
+        session.in_flight -= 1
+        if not future.cancelled():
+            error = future.exception()
+            if error is None:
+                decision = future.result()
+            elif isinstance(error, ParkgateError):
+                # No decision could be made (the database stayed away): the gate falls back to its offline rules.
+                decision = Decision.deny(error.reason)
+            else:
+                log.error("validation %s of gate %s failed", request_id, session.device_id, exc_info=error)
+                decision = Decision.deny(Reason.INTERNAL)
+            session.outbox.put_nowait(self.result(session, request_id, decision))
+        if session.reading_done and session.in_flight == 0:
+            session.outbox.put_nowait(GATE_STREAM_END)
 
     def result(self, session: GateSession, request_id: str, decision: Decision) -> GateResult:
         return GateResult(request_id, decision, self.display_text(decision.reason, session.language))
@@ -218,13 +248,32 @@ class GateHub:
 
     async def passage(self, session: GateSession, request_id: str, passed: bool) -> bool:
         """The relay board's report: passed confirms the admission; not passed gives the entry back."""
-        async with self.db.transaction() as conn:
-            if passed:
+        if passed:
+            async with self.db.transaction() as conn:
                 return await store.confirm_passage(conn, session.device_id, request_id)
-            done = await store.annul_admission(conn, session.device_id, request_id)
+        done = await self.annul(session.device_id, request_id)
         if done:
             log.info("gate %s: %s not passed, entry given back", session.device_id, request_id)
         return done
+
+    async def annul(self, device_id: str, request_id: str) -> bool:
+        """Give an admission back (the use, the day's count, the place inside); once only, on any server."""
+        now = self.pipeline.clock()
+        async with self.db.transaction() as conn:
+            held = await admission_store.lock_unconfirmed(conn, device_id, request_id)
+            if held is None:
+                return False
+            if held.ticket is not None:
+                await admission_store.write_ticket_uses(conn, annul(held.ticket, held.moved, held.counted))
+            if held.park_gate and held.moved:
+                park = await admission_store.lock_park(conn, held.park_id)
+                if park is not None:
+                    after = move_park(park.state, -held.moved)
+                    await admission_store.write_parks(conn, now, [after])
+                    if after.paused != park.state.paused:
+                        await admission_store.notify_park(conn, held.park_id)
+            await admission_store.mark_annulled(conn, device_id, request_id, now)
+        return True
 
     async def acknowledge(self, session: GateSession, command_id: str, done: bool, detail: str) -> None:
         async with self.db.transaction() as conn:
@@ -232,22 +281,22 @@ class GateHub:
 
     # --- park state: pause/resume (S27) and emergency (S25) -----------------------------------
 
-    def _sync_park(self, state: dict[str, Any]) -> None:
+    def _sync_park(self, state: ParkView) -> None:
         """Send each of the park's gates what changed since it last heard."""
         for session in list(self.sessions.values()):
-            if session.place.park_id != state["park_id"]:
+            if session.place.park_id != state.park_id:
                 continue
-            if state["emergency"] != session.emergency:
-                session.emergency = state["emergency"]
-                kind: CommandKind = "EMERGENCY_OPEN_CMD" if state["emergency"] else "EMERGENCY_RELEASE_CMD"
+            if state.emergency != session.emergency:
+                session.emergency = state.emergency
+                kind: CommandKind = "EMERGENCY_OPEN_CMD" if state.emergency else "EMERGENCY_RELEASE_CMD"
                 session.outbox.put_nowait(GateCommand(emergency_command_id(state), kind,
-                                                      "Emergency: open and stay open" if state["emergency"]
+                                                      "Emergency: open and stay open" if state.emergency
                                                       else "Emergency over: back to normal"))
-            paused = state["paused"] and session.place.direction == "in"
+            paused = state.paused and session.place.direction == "in"
             if paused != session.paused:
                 session.paused = paused
-                text = (f"Park full ({state['inside']}/{state['capacity']})" if paused
-                        else f"Entry resumes ({state['inside']}/{state['capacity']})")
+                text = (f"Park full ({state.inside}/{state.capacity})" if paused
+                        else f"Entry resumes ({state.inside}/{state.capacity})")
                 session.outbox.put_nowait(GateCommand(str(uuid.uuid4()), "PAUSE_ENTRY" if paused else "RESUME_ENTRY",
                                                       text))
 
@@ -285,7 +334,8 @@ class GateHub:
                 async with self.db.transaction() as conn:
                     timeout = float(await settings_store.get_parameter(conn, "gate.passage_timeout_seconds") or 10)
                     # twice the gate's own wait: a gate that is alive reports first
-                    done = await store.annul_unconfirmed(conn, 2 * timeout)
+                    due = await admission_store.unconfirmed_due(conn, 2 * timeout)
+                done = [key for key in due if await self.annul(*key)]
                 if done:
                     log.info("annulled %d admissions without a passage report", len(done))
             except ParkgateError as exc:
@@ -310,26 +360,33 @@ class GateHub:
                 return len(expected), acked
             await asyncio.sleep(0.1)
 
-    async def set_capacity(self, park_id: str, capacity: int, margin: int) -> dict[str, Any]:
+    async def set_capacity(self, park_id: str, capacity: int, margin: int) -> ParkView:
         if capacity < 0 or margin < 0:
             raise InvalidArgument("capacity and its resume margin cannot be negative")
         async with self.db.transaction() as conn:
-            state = await store.set_capacity(conn, park_id, capacity, margin)
-        if state is None:
-            raise NotFound(f"no park {park_id!r}", Reason.UNKNOWN_PARK)
-        log.info("park %s capacity %d (resume below %d), %d inside%s", park_id, capacity, capacity - margin,
-                 state["inside"], ", entry paused" if state["paused"] else "")
+            if not await store.set_capacity(conn, park_id, capacity, margin):
+                raise NotFound(f"no park {park_id!r}", Reason.UNKNOWN_PARK)
+            locked = await admission_store.lock_park(conn, park_id)
+            assert locked is not None
+            park = locked.state
+            paused = capacity_paused(park.inside, capacity, margin, park.paused)
+            if paused != park.paused:
+                await admission_store.write_parks(conn, self.pipeline.clock(), [replace(park, paused=paused)])
+                await admission_store.notify_park(conn, park_id)
+            state = (await store.park_states(conn, [park_id]))[0]
+        log.info("park %s capacity %d (resume at or below %d), %d inside%s", park_id, capacity, capacity - margin,
+                 state.inside, ", entry paused" if state.paused else "")
         self._sync_park(state)
         return state
 
-    async def occupancy(self, park_id: str) -> dict[str, Any]:
+    async def occupancy(self, park_id: str) -> ParkView:
         async with self.db.connection() as conn:
             states = await store.park_states(conn, [park_id])
         if not states:
             raise NotFound(f"no park {park_id!r}", Reason.UNKNOWN_PARK)
         return states[0]
 
-    async def list_gates(self, park_id: str) -> list[dict[str, Any]]:
+    async def list_gates(self, park_id: str) -> list[GateConnection]:
         async with self.db.connection() as conn:
             return await store.list_gates(conn, park_id)
 

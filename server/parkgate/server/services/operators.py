@@ -7,7 +7,6 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from parkgate.server.config import AuthSettings
 from parkgate.server.domain import passwords
@@ -24,6 +23,9 @@ from parkgate.server.domain.permissions import ADMIN_ROLE, PERMISSIONS
 from parkgate.server.store import Database
 from parkgate.server.store import devices as device_store
 from parkgate.server.store import operators as store
+from parkgate.server.store.database import Connection
+from parkgate.server.store.rows.admin import DeviceWithSecret
+from parkgate.server.store.rows.operators import Permission, Role, Session, User
 
 
 def hash_token(token: str) -> bytes:
@@ -72,12 +74,12 @@ class OperatorService:
         if not ok or account is None:
             raise Unauthenticated("wrong user name or password", Reason.BAD_CREDENTIALS)
         if device_id:
-            await self.check_device(device_id, device_secret)
+            await self.verify_device(device_id, device_secret)
         async with self.db.transaction() as conn:
             new_hash = None
             if passwords.needs_rehash(account.password_hash):
                 new_hash = await asyncio.to_thread(passwords.hash_password, password)
-            row = await store.record_successful_login(conn, account.user_id, new_hash)
+            must_change_password = await store.record_successful_login(conn, account.user_id, new_hash)
             token = secrets.token_urlsafe(32)
             expires_at = now + self.policy.session_lifetime
             await store.create_session(
@@ -86,17 +88,17 @@ class OperatorService:
             )
             principal = await store.principal_for_token(conn, hash_token(token))
         assert principal is not None
-        return LoginResult(token, expires_at, principal, bool(row["must_change_password"]))
+        return LoginResult(token, expires_at, principal, must_change_password)
 
-    async def check_device(self, device_id: str, secret: str) -> dict[str, Any]:
+    async def verify_device(self, device_id: str, secret: str) -> DeviceWithSecret:
         """The registered, enabled device proven by its secret (S2); the refusal says which check failed."""
         async with self.db.connection() as conn:
             device = await device_store.get(conn, device_id)
         if device is None:
             raise Unauthenticated(f"device {device_id!r} is not registered", Reason.UNKNOWN_DEVICE)
-        if device["disabled"]:
+        if device.disabled:
             raise Unauthenticated(f"device {device_id!r} is disabled", Reason.DEVICE_DISABLED)
-        if not await asyncio.to_thread(passwords.verify_password, device["secret_hash"], secret):
+        if not await asyncio.to_thread(passwords.verify_password, device.secret_hash, secret):
             raise Unauthenticated(f"wrong secret for device {device_id!r}", Reason.BAD_DEVICE_CREDENTIALS)
         return device
 
@@ -118,7 +120,7 @@ class OperatorService:
             if not await store.end_session(conn, session_id):
                 raise NotFound(f"no open session {session_id!r}")
 
-    async def open_sessions(self) -> list[dict[str, Any]]:
+    async def open_sessions(self) -> list[Session]:
         async with self.db.connection() as conn:
             return await store.open_sessions(conn)
 
@@ -144,14 +146,14 @@ class OperatorService:
             user = await store.get_user(conn, username)
             if user is None:
                 raise NotFound(f"no user {username!r}")
-            await store.set_password(conn, user["id"], new_hash, must_change=True)
-            await store.end_sessions_of_user(conn, user["id"])
+            await store.set_password(conn, user.id, new_hash, must_change=True)
+            await store.end_sessions_of_user(conn, user.id)
 
     # --- users ------------------------------------------------------------------
 
     async def create_user(
         self, username: str, display_name: str, password: str, roles: list[str], *, must_change_password: bool = True
-    ) -> dict[str, Any]:
+    ) -> User:
         passwords.check_policy(password, username=username, min_length=self.min_password_length)
         password_hash = await asyncio.to_thread(passwords.hash_password, password)
         async with self.db.transaction() as conn:
@@ -182,7 +184,7 @@ class OperatorService:
 
     async def update_user(
         self, username: str, *, display_name: str | None, roles: list[str] | None, disabled: bool | None
-    ) -> dict[str, Any]:
+    ) -> User:
         async with self.db.transaction() as conn:
             user_id = await store.update_user(conn, username, display_name=display_name, disabled=disabled)
             if user_id is None:
@@ -196,26 +198,26 @@ class OperatorService:
         assert user is not None
         return user
 
-    async def list_users(self, include_disabled: bool) -> list[dict[str, Any]]:
+    async def list_users(self, include_disabled: bool) -> list[User]:
         async with self.db.connection() as conn:
             return await store.list_users(conn, include_disabled)
 
-    async def _check_roles(self, conn: Any, roles: list[str]) -> None:
+    async def _check_roles(self, conn: Connection, roles: list[str]) -> None:
         missing = set(roles) - await store.role_exists(conn, roles)
         if missing:
             raise InvalidArgument(f"unknown roles: {', '.join(sorted(missing))}", Reason.NOT_FOUND)
 
     # --- roles ------------------------------------------------------------------
 
-    async def list_roles(self) -> list[dict[str, Any]]:
+    async def list_roles(self) -> list[Role]:
         async with self.db.connection() as conn:
             return await store.list_roles(conn)
 
-    async def list_permissions(self) -> list[dict[str, Any]]:
+    async def list_permissions(self) -> list[Permission]:
         async with self.db.connection() as conn:
             return await store.list_permissions(conn)
 
-    async def put_role(self, name: str, description: str, permissions: list[str]) -> dict[str, Any]:
+    async def put_role(self, name: str, description: str, permissions: list[str]) -> Role:
         unknown = set(permissions) - set(PERMISSIONS)
         if unknown:
             raise InvalidArgument(f"unknown permissions: {', '.join(sorted(unknown))}")
@@ -224,7 +226,7 @@ class OperatorService:
         async with self.db.transaction() as conn:
             await store.put_role(conn, name, description, permissions)
             roles = await store.list_roles(conn)
-        return next(r for r in roles if r["name"] == name)
+        return next(r for r in roles if r.name == name)
 
     async def delete_role(self, name: str) -> None:
         async with self.db.transaction() as conn:

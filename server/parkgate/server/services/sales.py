@@ -13,7 +13,6 @@ import logging
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from parkgate import native
@@ -27,6 +26,19 @@ from parkgate.server.store import devices as device_store
 from parkgate.server.store import sales as store
 from parkgate.server.store import settings as settings_store
 from parkgate.server.store.database import Connection
+from parkgate.server.store.rows.catalog import Park, Product
+from parkgate.server.store.rows.sales import (
+    NewOrder,
+    NewRefund,
+    NewTicket,
+    Order,
+    Payment,
+    Refund,
+    RefundLine,
+    RefundReason,
+    ShiftTotals,
+    Ticket,
+)
 
 from .catalog import price_on, product_or_refuse
 
@@ -76,10 +88,31 @@ class RefundIn:
         return rules.fingerprint(data)
 
 
+@dataclass(frozen=True, slots=True)
+class TicketView:
+    """A ticket with the state shown to people (used, expired, ... as of when it was read)."""
+
+    ticket: Ticket
+    display_state: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    """An order with its tickets and payments."""
+
+    order: Order
+    tickets: list[TicketView]
+    payments: list[Payment]
+
+
+def _shown(tickets: list[Ticket], now: datetime) -> list[TicketView]:
+    return [TicketView(t, rules.ticket_state(t, now)) for t in tickets]
+
+
 @dataclass(slots=True)
 class _PreparedLine:
-    product: dict[str, Any]
-    park: dict[str, Any]
+    product: Product
+    park: Park
     visit: date
     unit_price: int
     terms: rules.TicketTerms
@@ -107,43 +140,43 @@ class SalesService:
             if row is None:
                 raise Conflict("no active ticket signing key (the server creates one at start)",
                                Reason.BAD_CONFIGURATION)
-            self._key = native.SigningKey(row["key_id"], bytes(row["seed"]))
+            self._key = native.SigningKey(row.key_id, bytes(row.seed))
         return self._key
 
     # --- orders -------------------------------------------------------------------------
 
     async def _selling_device(self, conn: Connection, seller: Principal) -> str:
         device = await device_store.get(conn, seller.device_id) if seller.device_id else None
-        if device is None or device["kind"] not in SELLING_DEVICE_KINDS or device["disabled"]:
+        if device is None or device.kind not in SELLING_DEVICE_KINDS or device.disabled:
             raise Forbidden(
                 "selling needs a session opened at a registered, enabled sales window "
                 "(log in with --device and its secret)", Reason.NOT_A_SALES_WINDOW,
             )
-        return str(device["id"])
+        return device.id
 
     async def _prepare_line(self, conn: Connection, line: LineIn, now: datetime) -> _PreparedLine:
         rules.check_quantity(line.quantity)
         product = await product_or_refuse(conn, line.product_id)
-        if not product["on_sale"]:
+        if not product.on_sale:
             raise Conflict(f"product {line.product_id!r} is not on sale", Reason.PRODUCT_NOT_ON_SALE)
-        park = await catalog_store.get_park(conn, product["park_id"])
+        park = await catalog_store.get_park(conn, product.park_id)
         assert park is not None  # a foreign key
-        zone = ZoneInfo(park["time_zone"])
+        zone = ZoneInfo(park.time_zone)
         visit = line.visit_date or rules.local_today(zone, now)
         rules.check_visit_date(visit, rules.local_today(zone, now))
         quote = await price_on(conn, product, visit)
-        terms = rules.ticket_terms(product["kind"], product["rules"], visit, zone)
+        terms = rules.ticket_terms(product.kind, product.rules, visit, zone)
         cards = tuple(rules.normalize_card_uid(uid) for uid in line.card_uids)
         if terms.card_bound and len(cards) != line.quantity:
             raise InvalidArgument(f"product {line.product_id!r} is sold onto IC cards: give one card UID per ticket "
                                   f"({line.quantity} tickets, {len(cards)} UIDs)")
         if not terms.card_bound and cards:
             raise InvalidArgument(f"product {line.product_id!r} is not card-bound: sell it without card UIDs")
-        slots = await catalog_store.attraction_slots(conn, park["id"])
+        slots = await catalog_store.attraction_slots(conn, park.id)
         return _PreparedLine(product, park, visit, quote.unit_price, terms, line.quantity, cards,
                              [slots[a] for a in terms.attraction_ids if a in slots])
 
-    async def create_order(self, seller: Principal, order: OrderIn) -> dict[str, Any]:
+    async def create_order(self, seller: Principal, order: OrderIn) -> OrderView:
         _check_request_id(order.request_id)
         if not order.lines:
             raise InvalidArgument("an order needs at least one line", Reason.INVALID_QUANTITY)
@@ -154,40 +187,40 @@ class SalesService:
         # Keyed by the request id, so running it again after the database went away mid-way (a failover,
         # an unknown commit outcome) returns the order of the first run instead of selling twice.
         result = await self.db.run(lambda conn: self._create_order(conn, seller, order, fingerprint), what="sale")
-        log.info("order %s: %d tickets, total %d %s, by %s at %s", result["id"], len(result["tickets"]),
-                 result["total"], result["currency"], seller.username, result["window_device_id"])
+        log.info("order %s: %d tickets, total %d %s, by %s at %s", result.order.id, len(result.tickets),
+                 result.order.total, result.order.currency, seller.username, result.order.window_device_id)
         return result
 
     async def _create_order(self, conn: Connection, seller: Principal, order: OrderIn,
-                            fingerprint: bytes) -> dict[str, Any]:
+                            fingerprint: bytes) -> OrderView:
         existing = await store.order_by_request(conn, order.request_id)
         if existing is not None:
             return await self._replay(conn, existing, fingerprint)
         window = await self._selling_device(conn, seller)
         now = datetime.now(UTC)
         lines = [await self._prepare_line(conn, line, now) for line in order.lines]
-        currencies = {line.park["currency"] for line in lines}
+        currencies = {line.park.currency for line in lines}
         if len(currencies) > 1:
             raise InvalidArgument(f"one order is paid in one currency; these lines are in {sorted(currencies)}")
         total = sum((line.unit_price + line.terms.deposit) * line.quantity for line in lines)
         rules.check_payments(order.payments, total, order.customer)
-        order_id = await store.insert_order(conn, {
-            "request_id": order.request_id, "request_hash": fingerprint, "kind": order.kind,
-            "currency": currencies.pop(), "total": total, "window_device_id": window,
-            "operator_id": seller.user_id, "operator": seller.username, "customer": order.customer,
-        })
+        order_id = await store.insert_order(conn, NewOrder(
+            request_id=order.request_id, request_hash=fingerprint, kind=order.kind,
+            currency=currencies.pop(), total=total, window_device_id=window,
+            operator_id=seller.user_id, operator=seller.username, customer=order.customer,
+        ))
         if order_id is None:  # the same request id committed meanwhile by a concurrent retry
             existing = await store.order_by_request(conn, order.request_id)
             assert existing is not None
             return await self._replay(conn, existing, fingerprint)
         await self._issue_tickets(conn, order_id, lines)
-        await store.insert_payments(conn, order_id, [asdict(p) for p in order.payments])
+        await store.insert_payments(conn, order_id, order.payments)
         return await self._load_order(conn, order_id)
 
     async def _issue_tickets(self, conn: Connection, order_id: str, lines: list[_PreparedLine]) -> None:
         key = await self._signing_key(conn)
         serials = await store.next_serials(conn, sum(line.quantity for line in lines))
-        rows: list[dict[str, Any]] = []
+        rows: list[NewTicket] = []
         bindings: list[tuple[str, int]] = []
         for line in lines:
             t = line.terms
@@ -195,21 +228,21 @@ class SalesService:
                 serial = serials[len(rows)]
                 card = line.card_uids[i] if line.card_uids else None
                 code = native.issue(
-                    key, serial=serial, product_id=line.product["number"], park_id=line.park["number"],
+                    key, serial=serial, product_id=line.product.number, park_id=line.park.number,
                     valid_from=int(t.valid_from.timestamp()), valid_until=int(t.valid_until.timestamp()),
                     persons=t.persons, night_window=t.night_window, attractions=line.attraction_slots,
                 )
-                rows.append({
-                    "serial": serial, "order_id": order_id, "product_id": line.product["id"],
-                    "product_version": line.product["version"], "park_id": line.park["id"], "key_id": key.key_id,
-                    "code": code, "card_uid": card, "price": line.unit_price, "deposit": t.deposit,
-                    "visit_date": line.visit, "valid_from": t.valid_from, "valid_until": t.valid_until,
-                    "valid_days": t.valid_days, "persons": t.persons, "entries_total": t.entries_total,
-                    "entries_per_day": t.entries_per_day, "reentry_allowed": t.reentry_allowed,
-                    "hold_for_check": t.hold_for_check, "attraction_ids": list(t.attraction_ids),
-                    "window_start": t.night_window[0] if t.night_window else None,
-                    "window_end": t.night_window[1] if t.night_window else None,
-                })
+                rows.append(NewTicket(
+                    serial=serial, order_id=order_id, product_id=line.product.id,
+                    product_version=line.product.version, park_id=line.park.id, key_id=key.key_id,
+                    code=code, card_uid=card, price=line.unit_price, deposit=t.deposit,
+                    visit_date=line.visit, valid_from=t.valid_from, valid_until=t.valid_until,
+                    valid_days=t.valid_days, persons=t.persons, entries_total=t.entries_total,
+                    entries_per_day=t.entries_per_day, reentry_allowed=t.reentry_allowed,
+                    hold_for_check=t.hold_for_check, attraction_ids=list(t.attraction_ids),
+                    window_start=t.night_window[0] if t.night_window else None,
+                    window_end=t.night_window[1] if t.night_window else None,
+                ))
                 if card:
                     bindings.append((card, serial))
         await store.insert_tickets(conn, rows)
@@ -217,24 +250,22 @@ class SalesService:
             if not await store.bind_card(conn, card, serial):
                 raise Conflict(f"card {card} already holds a live ticket", Reason.CARD_ALREADY_BOUND, card_uid=card)
 
-    async def _replay(self, conn: Connection, existing: dict[str, Any], fingerprint: bytes) -> dict[str, Any]:
-        if bytes(existing["request_hash"]) != fingerprint:
-            raise Conflict(f"request id {existing['request_id']!r} was used for a different order",
+    async def _replay(self, conn: Connection, existing: Order, fingerprint: bytes) -> OrderView:
+        if bytes(existing.request_hash) != fingerprint:
+            raise Conflict(f"request id {existing.request_id!r} was used for a different order",
                            Reason.IDEMPOTENCY_CONFLICT)
-        return await self._load_order(conn, existing["id"])
+        return await self._load_order(conn, existing.id)
 
-    async def _load_order(self, conn: Connection, order_id: str) -> dict[str, Any]:
+    async def _load_order(self, conn: Connection, order_id: str) -> OrderView:
         order = await store.get_order(conn, order_id)
         if order is None:
             raise NotFound(f"no order {order_id}", Reason.UNKNOWN_ORDER)
         now = datetime.now(UTC)
-        tickets = await store.tickets_of_order(conn, order_id)
-        for t in tickets:
-            t["display_state"] = rules.ticket_state(t, now)
-        return {**order, "tickets": tickets, "payments": await store.payments_of(conn, order_id)}
+        tickets = _shown(await store.tickets_of_order(conn, order_id), now)
+        return OrderView(order, tickets, await store.payments_of(conn, order_id))
 
     async def quick_sell(self, seller: Principal, request_id: str, product_id: str, quantity: int,
-                         method: str) -> dict[str, Any]:
+                         method: str) -> OrderView:
         """S20: N tickets of one product for today at today's price, paid in one go."""
         rules.check_quantity(quantity)
         async with self.db.connection() as conn:
@@ -242,11 +273,11 @@ class SalesService:
                 method = str(await settings_store.get_parameter(conn, "sales.default_payment_method") or "cash")
                 method = method.lower()
             product = await product_or_refuse(conn, product_id)
-            park = await catalog_store.get_park(conn, product["park_id"])
+            park = await catalog_store.get_park(conn, product.park_id)
             assert park is not None
-            today = rules.local_today(ZoneInfo(park["time_zone"]), datetime.now(UTC))
+            today = rules.local_today(ZoneInfo(park.time_zone), datetime.now(UTC))
             quote = await price_on(conn, product, today)
-        if product["rules"].get("card_bound"):
+        if product.rules.get("card_bound"):
             raise InvalidArgument(f"product {product_id!r} is sold onto IC cards: use a full sale with card UIDs")
         order = OrderIn(
             request_id=request_id, kind="quick_sale",
@@ -255,19 +286,19 @@ class SalesService:
         )
         return await self.create_order(seller, order)
 
-    async def get_order(self, order_id: str = "", request_id: str = "") -> dict[str, Any]:
+    async def get_order(self, order_id: str = "", request_id: str = "") -> OrderView:
         async with self.db.connection() as conn:
             if request_id:
                 row = await store.order_by_request(conn, request_id)
                 if row is None:
                     raise NotFound(f"no order with request id {request_id!r}", Reason.UNKNOWN_ORDER)
-                order_id = row["id"]
+                order_id = row.id
             if not order_id:
                 raise InvalidArgument("name an order id or a request id")
             return await self._load_order(conn, _uuid(order_id, Reason.UNKNOWN_ORDER))
 
     async def find_tickets(self, *, code: str = "", serial: int = 0, card_uid: str = "", order_id: str = "",
-                           ticket_id: str = "", limit: int = 0, after: str = "") -> list[dict[str, Any]]:
+                           ticket_id: str = "", limit: int = 0, after: str = "") -> list[TicketView]:
         if not (code or serial or card_uid or order_id or ticket_id):
             raise InvalidArgument("look tickets up by code, serial, card UID, order id or ticket id")
         card = rules.normalize_card_uid(card_uid) if card_uid else ""
@@ -278,72 +309,69 @@ class SalesService:
                 ticket_id=_uuid(ticket_id, Reason.UNKNOWN_TICKET) if ticket_id else "",
                 limit=_page_limit(limit), after_serial=int(after) if after.isdigit() else 0,
             )
-        now = datetime.now(UTC)
-        for t in rows:
-            t["display_state"] = rules.ticket_state(t, now)
-        return rows
+        return _shown(rows, datetime.now(UTC))
 
     # --- refunds (S18) -------------------------------------------------------------------
 
-    async def list_refund_reasons(self) -> list[dict[str, Any]]:
+    async def list_refund_reasons(self) -> list[RefundReason]:
         async with self.db.connection() as conn:
             return await store.list_refund_reasons(conn)
 
-    async def put_refund_reason(self, reason: dict[str, Any]) -> dict[str, Any]:
-        check_slug("refund reason", reason["id"])
-        if not reason["label"]:
+    async def put_refund_reason(self, reason: RefundReason) -> RefundReason:
+        check_slug("refund reason", reason.id)
+        if not reason.label:
             raise InvalidArgument("a refund reason needs a label")
-        rules.refund_amount(0, reason["refund_percent"])  # validates the percentage
+        rules.refund_amount(0, reason.refund_percent)  # validates the percentage
         async with self.db.transaction() as conn:
             return await store.put_refund_reason(conn, reason)
 
-    async def refund(self, operator: Principal, request: RefundIn) -> dict[str, Any]:
+    async def refund(self, operator: Principal, request: RefundIn) -> Refund:
         _check_request_id(request.request_id)
         if not request.order_id and not request.ticket_ids:
             raise InvalidArgument("refund an order (order id) or single tickets (ticket ids)")
         fingerprint = request.fingerprint()
         result = await self.db.run(lambda conn: self._refund(conn, operator, request, fingerprint), what="refund")
-        log.info("refund %s of order %s: %d tickets, %d + deposit %d, reason %s, by %s", result["id"],
-                 result["order_id"], len(result["ticket_ids"]), result["amount"], result["deposit_refunded"],
-                 result["reason_id"], operator.username)
+        log.info("refund %s of order %s: %d tickets, %d + deposit %d, reason %s, by %s", result.id,
+                 result.order_id, len(result.ticket_ids), result.amount, result.deposit_refunded,
+                 result.reason_id, operator.username)
         return result
 
     async def _refund(self, conn: Connection, operator: Principal, request: RefundIn,
-                      fingerprint: bytes) -> dict[str, Any]:
+                      fingerprint: bytes) -> Refund:
         existing = await store.refund_by_request(conn, request.request_id)
         if existing is not None:
             return _replayed_refund(existing, fingerprint)
         reason = await store.get_refund_reason(conn, request.reason_id)
-        if reason is None or reason["disabled"]:
+        if reason is None or reason.disabled:
             raise NotFound(f"no refund reason {request.reason_id!r}", Reason.UNKNOWN_REFUND_REASON)
         tickets = await self._tickets_to_refund(conn, request)
-        order_id = tickets[0]["order_id"]
+        order_id = tickets[0].order_id
         order = await store.get_order(conn, order_id)
         assert order is not None
-        lines = []
+        lines: list[RefundLine] = []
         for t in tickets:
-            if t["entries_used"] > 0 and not operator.may("sales.refund_used"):
-                raise Conflict(f"ticket {t['serial']} was used already; refunding it needs sales.refund_used",
-                               Reason.TICKET_USED_NO_REFUND, serial=str(t["serial"]))
-            lines.append({"ticket_id": t["id"], "amount": rules.refund_amount(t["price"], reason["refund_percent"]),
-                          "deposit": t["deposit"] if request.refund_deposit else 0})
-        amount = sum(line["amount"] for line in lines)
-        deposit = sum(line["deposit"] for line in lines)
+            if t.entries_used > 0 and not operator.may("sales.refund_used"):
+                raise Conflict(f"ticket {t.serial} was used already; refunding it needs sales.refund_used",
+                               Reason.TICKET_USED_NO_REFUND, serial=str(t.serial))
+            lines.append(RefundLine(ticket_id=t.id, amount=rules.refund_amount(t.price, reason.refund_percent),
+                                    deposit=t.deposit if request.refund_deposit else 0))
+        amount = sum(line.amount for line in lines)
+        deposit = sum(line.deposit for line in lines)
         if request.expected_amount > amount:
-            raise Conflict(f"asked to pay out {request.expected_amount}, reason {reason['id']!r} "
-                           f"({reason['refund_percent']} %) allows {amount}", Reason.REFUND_EXCEEDS_PAID)
+            raise Conflict(f"asked to pay out {request.expected_amount}, reason {reason.id!r} "
+                           f"({reason.refund_percent} %) allows {amount}", Reason.REFUND_EXCEEDS_PAID)
         already = await store.refunded_so_far(conn, order_id)
-        if already + amount + deposit > order["total"]:
-            raise Conflict(f"the order was paid {order['total']}; {already} is refunded already, "
+        if already + amount + deposit > order.total:
+            raise Conflict(f"the order was paid {order.total}; {already} is refunded already, "
                            f"{amount + deposit} more is too much", Reason.REFUND_EXCEEDS_PAID)
-        refund_id = await store.insert_refund(conn, {
-            "request_id": request.request_id, "request_hash": fingerprint, "order_id": order_id,
-            "reason_id": reason["id"], "amount": amount, "deposit_refunded": deposit, "note": request.note,
-            "operator_id": operator.user_id, "operator": operator.username,
-            "window_device_id": operator.device_id,
-        }, lines)
+        refund_id = await store.insert_refund(conn, NewRefund(
+            request_id=request.request_id, request_hash=fingerprint, order_id=order_id,
+            reason_id=reason.id, amount=amount, deposit_refunded=deposit, note=request.note,
+            operator_id=operator.user_id, operator=operator.username,
+            window_device_id=operator.device_id,
+        ), lines)
         if refund_id is not None:
-            ids = [t["id"] for t in tickets]
+            ids = [t.id for t in tickets]
             await store.mark_refunded(conn, ids)
             if request.refund_deposit:
                 await store.release_cards(conn, ids)
@@ -351,49 +379,49 @@ class SalesService:
         assert result is not None
         return _replayed_refund(result, fingerprint) if refund_id is None else result
 
-    async def _tickets_to_refund(self, conn: Connection, request: RefundIn) -> list[dict[str, Any]]:
+    async def _tickets_to_refund(self, conn: Connection, request: RefundIn) -> list[Ticket]:
         if request.ticket_ids:
             ids = [_uuid(t, Reason.UNKNOWN_TICKET) for t in request.ticket_ids]
             tickets = await store.tickets_by_id(conn, ids, for_update=True)
-            missing = set(ids) - {t["id"] for t in tickets}
+            missing = set(ids) - {t.id for t in tickets}
             if missing:
                 raise NotFound(f"no tickets {', '.join(sorted(missing))}", Reason.UNKNOWN_TICKET)
-            if len({t["order_id"] for t in tickets}) > 1 or (
-                request.order_id and tickets[0]["order_id"] != request.order_id
+            if len({t.order_id for t in tickets}) > 1 or (
+                request.order_id and tickets[0].order_id != request.order_id
             ):
                 raise InvalidArgument("one refund covers tickets of one order")
-            refunded = [t for t in tickets if t["state"] == "refunded"]
+            refunded = [t for t in tickets if t.state == "refunded"]
             if refunded:
-                raise Conflict(f"ticket {refunded[0]['serial']} is refunded already", Reason.ALREADY_REFUNDED)
+                raise Conflict(f"ticket {refunded[0].serial} is refunded already", Reason.ALREADY_REFUNDED)
         else:
             order_id = _uuid(request.order_id, Reason.UNKNOWN_ORDER)
             if await store.get_order(conn, order_id) is None:
                 raise NotFound(f"no order {order_id}", Reason.UNKNOWN_ORDER)
             tickets = [t for t in await store.tickets_of_order(conn, order_id, for_update=True)
-                       if t["state"] != "refunded"]
+                       if t.state != "refunded"]
             if not tickets:
                 raise Conflict(f"every ticket of order {order_id} is refunded already", Reason.ALREADY_REFUNDED)
-        voided = [t for t in tickets if t["state"] == "voided"]
+        voided = [t for t in tickets if t.state == "voided"]
         if voided:
-            raise Conflict(f"ticket {voided[0]['serial']} is voided", Reason.VOIDED)
+            raise Conflict(f"ticket {voided[0].serial} is voided", Reason.VOIDED)
         return tickets
 
     async def list_refunds(self, *, start: datetime | None, end: datetime | None, operator: str, reason_id: str,
-                           limit: int = 0, after: str = "") -> list[dict[str, Any]]:
+                           limit: int = 0, after: str = "") -> list[Refund]:
         async with self.db.connection() as conn:
             return await store.list_refunds(
                 conn, start=start, end=end, operator=operator, reason_id=reason_id, limit=_page_limit(limit),
                 after=datetime.fromisoformat(after) if after else None,
             )
 
-    async def shift_totals(self, operator: Principal) -> dict[str, Any]:
+    async def shift_totals(self, operator: Principal) -> ShiftTotals:
         async with self.db.connection() as conn:
             return await store.shift_totals(conn, operator.session_id, operator.user_id)
 
 
-def _replayed_refund(existing: dict[str, Any], fingerprint: bytes) -> dict[str, Any]:
-    if bytes(existing["request_hash"]) != fingerprint:
-        raise Conflict(f"request id {existing['request_id']!r} was used for a different refund",
+def _replayed_refund(existing: Refund, fingerprint: bytes) -> Refund:
+    if bytes(existing.request_hash) != fingerprint:
+        raise Conflict(f"request id {existing.request_id!r} was used for a different refund",
                        Reason.IDEMPOTENCY_CONFLICT)
     return existing
 

@@ -8,6 +8,8 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from .database import Connection
+from .fetch import fetch_all
+from .rows.admin import AuditRecord
 
 
 async def record(
@@ -37,8 +39,9 @@ async def list_records(
     method_contains: str,
     after_id: int | None,
     limit: int,
-) -> list[dict[str, Any]]:
-    cur = await conn.execute(
+) -> list[AuditRecord]:
+    return await fetch_all(
+        conn, AuditRecord,
         """SELECT id, at, coalesce(user_id::text, '') AS user_id, username, device_id, method, outcome,
                   summary, peer
            FROM audit_log
@@ -51,4 +54,3 @@ async def list_records(
         {"start": start, "end": end, "username": username, "method": method_contains,
          "after": after_id, "limit": limit},
     )
-    return await cur.fetchall()

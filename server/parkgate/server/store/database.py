@@ -115,6 +115,16 @@ class Database:
 
         return await retry.retry_idempotent(once, what=what, default_budget=self.acquire_timeout)
 
+    async def run_pipelined(self, work: Callable[[Connection], Awaitable[T]], *, what: str = "") -> T:
+        """``run`` in pipeline mode: statements ``work`` sends without reading travel together, and the
+        COMMIT goes with the last of them. A batch that reads once and then writes is two round trips."""
+
+        async def once() -> T:
+            async with self.connection() as conn, conn.pipeline(), conn.transaction():
+                return await work(conn)
+
+        return await retry.retry_idempotent(once, what=what, default_budget=self.acquire_timeout)
+
     async def probe(self, timeout: float = 2.0) -> bool:
         """Whether a writable primary answers now (used by health checking)."""
         try:

@@ -1,36 +1,23 @@
-"""SQL for gates: the batch decision, passage confirmation and annulment, park state, connections, acks."""
+"""SQL for gates: passage confirmation, park state, connections, command acknowledgements.
+
+The batch decision's SQL is :mod:`.admissions`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
 
 from parkgate.server.domain.errors import Unavailable
 
+from .admissions import PARK_STATE_CHANNEL
 from .database import Connection
 
-#: The channel park_move() notifies when a park's entry pauses or resumes; emergencies use it too.
-PARK_STATE_CHANNEL = "parkgate_park_state"
-
-
-async def admit_batch(conn: Connection, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Decide a batch in one round trip (the admit_batch() function of migration 0003), in item order."""
-    cur = await conn.execute(
-        """SELECT ord, allow, reason, ticket_id::text AS ticket_id, entries_left, persons, hold_for_check, retried
-           FROM admit_batch(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
-                            %s::boolean[])""",
-        (
-            [i["device_id"] for i in items], [i["request_id"] for i in items], [i["serial"] for i in items],
-            [i["card_uid"] for i in items], [i["direction"] for i in items], [i["park_id"] for i in items],
-            [i["attraction_id"] for i in items], [i["await_passage"] for i in items],
-        ),
-    )
-    rows = await cur.fetchall()
-    rows.sort(key=lambda r: r["ord"])
-    return rows
+__all__ = ["PARK_STATE_CHANNEL"]
 
 
 async def confirm_passage(conn: Connection, device_id: str, request_id: str) -> bool:
@@ -42,45 +29,38 @@ async def confirm_passage(conn: Connection, device_id: str, request_id: str) -> 
     return cur.rowcount == 1
 
 
-async def annul_admission(conn: Connection, device_id: str, request_id: str) -> bool:
-    cur = await conn.execute("SELECT annul_admission(%s, %s) AS done", (device_id, request_id))
-    row = await cur.fetchone()
-    return bool(row and row["done"])
-
-
-async def annul_unconfirmed(conn: Connection, older_than_seconds: float, limit: int = 500) -> list[tuple[str, str]]:
-    """Annul admissions still waiting for their passage report after the timeout; returns (device, request)."""
-    cur = await conn.execute(
-        """SELECT device_id, request_id FROM validations
-           WHERE awaiting_passage AND passed_at IS NULL AND annulled_at IS NULL
-             AND at < now() - make_interval(secs => %s)
-           ORDER BY at LIMIT %s FOR UPDATE SKIP LOCKED""",
-        (older_than_seconds, limit),
-    )
-    due = [(r["device_id"], r["request_id"]) for r in await cur.fetchall()]
-    done = []
-    for device_id, request_id in due:
-        if await annul_admission(conn, device_id, request_id):
-            done.append((device_id, request_id))
-    return done
-
-
 # --- park state (S25, S27) ------------------------------------------------------------------
 
 _STATE = """s.park_id, s.inside, s.paused, s.emergency, s.emergency_since, s.emergency_changed_at, pk.capacity,
     pk.capacity_resume_margin, pk.number, pk.time_zone"""
 
 
-async def park_states(conn: Connection, park_ids: Sequence[str] = ()) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class ParkView:
+    """A park's live state as gates and the control room see it."""
+
+    park_id: str
+    inside: int
+    paused: bool
+    emergency: bool
+    emergency_since: datetime | None
+    emergency_changed_at: datetime
+    capacity: int
+    capacity_resume_margin: int
+    number: int
+    time_zone: str
+
+
+async def park_states(conn: Connection, park_ids: Sequence[str] = ()) -> list[ParkView]:
     cur = await conn.execute(
         f"""SELECT {_STATE} FROM park_state s JOIN parks pk ON pk.id = s.park_id
             WHERE cardinality(%s::text[]) = 0 OR s.park_id = ANY(%s::text[]) ORDER BY s.park_id""",
         (list(park_ids), list(park_ids)),
     )
-    return await cur.fetchall()
+    return [ParkView(**row) for row in await cur.fetchall()]
 
 
-async def set_emergency(conn: Connection, park_id: str, on: bool) -> dict[str, Any] | None:
+async def set_emergency(conn: Connection, park_id: str, on: bool) -> ParkView | None:
     cur = await conn.execute(
         """UPDATE park_state SET emergency = %(on)s,
                emergency_since = CASE WHEN %(on)s THEN coalesce(emergency_since, now()) END,
@@ -95,17 +75,13 @@ async def set_emergency(conn: Connection, park_id: str, on: bool) -> dict[str, A
     return (await park_states(conn, [park_id]))[0]
 
 
-async def set_capacity(conn: Connection, park_id: str, capacity: int, margin: int) -> dict[str, Any] | None:
-    """Change the cap and re-judge the pause at once (a lower cap may pause entry right now)."""
+async def set_capacity(conn: Connection, park_id: str, capacity: int, margin: int) -> bool:
+    """Change the cap; the caller judges the pause again under the park's lock (a lower cap may pause entry now)."""
     cur = await conn.execute(
         "UPDATE parks SET capacity = %s, capacity_resume_margin = %s WHERE id = %s RETURNING id",
         (capacity, margin, park_id),
     )
-    if await cur.fetchone() is None:
-        return None
-    await conn.execute("SELECT 1 FROM park_state WHERE park_id = %s FOR UPDATE", (park_id,))
-    await conn.execute("SELECT park_move(%s, 0)", (park_id,))
-    return (await park_states(conn, [park_id]))[0]
+    return await cur.fetchone() is not None
 
 
 async def reason_texts(conn: Connection) -> dict[tuple[str, str], str]:
@@ -143,7 +119,16 @@ async def gate_disconnected(conn: Connection, device_id: str, server_id: str) ->
     )
 
 
-async def list_gates(conn: Connection, park_id: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class GateConnection:
+    device_id: str
+    connected: bool
+    server_id: str
+    state: str
+    last_heartbeat: datetime | None
+
+
+async def list_gates(conn: Connection, park_id: str) -> list[GateConnection]:
     cur = await conn.execute(
         """SELECT d.id AS device_id, coalesce(c.connected, false) AS connected, coalesce(c.server_id, '') AS server_id,
                   coalesce(c.state, 'never connected') AS state, c.last_heartbeat
@@ -151,7 +136,7 @@ async def list_gates(conn: Connection, park_id: str) -> list[dict[str, Any]]:
            WHERE d.kind IN ('gate', 'handheld') AND (%s = '' OR d.park_id = %s) ORDER BY d.id""",
         (park_id, park_id),
     )
-    return await cur.fetchall()
+    return [GateConnection(**row) for row in await cur.fetchall()]
 
 
 async def connected_gates(conn: Connection, park_id: str) -> list[str]:

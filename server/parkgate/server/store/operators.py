@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 from parkgate.server.domain.operators import Account, Principal
 from parkgate.server.domain.permissions import ADMIN_ROLE, BUILTIN_ROLES, PERMISSIONS
 
 from .database import Connection
+from .fetch import fetch_all, fetch_one
+from .rows.operators import Permission, Role, Session, User
 
 
 async def sync_permission_catalog(conn: Connection) -> None:
@@ -77,17 +78,15 @@ _USER_COLUMNS = """u.id::text AS id, u.username, u.display_name, u.disabled, u.m
     coalesce((SELECT array_agg(role ORDER BY role) FROM user_roles r WHERE r.user_id = u.id), '{}') AS roles"""
 
 
-async def list_users(conn: Connection, include_disabled: bool) -> list[dict[str, Any]]:
-    cur = await conn.execute(
-        f"SELECT {_USER_COLUMNS} FROM users u WHERE %s OR NOT u.disabled ORDER BY u.username",
+async def list_users(conn: Connection, include_disabled: bool) -> list[User]:
+    return await fetch_all(
+        conn, User, f"SELECT {_USER_COLUMNS} FROM users u WHERE %s OR NOT u.disabled ORDER BY u.username",
         (include_disabled,),
     )
-    return await cur.fetchall()
 
 
-async def get_user(conn: Connection, username: str) -> dict[str, Any] | None:
-    cur = await conn.execute(f"SELECT {_USER_COLUMNS} FROM users u WHERE u.username = %s", (username,))
-    return await cur.fetchone()
+async def get_user(conn: Connection, username: str) -> User | None:
+    return await fetch_one(conn, User, f"SELECT {_USER_COLUMNS} FROM users u WHERE u.username = %s", (username,))
 
 
 async def update_user(
@@ -125,7 +124,8 @@ async def record_failed_login(conn: Connection, user_id: str, locked_until: date
     )
 
 
-async def record_successful_login(conn: Connection, user_id: str, new_hash: str | None) -> dict[str, Any]:
+async def record_successful_login(conn: Connection, user_id: str, new_hash: str | None) -> bool:
+    """Reset the failure count, note the log-in; returns whether the user must change their password."""
     row = await (
         await conn.execute(
             """UPDATE users SET failed_logins = 0, locked_until = NULL, last_login_at = now(),
@@ -135,7 +135,7 @@ async def record_successful_login(conn: Connection, user_id: str, new_hash: str 
         )
     ).fetchone()
     assert row is not None
-    return row
+    return bool(row["must_change_password"])
 
 
 async def password_hash(conn: Connection, user_id: str) -> str | None:
@@ -213,25 +213,25 @@ async def end_sessions_of_user(conn: Connection, user_id: str, except_session: s
     )
 
 
-async def open_sessions(conn: Connection) -> list[dict[str, Any]]:
-    cur = await conn.execute(
+async def open_sessions(conn: Connection) -> list[Session]:
+    return await fetch_all(
+        conn, Session,
         """SELECT s.id::text AS id, s.user_id::text AS user_id, u.username, coalesce(s.device_id, '') AS device_id,
                   s.peer, s.created_at, s.last_seen_at, s.expires_at
            FROM sessions s JOIN users u ON u.id = s.user_id
-           WHERE s.ended_at IS NULL AND s.expires_at > now() ORDER BY s.created_at"""
+           WHERE s.ended_at IS NULL AND s.expires_at > now() ORDER BY s.created_at""",
     )
-    return await cur.fetchall()
 
 
-async def list_roles(conn: Connection) -> list[dict[str, Any]]:
-    cur = await conn.execute(
+async def list_roles(conn: Connection) -> list[Role]:
+    return await fetch_all(
+        conn, Role,
         """SELECT r.name, r.description, r.builtin,
                   coalesce(array_agg(rp.permission ORDER BY rp.permission)
                            FILTER (WHERE rp.permission IS NOT NULL), '{}') AS permissions
            FROM roles r LEFT JOIN role_permissions rp ON rp.role = r.name
-           GROUP BY r.name ORDER BY r.name"""
+           GROUP BY r.name ORDER BY r.name""",
     )
-    return await cur.fetchall()
 
 
 async def put_role(conn: Connection, name: str, description: str, permissions: Iterable[str]) -> None:
@@ -257,5 +257,5 @@ async def role_exists(conn: Connection, names: Iterable[str]) -> set[str]:
     return {r["name"] for r in await cur.fetchall()}
 
 
-async def list_permissions(conn: Connection) -> list[dict[str, Any]]:
-    return await (await conn.execute("SELECT name, description FROM permissions ORDER BY name")).fetchall()
+async def list_permissions(conn: Connection) -> list[Permission]:
+    return await fetch_all(conn, Permission, "SELECT name, description FROM permissions ORDER BY name")

@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+
+from parkgate.server.domain.sales import PaymentIn
 
 from .database import Connection
+from .fetch import fetch_all, fetch_one, params_of
+from .rows.sales import (
+    MethodTotal,
+    NewOrder,
+    NewRefund,
+    NewTicket,
+    Order,
+    Payment,
+    Refund,
+    RefundLine,
+    RefundReason,
+    ShiftTotals,
+    SigningKeyRow,
+    Ticket,
+)
 
 # --- signing keys -------------------------------------------------------------
 
 
-async def active_signing_key(conn: Connection) -> dict[str, Any] | None:
-    cur = await conn.execute("SELECT key_id, seed, public_key FROM signing_keys WHERE state = 'active'")
-    return await cur.fetchone()
+async def active_signing_key(conn: Connection) -> SigningKeyRow | None:
+    return await fetch_one(conn, SigningKeyRow,
+                           "SELECT key_id, seed, public_key FROM signing_keys WHERE state = 'active'")
 
 
 async def add_signing_key(conn: Connection, key_id: int, seed: bytes, public_key: bytes) -> bool:
@@ -26,10 +43,23 @@ async def add_signing_key(conn: Connection, key_id: int, seed: bytes, public_key
     return cur.rowcount > 0
 
 
-async def public_keys(conn: Connection) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    key_id: int
+    public_key: bytes
+    state: str  # active, retired, revoked
+
+
+async def public_keys(conn: Connection) -> list[PublicKey]:
     """Every key's public half and state: what gates verify codes with."""
     cur = await conn.execute("SELECT key_id, public_key, state FROM signing_keys ORDER BY key_id")
-    return await cur.fetchall()
+    return [PublicKey(r["key_id"], bytes(r["public_key"]), r["state"]) for r in await cur.fetchall()]
+
+
+async def highest_key_id(conn: Connection) -> int:
+    """The largest key id ever used (0 when there is no key yet)."""
+    row = await (await conn.execute("SELECT coalesce(max(key_id), 0) AS key_id FROM signing_keys")).fetchone()
+    return int(row["key_id"]) if row else 0
 
 
 # --- orders -----------------------------------------------------------------------
@@ -38,17 +68,15 @@ _ORDER = """o.id::text AS id, o.request_id, o.request_hash, o.kind, o.currency, 
     o.operator, o.customer, o.created_at"""
 
 
-async def order_by_request(conn: Connection, request_id: str) -> dict[str, Any] | None:
-    cur = await conn.execute(f"SELECT {_ORDER} FROM orders o WHERE o.request_id = %s", (request_id,))
-    return await cur.fetchone()
+async def order_by_request(conn: Connection, request_id: str) -> Order | None:
+    return await fetch_one(conn, Order, f"SELECT {_ORDER} FROM orders o WHERE o.request_id = %s", (request_id,))
 
 
-async def get_order(conn: Connection, order_id: str) -> dict[str, Any] | None:
-    cur = await conn.execute(f"SELECT {_ORDER} FROM orders o WHERE o.id = %s", (order_id,))
-    return await cur.fetchone()
+async def get_order(conn: Connection, order_id: str) -> Order | None:
+    return await fetch_one(conn, Order, f"SELECT {_ORDER} FROM orders o WHERE o.id = %s", (order_id,))
 
 
-async def insert_order(conn: Connection, order: dict[str, Any]) -> str | None:
+async def insert_order(conn: Connection, order: NewOrder) -> str | None:
     """Insert the order; None when another call with the same request id got there first.
 
     ON CONFLICT DO NOTHING waits for that other transaction: when it returns
@@ -61,25 +89,25 @@ async def insert_order(conn: Connection, order: dict[str, Any]) -> str | None:
                    %(operator_id)s, %(operator)s, %(customer)s)
            ON CONFLICT (request_id) DO NOTHING
            RETURNING id::text""",
-        order,
+        params_of(order),
     )
     row = await cur.fetchone()
     return row["id"] if row else None
 
 
-async def insert_payments(conn: Connection, order_id: str, payments: Sequence[dict[str, Any]]) -> None:
+async def insert_payments(conn: Connection, order_id: str, payments: Sequence[PaymentIn]) -> None:
     async with conn.cursor() as cur:
         await cur.executemany(
             "INSERT INTO payments (order_id, position, method, amount, reference) VALUES (%s, %s, %s, %s, %s)",
-            [(order_id, i, p["method"], p["amount"], p["reference"]) for i, p in enumerate(payments)],
+            [(order_id, i, p.method, p.amount, p.reference) for i, p in enumerate(payments)],
         )
 
 
-async def payments_of(conn: Connection, order_id: str) -> list[dict[str, Any]]:
-    cur = await conn.execute(
-        "SELECT method, amount, reference FROM payments WHERE order_id = %s ORDER BY position", (order_id,)
+async def payments_of(conn: Connection, order_id: str) -> list[Payment]:
+    return await fetch_all(
+        conn, Payment, "SELECT method, amount, reference FROM payments WHERE order_id = %s ORDER BY position",
+        (order_id,),
     )
-    return await cur.fetchall()
 
 
 async def next_serials(conn: Connection, count: int) -> list[int]:
@@ -103,11 +131,12 @@ _TICKET = """t.id::text AS id, t.serial, t.order_id::text AS order_id, t.product
     (SELECT created_at FROM orders o WHERE o.id = t.order_id) AS sold_at"""
 
 
-async def insert_tickets(conn: Connection, tickets: Sequence[dict[str, Any]]) -> None:
+async def insert_tickets(conn: Connection, tickets: Sequence[NewTicket]) -> None:
     columns = ", ".join(_TICKET_COLUMNS)
     placeholders = ", ".join(f"%({c})s" for c in _TICKET_COLUMNS)
     async with conn.cursor() as cur:
-        await cur.executemany(f"INSERT INTO tickets ({columns}) VALUES ({placeholders})", tickets)
+        await cur.executemany(f"INSERT INTO tickets ({columns}) VALUES ({placeholders})",
+                              [params_of(t) for t in tickets])
 
 
 async def bind_card(conn: Connection, card_uid: str, serial: int) -> bool:
@@ -135,32 +164,33 @@ async def release_cards(conn: Connection, ticket_ids: Sequence[str]) -> None:
     await conn.execute("DELETE FROM card_bindings WHERE ticket_id = ANY(%s::uuid[])", (list(ticket_ids),))
 
 
-async def tickets_of_order(conn: Connection, order_id: str, *, for_update: bool = False) -> list[dict[str, Any]]:
+async def tickets_of_order(conn: Connection, order_id: str, *, for_update: bool = False) -> list[Ticket]:
     lock = "FOR UPDATE OF t" if for_update else ""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn, Ticket,
         f"""SELECT {_TICKET} FROM tickets t JOIN parks pk ON pk.id = t.park_id
             WHERE t.order_id = %s ORDER BY t.serial {lock}""",
         (order_id,),
     )
-    return await cur.fetchall()
 
 
-async def tickets_by_id(conn: Connection, ticket_ids: Sequence[str], *, for_update: bool = False) -> list[dict[str, Any]]:
+async def tickets_by_id(conn: Connection, ticket_ids: Sequence[str], *, for_update: bool = False) -> list[Ticket]:
     lock = "FOR UPDATE OF t" if for_update else ""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn, Ticket,
         f"""SELECT {_TICKET} FROM tickets t JOIN parks pk ON pk.id = t.park_id
             WHERE t.id = ANY(%s::uuid[]) ORDER BY t.serial {lock}""",
         (list(ticket_ids),),
     )
-    return await cur.fetchall()
 
 
 async def find_tickets(
     conn: Connection, *, code: str, serial: int, card_uid: str, order_id: str, ticket_id: str, limit: int,
     after_serial: int,
-) -> list[dict[str, Any]]:
+) -> list[Ticket]:
     """Tickets matching every given criterion (empty ones are ignored), by serial."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn, Ticket,
         f"""SELECT {_TICKET} FROM tickets t JOIN parks pk ON pk.id = t.park_id
             WHERE (%(code)s = '' OR t.code = %(code)s)
               AND (%(serial)s = 0 OR t.serial = %(serial)s)
@@ -172,7 +202,6 @@ async def find_tickets(
         {"code": code, "serial": serial, "card": card_uid, "order": order_id, "ticket": ticket_id, "after": after_serial,
          "limit": limit},
     )
-    return await cur.fetchall()
 
 
 async def mark_refunded(conn: Connection, ticket_ids: Sequence[str]) -> None:
@@ -185,29 +214,28 @@ async def mark_refunded(conn: Connection, ticket_ids: Sequence[str]) -> None:
 # --- refund reasons and refunds ----------------------------------------------------------
 
 
-async def list_refund_reasons(conn: Connection) -> list[dict[str, Any]]:
-    cur = await conn.execute("SELECT id, label, refund_percent, disabled FROM refund_reasons ORDER BY id")
-    return await cur.fetchall()
+async def list_refund_reasons(conn: Connection) -> list[RefundReason]:
+    return await fetch_all(conn, RefundReason,
+                           "SELECT id, label, refund_percent, disabled FROM refund_reasons ORDER BY id")
 
 
-async def get_refund_reason(conn: Connection, reason_id: str) -> dict[str, Any] | None:
-    cur = await conn.execute(
-        "SELECT id, label, refund_percent, disabled FROM refund_reasons WHERE id = %s", (reason_id,)
+async def get_refund_reason(conn: Connection, reason_id: str) -> RefundReason | None:
+    return await fetch_one(
+        conn, RefundReason, "SELECT id, label, refund_percent, disabled FROM refund_reasons WHERE id = %s",
+        (reason_id,),
     )
-    return await cur.fetchone()
 
 
-async def put_refund_reason(conn: Connection, reason: dict[str, Any]) -> dict[str, Any]:
-    row = await (
-        await conn.execute(
-            """INSERT INTO refund_reasons (id, label, refund_percent, disabled)
-               VALUES (%(id)s, %(label)s, %(refund_percent)s, %(disabled)s)
-               ON CONFLICT (id) DO UPDATE SET label = excluded.label, refund_percent = excluded.refund_percent,
-                   disabled = excluded.disabled
-               RETURNING id, label, refund_percent, disabled""",
-            reason,
-        )
-    ).fetchone()
+async def put_refund_reason(conn: Connection, reason: RefundReason) -> RefundReason:
+    row = await fetch_one(
+        conn, RefundReason,
+        """INSERT INTO refund_reasons (id, label, refund_percent, disabled)
+           VALUES (%(id)s, %(label)s, %(refund_percent)s, %(disabled)s)
+           ON CONFLICT (id) DO UPDATE SET label = excluded.label, refund_percent = excluded.refund_percent,
+               disabled = excluded.disabled
+           RETURNING id, label, refund_percent, disabled""",
+        params_of(reason),
+    )
     assert row is not None
     return row
 
@@ -218,11 +246,11 @@ _REFUND = """r.id::text AS id, r.request_id, r.request_hash, r.order_id::text AS
         AS ticket_ids"""
 
 
-async def refund_by_request(conn: Connection, request_id: str) -> dict[str, Any] | None:
-    cur = await conn.execute(
-        f"SELECT {_REFUND} FROM refunds r JOIN orders o ON o.id = r.order_id WHERE r.request_id = %s", (request_id,)
+async def refund_by_request(conn: Connection, request_id: str) -> Refund | None:
+    return await fetch_one(
+        conn, Refund, f"SELECT {_REFUND} FROM refunds r JOIN orders o ON o.id = r.order_id WHERE r.request_id = %s",
+        (request_id,),
     )
-    return await cur.fetchone()
 
 
 async def refunded_so_far(conn: Connection, order_id: str) -> int:
@@ -232,7 +260,7 @@ async def refunded_so_far(conn: Connection, order_id: str) -> int:
     return int(row["total"]) if row else 0
 
 
-async def insert_refund(conn: Connection, refund: dict[str, Any], lines: Sequence[dict[str, Any]]) -> str | None:
+async def insert_refund(conn: Connection, refund: NewRefund, lines: Sequence[RefundLine]) -> str | None:
     """Insert a refund and its tickets; None when the same request id was taken by a concurrent call."""
     cur = await conn.execute(
         """INSERT INTO refunds (request_id, request_hash, order_id, reason_id, amount, deposit_refunded, note,
@@ -241,7 +269,7 @@ async def insert_refund(conn: Connection, refund: dict[str, Any], lines: Sequenc
                    %(deposit_refunded)s, %(note)s, %(operator_id)s, %(operator)s, %(window_device_id)s)
            ON CONFLICT (request_id) DO NOTHING
            RETURNING id::text""",
-        refund,
+        params_of(refund),
     )
     row = await cur.fetchone()
     if row is None:
@@ -249,7 +277,7 @@ async def insert_refund(conn: Connection, refund: dict[str, Any], lines: Sequenc
     async with conn.cursor() as c:
         await c.executemany(
             "INSERT INTO refund_tickets (ticket_id, refund_id, amount, deposit) VALUES (%s, %s, %s, %s)",
-            [(line["ticket_id"], row["id"], line["amount"], line["deposit"]) for line in lines],
+            [(line.ticket_id, row["id"], line.amount, line.deposit) for line in lines],
         )
     return str(row["id"])
 
@@ -257,8 +285,9 @@ async def insert_refund(conn: Connection, refund: dict[str, Any], lines: Sequenc
 async def list_refunds(
     conn: Connection, *, start: datetime | None, end: datetime | None, operator: str, reason_id: str, limit: int,
     after: datetime | None,
-) -> list[dict[str, Any]]:
-    cur = await conn.execute(
+) -> list[Refund]:
+    return await fetch_all(
+        conn, Refund,
         f"""SELECT {_REFUND} FROM refunds r JOIN orders o ON o.id = r.order_id
             WHERE (%(start)s::timestamptz IS NULL OR r.at >= %(start)s)
               AND (%(end)s::timestamptz IS NULL OR r.at < %(end)s)
@@ -268,13 +297,12 @@ async def list_refunds(
             ORDER BY r.at LIMIT %(limit)s""",
         {"start": start, "end": end, "operator": operator, "reason": reason_id, "after": after, "limit": limit},
     )
-    return await cur.fetchall()
 
 
 # --- an operator's shift ------------------------------------------------------------------
 
 
-async def shift_totals(conn: Connection, session_id: str, operator_id: str) -> dict[str, Any]:
+async def shift_totals(conn: Connection, session_id: str, operator_id: str) -> ShiftTotals:
     """Takings of one operator since the session started: payments by method, refunds paid out."""
     cur = await conn.execute("SELECT created_at FROM sessions WHERE id = %s", (session_id,))
     row = await cur.fetchone()
@@ -286,14 +314,14 @@ async def shift_totals(conn: Connection, session_id: str, operator_id: str) -> d
         {"op": operator_id, "since": since},
     )
     counts = await cur.fetchone()
-    cur = await conn.execute(
+    by_method = await fetch_all(
+        conn, MethodTotal,
         """SELECT p.method, o.currency, count(*) AS count, sum(p.amount)::bigint AS amount
            FROM payments p JOIN orders o ON o.id = p.order_id
            WHERE o.operator_id = %(op)s AND o.created_at >= %(since)s
            GROUP BY p.method, o.currency ORDER BY p.method""",
         {"op": operator_id, "since": since},
     )
-    by_method = await cur.fetchall()
     cur = await conn.execute(
         """SELECT count(*) AS refunds, coalesce(sum(r.amount + r.deposit_refunded), 0)::bigint AS refunded,
                   max(o.currency) AS currency
@@ -303,4 +331,5 @@ async def shift_totals(conn: Connection, session_id: str, operator_id: str) -> d
     )
     refunds = await cur.fetchone()
     assert counts is not None and refunds is not None
-    return {"since": since, **counts, "by_method": by_method, **refunds}
+    return ShiftTotals(since=since, orders=counts["orders"], tickets=counts["tickets"], by_method=by_method,
+                       refunds=refunds["refunds"], refunded=refunds["refunded"], currency=refunds["currency"])

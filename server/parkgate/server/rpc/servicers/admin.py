@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-import orjson
 
 from parkgate.server.domain.errors import InvalidArgument
 from parkgate.server.services.admin import AdminService
@@ -11,7 +10,6 @@ from parkgate.server.services.operators import OperatorService
 from parkgate.v1 import admin_pb2, admin_pb2_grpc
 
 from .. import call, convert
-from ..convert import ts
 
 Ctx = grpc.aio.ServicerContext
 
@@ -50,7 +48,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     # --- roles ------------------------------------------------------------------
     async def ListPermissions(self, request: admin_pb2.ListPermissionsRequest, context: Ctx) -> admin_pb2.ListPermissionsResponse:
         rows = await self.operators.list_permissions()
-        return admin_pb2.ListPermissionsResponse(permissions=[admin_pb2.Permission(**r) for r in rows])
+        return admin_pb2.ListPermissionsResponse(permissions=[convert.permission(r) for r in rows])
 
     async def ListRoles(self, request: admin_pb2.ListRolesRequest, context: Ctx) -> admin_pb2.ListRolesResponse:
         return admin_pb2.ListRolesResponse(roles=[convert.role(r) for r in await self.operators.list_roles()])
@@ -72,7 +70,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         return admin_pb2.ListDevicesResponse(devices=[convert.device(r) for r in rows])
 
     async def RegisterDevice(self, request: admin_pb2.RegisterDeviceRequest, context: Ctx) -> admin_pb2.RegisterDeviceResponse:
-        row, secret = await self.admin.register_device(convert.device_row(request.device))
+        row, secret = await self.admin.register_device(convert.device_spec(request.device))
         return admin_pb2.RegisterDeviceResponse(device=convert.device(row), secret=secret)
 
     async def UpdateDevice(self, request: admin_pb2.UpdateDeviceRequest, context: Ctx) -> admin_pb2.Device:
@@ -88,17 +86,17 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     # --- parameters and dictionary -------------------------------------------------
     async def ListParameters(self, request: admin_pb2.ListParametersRequest, context: Ctx) -> admin_pb2.ListParametersResponse:
         rows = await self.admin.list_parameters(request.prefix)
-        return admin_pb2.ListParametersResponse(parameters=[_parameter(r) for r in rows])
+        return admin_pb2.ListParametersResponse(parameters=[convert.parameter(r) for r in rows])
 
     async def SetParameter(self, request: admin_pb2.SetParameterRequest, context: Ctx) -> admin_pb2.Parameter:
         if not request.key:
             raise InvalidArgument("a parameter needs a key")
         row = await self.admin.set_parameter(request.key, request.value, call.principal().username)
-        return _parameter(row)
+        return convert.parameter(row)
 
     async def ListDictionary(self, request: admin_pb2.ListDictionaryRequest, context: Ctx) -> admin_pb2.ListDictionaryResponse:
         rows = await self.admin.list_dictionary(request.language, request.prefix)
-        return admin_pb2.ListDictionaryResponse(entries=[admin_pb2.DictionaryEntry(**r) for r in rows])
+        return admin_pb2.ListDictionaryResponse(entries=[convert.dictionary_entry(r) for r in rows])
 
     async def PutDictionaryEntry(self, request: admin_pb2.PutDictionaryEntryRequest, context: Ctx) -> admin_pb2.DictionaryEntry:
         entry = request.entry
@@ -116,36 +114,13 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             username=request.username, method_contains=request.method_contains,
             after=request.page.after, limit=limit,
         )
-        records = [
-            admin_pb2.AuditRecord(
-                id=r["id"], at=ts(r["at"]), user_id=r["user_id"], username=r["username"], device_id=r["device_id"],
-                method=r["method"], outcome=r["outcome"], summary=orjson.dumps(r["summary"]).decode(), peer=r["peer"],
-            )
-            for r in rows
-        ]
-        next_after = str(rows[-1]["id"]) if len(rows) == limit else ""
-        return admin_pb2.ListAuditLogResponse(records=records, next_after=next_after)
+        next_after = str(rows[-1].id) if len(rows) == limit else ""
+        return admin_pb2.ListAuditLogResponse(records=[convert.audit_record(r) for r in rows], next_after=next_after)
 
     async def ListSessions(self, request: admin_pb2.ListSessionsRequest, context: Ctx) -> admin_pb2.ListSessionsResponse:
         rows = await self.operators.open_sessions()
-        return admin_pb2.ListSessionsResponse(
-            sessions=[
-                admin_pb2.Session(
-                    id=r["id"], user_id=r["user_id"], username=r["username"], device_id=r["device_id"],
-                    peer=r["peer"], created_at=ts(r["created_at"]), last_seen_at=ts(r["last_seen_at"]),
-                    expires_at=ts(r["expires_at"]),
-                )
-                for r in rows
-            ]
-        )
+        return admin_pb2.ListSessionsResponse(sessions=[convert.session(r) for r in rows])
 
     async def EndSession(self, request: admin_pb2.EndSessionRequest, context: Ctx) -> admin_pb2.EndSessionResponse:
         await self.operators.end_session(request.session_id)
         return admin_pb2.EndSessionResponse()
-
-
-def _parameter(row: dict) -> admin_pb2.Parameter:
-    return admin_pb2.Parameter(
-        key=row["key"], value=orjson.dumps(row["value"]).decode(), description=row["description"],
-        updated_at=ts(row["updated_at"]), updated_by=row["updated_by"],
-    )

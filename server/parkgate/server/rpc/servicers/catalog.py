@@ -24,7 +24,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
         return catalog_pb2.ListParksResponse(parks=[convert.park(r) for r in rows])
 
     async def PutPark(self, request: catalog_pb2.PutParkRequest, context: Ctx) -> catalog_pb2.Park:
-        return convert.park(await self.catalog.put_park(convert.park_row(request.park)))
+        return convert.park(await self.catalog.put_park(convert.park_spec(request.park)))
 
     async def ListAttractions(
         self, request: catalog_pb2.ListAttractionsRequest, context: Ctx
@@ -33,11 +33,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
         return catalog_pb2.ListAttractionsResponse(attractions=[convert.attraction(r) for r in rows])
 
     async def PutAttraction(self, request: catalog_pb2.PutAttractionRequest, context: Ctx) -> catalog_pb2.Attraction:
-        a = request.attraction
-        row = await self.catalog.put_attraction(
-            {"id": a.id, "park_id": a.park_id, "name": a.name,
-             "stored_value_price": a.stored_value_price.minor_units, "disabled": a.disabled}
-        )
+        row = await self.catalog.put_attraction(convert.attraction_spec(request.attraction))
         return convert.attraction(row)
 
     async def ListProducts(self, request: catalog_pb2.ListProductsRequest, context: Ctx) -> catalog_pb2.ListProductsResponse:
@@ -65,11 +61,11 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
         quantity = request.quantity or 1
         check_quantity(quantity)
         product, quote = await self.catalog.quote(request.product_id, day)
-        currency = product["currency"]
+        currency = product.currency
         return catalog_pb2.QuotePriceResponse(
             unit_price=convert.money(quote.unit_price, currency), total=convert.money(quote.total(quantity), currency),
             day_type=convert.day_type(quote.day.day_type), peak_name=quote.day.peak_name,
-            product_version=product["version"],
+            product_version=product.version,
         )
 
     async def ListHolidays(self, request: catalog_pb2.ListHolidaysRequest, context: Ctx) -> catalog_pb2.ListHolidaysResponse:

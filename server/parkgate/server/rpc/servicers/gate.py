@@ -16,9 +16,9 @@ from typing import Any
 
 import grpc
 
-from parkgate.common.reason import Reason
 from parkgate.server.domain.errors import InvalidArgument, ParkgateError
 from parkgate.server.services.gates import GATE_STREAM_END, GateCommand, GateHub, GateResult, GateSession
+from parkgate.server.store.gates import ParkView
 from parkgate.v1 import gate_pb2, gate_pb2_grpc
 
 from .. import convert
@@ -37,7 +37,12 @@ def _welcome(hub: GateHub, session: GateSession, server_id: str) -> gate_pb2.Ser
         server_id=server_id, keys=keys, revoked_key_ids=revoked, entry_paused=session.paused,
         emergency_open=session.emergency, language=session.language,
         park_number=session.place.park_number, attraction_slot=session.place.attraction_slot,
-        time_zone=session.place.time_zone,
+        time_zone=session.place.time_zone, park_id=session.place.park_id, attraction_id=session.place.attraction_id,
+        attraction_slots=session.attraction_slots,
+        products=[gate_pb2.AdmissionTerms(
+            product_number=number, entries_total=t.entries_total, entries_per_day=t.entries_per_day,
+            reentry_allowed=t.reentry_allowed, hold_for_check=t.hold_for_check, valid_days=t.valid_days)
+            for number, t in session.products],
     ))
 
 
@@ -47,7 +52,7 @@ def _outgoing(message: GateResult | GateCommand) -> gate_pb2.ServerMessage:
             command_id=message.command_id, kind=gate_pb2.CommandKind.Value(message.kind), reason_text=message.text))
     d = message.decision
     return gate_pb2.ServerMessage(result=gate_pb2.ValidationResult(
-        request_id=message.request_id, allow=d.allow, reason=Reason(d.reason).number,
+        request_id=message.request_id, allow=d.allow, reason=d.reason.number,
         display_text=message.display_text, entries_left=d.entries_left, persons=d.persons, ticket_id=d.ticket_id,
         hold_for_check=d.hold_for_check,
     ))
@@ -112,7 +117,7 @@ class GateServicer(gate_pb2_grpc.GateServicer):
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         finally:
-            session.outbox.put_nowait(GATE_STREAM_END)
+            session.end_when_answered()
 
 
 async def _logged(work: Any, device_id: str, kind: str) -> None:
@@ -143,11 +148,11 @@ class GateControlServicer(gate_pb2_grpc.GateControlServicer):
     async def ListGates(self, request: gate_pb2.ListGatesRequest, context: Ctx) -> gate_pb2.ListGatesResponse:
         rows = await self.hub.list_gates(request.park_id)
         return gate_pb2.ListGatesResponse(gates=[gate_pb2.GateStatus(
-            device_id=r["device_id"], connected=r["connected"], server_id=r["server_id"], state=r["state"],
-            last_heartbeat=convert.ts(r["last_heartbeat"])) for r in rows])
+            device_id=r.device_id, connected=r.connected, server_id=r.server_id, state=r.state,
+            last_heartbeat=convert.ts(r.last_heartbeat)) for r in rows])
 
 
-def _occupancy(state: dict[str, Any]) -> gate_pb2.Occupancy:
-    return gate_pb2.Occupancy(park_id=state["park_id"], inside=state["inside"], capacity=state["capacity"],
-                              entry_paused=state["paused"], emergency_open=state["emergency"])
+def _occupancy(state: ParkView) -> gate_pb2.Occupancy:
+    return gate_pb2.Occupancy(park_id=state.park_id, inside=state.inside, capacity=state.capacity,
+                              entry_paused=state.paused, emergency_open=state.emergency)
 

@@ -82,19 +82,8 @@ class SalesServicer(sales_pb2_grpc.SalesServicer):
         return sales_pb2.ListRefundReasonsResponse(reasons=[convert.refund_reason(r) for r in rows])
 
     async def PutRefundReason(self, request: sales_pb2.RefundReason, context: Ctx) -> sales_pb2.RefundReason:
-        row = await self.sales.put_refund_reason({
-            "id": request.id, "label": request.label, "refund_percent": request.refund_percent,
-            "disabled": request.disabled,
-        })
+        row = await self.sales.put_refund_reason(convert.refund_reason_value(request))
         return convert.refund_reason(row)
 
     async def ShiftTotals(self, request: sales_pb2.ShiftTotalsRequest, context: Ctx) -> sales_pb2.ShiftTotalsResponse:
-        row = await self.sales.shift_totals(principal())
-        currency = row["currency"] or next((m["currency"] for m in row["by_method"]), "")
-        return sales_pb2.ShiftTotalsResponse(
-            since=convert.ts(row["since"]), orders=row["orders"], tickets=row["tickets"],
-            by_method=[sales_pb2.PaymentTotal(method=convert.payment_method(m["method"]), count=m["count"],
-                                              amount=convert.money(m["amount"], m["currency"]))
-                       for m in row["by_method"]],
-            refunded=convert.money(row["refunded"], currency), refunds=row["refunds"],
-        )
+        return convert.shift_totals(await self.sales.shift_totals(principal()))
