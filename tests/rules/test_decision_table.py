@@ -139,16 +139,14 @@ def run_offline(scenario: dict[str, Any], folder: Path) -> None:
                         attractions=[1] if "ride" in t.attraction_ids else [])
     keyring = native.Keyring([(7, key.public_key, native.KeyState.ACTIVE)])
     terms = {9: effective_terms(kind, rules)}
-    deciders: dict[str, tuple[OfflineDecider, CachedKeys]] = {}
-    for gate in ("in", "out", "ride-in"):
-        # the gates of one scenario share the state folder, as the entrance and exit of one gate box would
-        cached = CachedKeys(keyring, 3, 1 if gate == "ride-in" else 0, "p", "ride" if gate == "ride-in" else "",
-                            zone.key, {1: "ride"}, terms)
-        deciders[gate] = (OfflineDecider(folder), cached)
+    # each gate's place, as its welcome said; the gates of one scenario share the state folder,
+    # as the entrance and exit of one gate box would
+    places = {gate: CachedKeys(keyring, 3, 1 if gate == "ride-in" else 0, "p", "ride" if gate == "ride-in" else "",
+                               zone.key, {1: "ride"}, terms) for gate in ("in", "out", "ride-in")}
     for step in scenario["steps"]:
         assert "refund" not in step and "others_leave" not in step, "offline cannot judge these: use where"
-        decider, cached = deciders[step["gate"]]
-        decider.uses = OfflineDecider(folder).uses  # what the other gate wrote, read back from disk
+        cached = places[step["gate"]]
+        decider = OfflineDecider(folder)  # what the gates wrote so far, read back from disk
         direction = "out" if step["gate"] == "out" else "in"
         decided = decider.decide(code, direction, moment(step["at"], visit, zone), cached)
         assert isinstance(decided, LocalDecision), decided

@@ -550,7 +550,7 @@ class GateAgent:
         decided = self.decider.decide(code, self.cfg.gate.direction, time.time(), self.keys)
         if isinstance(decided, LocalDecision):
             return decided
-        if decided in (Reason.NO_OFFLINE_TERMS,):
+        if decided is Reason.NO_OFFLINE_TERMS:
             return None
         return LocalDecision(Verdict(False, decided), 0, code, self.cfg.gate.direction)
 

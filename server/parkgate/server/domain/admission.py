@@ -72,22 +72,15 @@ class Recorded:
 @dataclass(slots=True)
 class BatchOutcome:
     decisions: list[Decision]
+    before: Mapping[str, ParkState]                  # the batch's parks as it found them
     recorded: list[Recorded]                         # new decisions, to be written
     tickets: dict[str, TicketState] = field(default_factory=dict)   # changed tickets, final state
     parks: dict[str, ParkState] = field(default_factory=dict)       # changed parks, final state
-    pause_changed: list[str] = field(default_factory=list)          # parks whose entry paused or resumed
 
-
-@dataclass(frozen=True, slots=True)
-class Prior:
-    """The decision an earlier attempt of the same (device, request) got: returned again, nothing consumed."""
-
-    allow: bool
-    reason: str
-    ticket_id: str
-    entries_left: int
-    persons: int
-    hold_for_check: bool
+    @property
+    def pause_changed(self) -> list[str]:
+        """Parks whose entry paused or resumed (one that did both within the batch changed nothing for its gates)."""
+        return [p for p, state in self.parks.items() if state.paused != self.before[p].paused]
 
 
 _ZONES: dict[str, ZoneInfo] = {}
@@ -105,27 +98,25 @@ def decide_batch(
     now: float,
     *,
     parks: Mapping[str, tuple[ParkState, str]],
-    prior: Mapping[tuple[str, str], Prior],
+    prior: Mapping[tuple[str, str], Decision],
     by_serial: Mapping[int, TicketState],
     by_card: Mapping[str, TicketState],
 ) -> BatchOutcome:
     """Decide ``admissions`` in order at ``now`` (one clock for the whole batch).
 
     ``parks`` maps park id to (its locked state, its time zone); ``prior``
-    holds decisions already recorded for these request ids (a retry gets
-    its first answer and consumes nothing); tickets are found by serial or
+    holds decisions already recorded for these request ids, marked retried
+    (a retry gets its first answer and consumes nothing); tickets are found by serial or
     by the IC card bound to them.
     """
-    outcome = BatchOutcome([], [])
     live_parks = {pid: state for pid, (state, _zone_name) in parks.items()}
+    outcome = BatchOutcome([], dict(live_parks), [])
     clocks: dict[str, LocalTime] = {}
     tickets: dict[str, TicketState] = {}   # the latest state of each ticket this batch touched
     for item in admissions:
         earlier = prior.get(item.key)
         if earlier is not None:
-            outcome.decisions.append(Decision(earlier.allow, Reason(earlier.reason), earlier.ticket_id,
-                                              earlier.entries_left, earlier.persons, earlier.hold_for_check,
-                                              retried=True))
+            outcome.decisions.append(earlier)
             continue
         found = by_card.get(item.card_uid) if item.card_uid else by_serial.get(item.serial)
         park_id = item.place.park_id
@@ -150,16 +141,9 @@ def decide_batch(
             tickets[ticket.ticket_id] = verdict.ticket
             outcome.tickets[ticket.ticket_id] = verdict.ticket
         if verdict.moved:
-            moved_park = move_park(park, verdict.moved)
-            if moved_park.paused != park.paused:
-                outcome.pause_changed.append(park_id)
-            live_parks[park_id] = moved_park
-            outcome.parks[park_id] = moved_park
+            live_parks[park_id] = outcome.parks[park_id] = move_park(park, verdict.moved)
         decision = Decision(verdict.allow, verdict.reason, ticket.ticket_id, verdict.entries_left,
                             verdict.persons if verdict.allow else 0, verdict.hold_for_check)
         outcome.decisions.append(decision)
         outcome.recorded.append(Recorded(item, decision, park_id, verdict.moved, verdict.counted))
-    # a park that paused and resumed within one batch notifies nothing: its gates saw no change
-    outcome.pause_changed = [p for p in dict.fromkeys(outcome.pause_changed)
-                             if outcome.parks[p].paused != parks[p][0].paused]
     return outcome

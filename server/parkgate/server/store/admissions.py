@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from parkgate.common.reason import Reason
 from parkgate.rules import ParkState, TicketState
-from parkgate.server.domain.admission import Prior
+from parkgate.server.domain.admission import Decision
 
 from .database import Connection
 
@@ -75,6 +76,10 @@ def ticket_state(row: dict) -> TicketState:
     )
 
 
+_PARK_COLUMNS = """s.park_id, s.inside, s.paused, s.emergency, pk.capacity, pk.capacity_resume_margin,
+    pk.time_zone"""
+
+
 def _park(row: dict) -> LockedPark:
     return LockedPark(ParkState(park_id=row["park_id"], inside=row["inside"], capacity=row["capacity"],
                                 resume_margin=row["capacity_resume_margin"], paused=row["paused"],
@@ -86,7 +91,7 @@ class Locked:
     """What round trip 1 read, under its locks."""
 
     parks: dict[str, LockedPark]
-    prior: dict[tuple[str, str], Prior]
+    prior: dict[tuple[str, str], Decision]  # decisions already recorded for these request ids, marked retried
     by_serial: dict[int, TicketState]
     by_card: dict[str, TicketState]
 
@@ -95,9 +100,8 @@ async def lock_batch(conn: Connection, park_ids: Iterable[str], keys: Sequence[t
                      serials: Sequence[int], cards: Sequence[str]) -> Locked:
     """Round trip 1: lock the parks, find retried requests, lock the tickets (by serial or bound card)."""
     parks_cur = await conn.execute(
-        """SELECT s.park_id, s.inside, s.paused, s.emergency, pk.capacity, pk.capacity_resume_margin, pk.time_zone
-           FROM park_state s JOIN parks pk ON pk.id = s.park_id
-           WHERE s.park_id = ANY(%s::text[]) ORDER BY s.park_id FOR UPDATE OF s""",
+        f"""SELECT {_PARK_COLUMNS} FROM park_state s JOIN parks pk ON pk.id = s.park_id
+            WHERE s.park_id = ANY(%s::text[]) ORDER BY s.park_id FOR UPDATE OF s""",
         (sorted(set(park_ids)),),
     )
     prior_cur = await conn.execute(
@@ -116,9 +120,9 @@ async def lock_batch(conn: Connection, park_ids: Iterable[str], keys: Sequence[t
         (list(serials), list(cards)),
     )
     parks = {r["park_id"]: _park(r) for r in await parks_cur.fetchall()}
-    prior = {(r["device_id"], r["request_id"]): Prior(
-        r["allow"], r["reason"], r["ticket_id"], r["entries_left"], r["persons"], r["hold_for_check"])
-        for r in await prior_cur.fetchall()}
+    prior = {(r["device_id"], r["request_id"]): Decision(
+        r["allow"], Reason(r["reason"]), r["ticket_id"], r["entries_left"], r["persons"], r["hold_for_check"],
+        retried=True) for r in await prior_cur.fetchall()}
     by_serial: dict[int, TicketState] = {}
     by_card: dict[str, TicketState] = {}
     for row in await tickets_cur.fetchall():
@@ -231,8 +235,8 @@ async def write_ticket_uses(conn: Connection, ticket: TicketState) -> None:
 
 async def lock_park(conn: Connection, park_id: str) -> LockedPark | None:
     cur = await conn.execute(
-        """SELECT s.park_id, s.inside, s.paused, s.emergency, pk.capacity, pk.capacity_resume_margin, pk.time_zone
-           FROM park_state s JOIN parks pk ON pk.id = s.park_id WHERE s.park_id = %s FOR UPDATE OF s""",
+        f"""SELECT {_PARK_COLUMNS} FROM park_state s JOIN parks pk ON pk.id = s.park_id
+            WHERE s.park_id = %s FOR UPDATE OF s""",
         (park_id,),
     )
     row = await cur.fetchone()

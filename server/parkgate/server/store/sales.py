@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from parkgate.server.domain.sales import PaymentIn
@@ -17,6 +16,7 @@ from .rows.sales import (
     NewTicket,
     Order,
     Payment,
+    PublicKey,
     Refund,
     RefundLine,
     RefundReason,
@@ -43,17 +43,9 @@ async def add_signing_key(conn: Connection, key_id: int, seed: bytes, public_key
     return cur.rowcount > 0
 
 
-@dataclass(frozen=True, slots=True)
-class PublicKey:
-    key_id: int
-    public_key: bytes
-    state: str  # active, retired, revoked
-
-
 async def public_keys(conn: Connection) -> list[PublicKey]:
     """Every key's public half and state: what gates verify codes with."""
-    cur = await conn.execute("SELECT key_id, public_key, state FROM signing_keys ORDER BY key_id")
-    return [PublicKey(r["key_id"], bytes(r["public_key"]), r["state"]) for r in await cur.fetchall()]
+    return await fetch_all(conn, PublicKey, "SELECT key_id, public_key, state FROM signing_keys ORDER BY key_id")
 
 
 async def highest_key_id(conn: Connection) -> int:

@@ -7,6 +7,15 @@ from datetime import date, datetime
 
 
 @dataclass(frozen=True, slots=True)
+class PublicKey:
+    """A signing key's public half and state (active, retired, revoked): what gates verify codes with."""
+
+    key_id: int
+    public_key: bytes
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
 class SigningKeyRow:
     """The active signing key, private half included."""
 
