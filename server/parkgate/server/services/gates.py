@@ -94,7 +94,11 @@ class GateSession:
     def end_when_answered(self) -> None:
         """The gate sent its last message: its stream ends after the last answer, never before."""
         self.reading_done = True
-        if self.in_flight == 0:
+        self.end_if_answered()
+
+    def end_if_answered(self) -> None:
+        """End the stream of a gate that sent its last message, once nothing it asked is still in flight."""
+        if self.reading_done and self.in_flight == 0:
             self.outbox.put_nowait(GATE_STREAM_END)
 
     @property
@@ -231,8 +235,7 @@ class GateHub:
                 log.error("validation %s of gate %s failed", request_id, session.device_id, exc_info=error)
                 decision = Decision.deny(Reason.INTERNAL)
             session.outbox.put_nowait(self.result(session, request_id, decision))
-        if session.reading_done and session.in_flight == 0:
-            session.outbox.put_nowait(GATE_STREAM_END)
+        session.end_if_answered()
 
     def result(self, session: GateSession, request_id: str, decision: Decision) -> GateResult:
         return GateResult(request_id, decision, self.display_text(decision.reason, session.language))
