@@ -67,6 +67,7 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parkgate.clients.gate.link import GateLink, Hello, LinkError
+from parkgate.common.channels import open_aio_channel
 from parkgate.server.config import load_settings
 from parkgate.server.embedded import init_first_admin
 from parkgate.server.pg import PostgresInstance, ensure_user, free_port, is_root
@@ -224,7 +225,7 @@ class ServerProcess:
 
     async def wait_serving(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with open_aio_channel(self.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 try:
@@ -256,7 +257,7 @@ class ServerProcess:
 
 async def prepare(address: str, admin_password: str, gates: int, tickets: int) -> tuple[list[str], dict[str, str]]:
     """The park, an unlimited-entry product, the tickets, the gates; returns (codes, gate secrets)."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_aio_channel(address) as channel:
         login = await auth_pb2_grpc.AuthStub(channel).Login(auth_pb2.LoginRequest(
             username="admin", password=admin_password), timeout=30)
         md = (("authorization", f"Bearer {login.token}"),)

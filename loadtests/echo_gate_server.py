@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from parkgate.common.channels import listen as listen_on
 from parkgate.v1 import gate_pb2, gate_pb2_grpc
 
 
@@ -42,7 +43,7 @@ async def serve(listen: str) -> None:
     gate_pb2_grpc.add_GateServicer_to_server(EchoGate(), server)
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    if server.add_insecure_port(listen) == 0:
+    if listen_on(server, listen) == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
     await checker.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -21,6 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parkgate.clients.connection import open_channel
+from parkgate.common.channels import open_aio_channel
 from parkgate.ha.load import Writer, login, verify
 from parkgate.ha.status import server_health
 from parkgate.ha.supervisor import load_state
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 async def _health_watch(address: str, seen: list[tuple[float, str]], stop: asyncio.Event) -> None:
     """Record every change of a server's health status, with its time."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_aio_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while not stop.is_set():
             try:

@@ -12,6 +12,7 @@ import pytest
 from google.protobuf import descriptor_pool, message_factory
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from parkgate.common.channels import open_channel
 from parkgate.v1 import sales_pb2, sales_pb2_grpc
 from tests.fixtures.server import RunningServer, reason_of
 
@@ -22,7 +23,7 @@ async def test_a_call_through_reflection_alone(parkgate_server: RunningServer) -
     """A client that has no generated code finds Auth/Login by reflection and logs in."""
 
     def reflect_and_call(address: str, password: str) -> tuple[list[str], str]:
-        with grpc.insecure_channel(address) as channel:
+        with open_channel(address) as channel:
             db = ProtoReflectionDescriptorDatabase(channel)
             services = list(db.get_services())
             pool = descriptor_pool.DescriptorPool(db)

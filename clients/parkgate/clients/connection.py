@@ -7,13 +7,15 @@ the server the same way and all show a refusal as ``REASON: message``.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import orjson
+
+from parkgate.common import channels
+from parkgate.common.channels import PLAINTEXT, Transport
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 REASON_METADATA = "parkgate-reason"
@@ -78,35 +80,6 @@ def auth_metadata(token: str) -> Sequence[tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def channel_target(server: str) -> str:
-    """The gRPC target for ``server``: one ``HOST:PORT``, or several separated by commas.
-
-    Several addresses (the servers of a cluster, docs/ha.md) become one gRPC
-    target listing them all (``ipv4:a:p,b:q``), so the channel's ``pick_first``
-    policy connects to the first that answers and moves to the next when that
-    server dies: failover between servers without any code of ours in the call
-    path. Host names are resolved here, since such a target takes addresses only.
-    """
-    parts = [p.strip() for p in server.split(",") if p.strip()]
-    if len(parts) <= 1:
-        return parts[0] if parts else server
-    addresses = []
-    for part in parts:
-        host, _, port = part.rpartition(":")
-        host = host.strip("[]")
-        try:
-            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-        except (socket.gaierror, ValueError) as exc:
-            raise ValueError(f"server address {part!r}: {exc}") from None
-        for family, _t, _p, _c, addr in infos:
-            entry = f"[{addr[0]}]:{port}" if family == socket.AF_INET6 else f"{addr[0]}:{port}"
-            if (family, entry) not in addresses:
-                addresses.append((family, entry))
-    families = {f for f, _ in addresses}
-    scheme = "ipv6" if families == {socket.AF_INET6} else "ipv4"
-    return f"{scheme}:" + ",".join(e for f, e in addresses if (f == socket.AF_INET6) == (scheme == "ipv6"))
-
-
-def open_channel(server: str) -> grpc.Channel:
+def open_channel(server: str, transport: Transport = PLAINTEXT) -> grpc.Channel:
     """A channel to ``server`` (``HOST:PORT`` or a comma list of them, with failover)."""
-    return grpc.insecure_channel(channel_target(server))
+    return channels.open_channel(server, transport)

@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 import psycopg
 
+from parkgate.common.channels import open_aio_channel
 from parkgate.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -55,7 +56,7 @@ def _reason(exc: grpc.aio.AioRpcError) -> str:
 
 async def login(address: str, password: str, username: str = "admin", timeout: float = 30.0) -> str:
     """A session token (sessions live in the database, so it is good on every server)."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_aio_channel(address) as channel:
         reply = await auth_pb2_grpc.AuthStub(channel).Login(
             auth_pb2.LoginRequest(username=username, password=password), timeout=timeout
         )
@@ -118,7 +119,7 @@ class Writer:
         self.result = LoadResult()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._channels = [grpc.aio.insecure_channel(s) for s in servers]
+        self._channels = [open_aio_channel(s) for s in servers]
 
     async def __aenter__(self) -> Writer:
         self.start()
@@ -203,7 +204,7 @@ async def prepare_sales(address: str, admin_password: str, run_id: str) -> tuple
     token = await login(address, admin_password)
     md = (("authorization", f"Bearer {token}"),)
     park, product, seller, password = "drill", "drill-ticket", "drill-seller", f"drill-{run_id}-password"
-    async with grpc.aio.insecure_channel(address) as ch:
+    async with open_aio_channel(address) as ch:
         catalog, admin = catalog_pb2_grpc.CatalogStub(ch), admin_pb2_grpc.AdminStub(ch)
         await catalog.PutPark(catalog_pb2.PutParkRequest(park=catalog_pb2.Park(
             id=park, name="Failover drill", time_zone="UTC", currency="CNY")), metadata=md, timeout=30)

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from parkgate import native
+from parkgate.common.channels import listen
 from parkgate.server.config import Settings
 from parkgate.server.domain.errors import ParkgateError
 from parkgate.server.services.admin import AdminService
@@ -88,7 +89,7 @@ class ParkgateServer:
         )
         self.registration: Registration | None = None
         self._add_servicers()
-        self.port = self.server.add_insecure_port(settings.server.listen)
+        self.port = listen(self.server, settings.server.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.server.listen}")
 

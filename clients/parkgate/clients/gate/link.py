@@ -19,6 +19,7 @@ from typing import Literal
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from parkgate.common.channels import open_aio_channel
 from parkgate.common.reason import Reason
 from parkgate.v1 import common_pb2, gate_pb2, gate_pb2_grpc
 
@@ -90,7 +91,7 @@ class GateLink:
             device_id=h.device_id, device_secret=h.device_secret, direction=_DIRECTIONS[h.direction],
             park_id=h.park_id, attraction_id=h.attraction_id, software_version=h.software_version,
             fast_mode=h.fast_mode, confirms_passage=h.confirms_passage)))
-        self._channel = grpc.aio.insecure_channel(self.address)
+        self._channel = open_aio_channel(self.address)
         call = gate_pb2_grpc.GateStub(self._channel).Connect(self._send())
         try:
             first = await asyncio.wait_for(call.read(), timeout)
