@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from parkgate import native
 from parkgate.common.channels import listen
@@ -46,6 +45,7 @@ from .discovery import Etcd, Registration
 from .rpc.access import contract_service_names
 from .rpc.deadline import DeadlineBudget
 from .rpc.interceptors import interceptor_chain
+from .rpc.reflection import enable_server_reflection
 from .rpc.servicers.admin import AdminServicer
 from .rpc.servicers.auth import AuthServicer
 from .rpc.servicers.catalog import CatalogServicer
@@ -108,10 +108,9 @@ class ParkgateServer:
         # classes answer UNIMPLEMENTED (reason NOT_IMPLEMENTED), never a fake success.
         reports_pb2_grpc.add_ReportsServicer_to_server(reports_pb2_grpc.ReportsServicer(), s)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, s)
-        reflection.enable_server_reflection(
-            [*contract_service_names(), health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
-            s,
+        # both grpc.reflection.v1 and v1alpha (tools that ask v1 first see nothing otherwise)
+        enable_server_reflection(
+            [*contract_service_names(), health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], s
         )
 
     @property
