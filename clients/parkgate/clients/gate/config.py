@@ -151,6 +151,13 @@ class DisplaySection(_Section):
     offline_welcome: str = "Welcome"
 
 
+class MetricsSection(_Section):
+    # HOST:PORT of the gate's Prometheus /metrics endpoint (docs/monitor.md); empty = off.
+    listen: str = ""
+
+    _listen = field_validator("listen")(lambda v: v if not v else _hostport(v))
+
+
 class GateConfig(_Section):
     gate: GateSection
     scanner: ScannerSection | None = None
@@ -160,6 +167,7 @@ class GateConfig(_Section):
     emergency: EmergencySection = EmergencySection()
     check: CheckSection = CheckSection()
     display: DisplaySection = DisplaySection()
+    metrics: MetricsSection = MetricsSection()
 
     @model_validator(mode="after")
     def _inputs(self) -> GateConfig:
