@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -72,17 +73,20 @@ async def serve(server: str, credentials: Any, parks: list[str], host: str, port
     from .feed import MonitorFeed
     from .web import create_app
 
+    _Server = _server_class()
+
     feed = MonitorFeed(server, credentials, parks, interval_seconds=interval, minutes=minutes)
     await feed.start()
     config = uvicorn.Config(create_app(feed), host=host, port=port, log_level="warning", lifespan="off",
                             timeout_graceful_shutdown=2)
-    web = uvicorn.Server(config)
+    listening = asyncio.Event()
+    web = _Server(config, listening)
+    task = asyncio.create_task(web.serve())
     try:
-        task = asyncio.create_task(web.serve())
-        while not web.started and not task.done():
-            await asyncio.sleep(0.05)
-        if task.done():
-            task.result()
+        waiter = asyncio.create_task(listening.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if not listening.is_set():  # uvicorn gave up (a taken port) and said why in its log
             raise SystemExit(f"parkgate monitor: cannot serve on {host}:{port}")
         print(f"parkgate monitor: http://{host}:{port}/ (parks {', '.join(parks)}, server {server})",
               file=sys.stderr)
@@ -91,4 +95,24 @@ async def serve(server: str, credentials: Any, parks: list[str], host: str, port
         await task
     finally:
         web.should_exit = True
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(task), 5)
         await feed.stop()
+
+
+def _server_class():  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, saying when it listens (no polling of ``started``)."""
+
+        def __init__(self, config: uvicorn.Config, listening: asyncio.Event) -> None:
+            super().__init__(config)
+            self.listening = listening
+
+        async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+            await super().startup(sockets)
+            if not self.should_exit:
+                self.listening.set()
+
+    return Server
