@@ -155,7 +155,13 @@ class MetricsSection(_Section):
     # HOST:PORT of the gate's Prometheus /metrics endpoint (docs/monitor.md); empty = off.
     listen: str = ""
 
-    _listen = field_validator("listen")(lambda v: v if not v else _hostport(v))
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if value and (not sep or not host or not port.isdigit() or int(port) > 65535):
+            raise ValueError(f"expected HOST:PORT (port 0: any free one), got {value!r}")
+        return value
 
 
 class GateConfig(_Section):
