@@ -174,3 +174,14 @@ def test_shipped_prometheus_config_and_grafana_dashboard() -> None:
             for name in names:
                 base = re.sub(r"_(total|bucket|count|sum|created)$", "", name)
                 assert name in exposed or base in exposed, (panel["title"], name)
+
+
+def test_the_metrics_setting() -> None:
+    from parkgate.server.config import ConfigError, load_settings
+
+    assert load_settings(None).metrics.address("") is None                       # `parkgate server`: off
+    assert load_settings(None).metrics.address("127.0.0.1:9464") == "127.0.0.1:9464"  # `parkgate up`: on
+    assert load_settings(None, **{"metrics.listen": "off"}).metrics.address("127.0.0.1:9464") is None
+    assert load_settings(None, **{"metrics.listen": "127.0.0.1:9500"}).metrics.address("") == "127.0.0.1:9500"
+    with pytest.raises(ConfigError, match=r"metrics\.listen"):
+        load_settings(None, **{"metrics.listen": "9464"})

@@ -138,9 +138,7 @@ class ParkgateServer:
     async def start(self) -> None:
         await self._set_serving(False)
         if self.metrics_listen is not None:
-            self.metrics_endpoint = metrics.serve_metrics(self.metrics_listen)
-            metrics.DB_POOLS.add(self.settings.server_id, self.db.pool.get_stats)
-            log.info("metrics on %s", self.metrics_endpoint.url)
+            self._serve_metrics(self.metrics_listen)
         await self.db.open()
         await self.server.start()
         self._tasks.append(asyncio.create_task(self._prepare_schema(), name="prepare-schema"))
@@ -152,6 +150,17 @@ class ParkgateServer:
             self._tasks.append(asyncio.create_task(self.registration.run(), name="etcd-registration"))
         log.info("parkgate server %s listening on %s (ticket-code core: %s)",
                  self.settings.server_id, self.address, native.IMPLEMENTATION)
+
+    def _serve_metrics(self, address: str) -> None:
+        try:
+            self.metrics_endpoint = metrics.serve_metrics(address)
+        except OSError as exc:
+            if self.settings.metrics.listen:  # asked for explicitly: a server without its metrics must not start
+                raise OSError(f"metrics.listen {address}: {exc}") from exc
+            log.warning("metrics: cannot serve on the default %s (%s); running without /metrics", address, exc)
+            return
+        metrics.DB_POOLS.add(self.settings.server_id, self.db.pool.get_stats)
+        log.info("metrics on %s", self.metrics_endpoint.url)
 
     async def _prepare_schema(self) -> None:
         delay = 0.5
