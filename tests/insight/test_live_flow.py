@@ -92,6 +92,22 @@ async def test_a_refusal_after_a_fast_open_is_an_alert(park: FlowPark) -> None:
         await watcher.close()
 
 
+async def test_a_ticket_used_at_two_gates_within_seconds_is_a_conflict(park: FlowPark) -> None:
+    north, south = await park.gate("flow-north"), await park.gate("flow-south")
+    ticket, = await park.sell("single")
+    assert (await north.validate("n-1", code=ticket.code)).allow
+    assert (await south.validate("s-1", code=ticket.code)).reason == "ALREADY_USED"
+    assert (await north.validate("n-2", code=ticket.code)).reason == "ALREADY_USED"  # the same gate again: no alert
+    watcher = FlowWatcher(await park.manager(), PARK, interval_seconds=60)
+    try:
+        shown = await watcher.until("the conflict", lambda s: any(a.kind == "conflict" for a in s.alerts))
+        conflicts = [a for a in shown.alerts if a.kind == "conflict"]
+        assert [(a.device_id, a.request_id) for a in conflicts] == [("flow-south", "s-1")]
+        assert "flow-north" in conflicts[0].detail
+    finally:
+        await watcher.close()
+
+
 async def test_pausing_at_the_cap_is_pushed(park: FlowPark) -> None:
     watcher = FlowWatcher(await park.manager(), PARK, interval_seconds=60)
     control = gate_pb2_grpc.GateControlStub(park.admin.channel)

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 #: Alerts written per flush at most: a flood of forged codes is counted in full, sampled in the alert list.
 MAX_ALERTS_PER_FLUSH = 100
 MIN_GAP_SECONDS = 0.25
+#: A ticket refused as used at one gate this soon after another gate admitted it is a conflict alert
+#: (two gates saw it at once, or it was passed back over the fence).
+CONFLICT_SECONDS = 5.0
 RETENTION_SWEEP_SECONDS = 600.0
 
 _Key = tuple[str, datetime, str, str, str]  # park, minute, device, kind, reason
@@ -69,6 +72,7 @@ class FlowRecorder:
         self._alerts_dropped = 0
         self._touched: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._admitted: dict[str, tuple[str, float]] = {}  # ticket -> (gate, when) of its latest admission
 
     # --- fed by the pipeline and the gate hub (no awaits, no locks: one event loop) ----------------
 
@@ -76,13 +80,30 @@ class FlowRecorder:
         """A committed batch's new decisions (retries are not in it: they counted the first time)."""
         minute = _minute(now)
         counts = self._counts
+        admitted = self._admitted
         for r in recorded:
             a = r.admission
-            kind = domain.counter_kind(r.decision.allow, a.direction, not a.place.attraction_id)
-            cell = counts[(r.park_id, minute, a.place.device_id, kind, r.decision.reason.value)]
+            d = r.decision
+            kind = domain.counter_kind(d.allow, a.direction, not a.place.attraction_id)
+            cell = counts[(r.park_id, minute, a.place.device_id, kind, d.reason.value)]
             cell[0] += 1
             cell[1] += abs(r.moved)
             self._touched.add(r.park_id)
+            if not d.ticket_id:
+                continue
+            if d.allow:
+                admitted[d.ticket_id] = (a.place.device_id, now)
+            elif d.reason is Reason.ALREADY_USED:
+                self._conflict(r, now)
+
+    def _conflict(self, r: Recorded, now: float) -> None:
+        earlier = self._admitted.get(r.decision.ticket_id)
+        if earlier is None:
+            return
+        gate, when = earlier
+        if gate != r.admission.place.device_id and now - when <= CONFLICT_SECONDS:
+            self.alert("conflict", r.admission.place, r.decision.reason, r.admission.request_id,
+                       f"ticket admitted at {gate} {now - when:.1f}s before")
 
     def refused_early(self, refused: Sequence[tuple[GatePlace, Reason]], now: float) -> None:
         """Refusals made before the database (forged, garbled, unknown key): never in ``validations``."""
@@ -135,6 +156,9 @@ class FlowRecorder:
 
     async def flush(self) -> None:
         """Write what was counted since the last flush; on failure it stays for the next one."""
+        if self._admitted:  # only the last few seconds matter for conflicts
+            horizon = time.time() - CONFLICT_SECONDS
+            self._admitted = {t: seen for t, seen in self._admitted.items() if seen[1] >= horizon}
         if not self._touched:
             return
         counts, self._counts = self._counts, defaultdict(lambda: [0, 0])
