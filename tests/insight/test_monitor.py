@@ -120,3 +120,31 @@ async def test_a_monitor_that_cannot_log_in_says_why(park: FlowPark) -> None:
         assert state["snapshot"] is None
     finally:
         await _stop(task)
+
+
+async def test_the_terminal_view_shows_a_live_admission(park: FlowPark) -> None:
+    from textual.widgets import DataTable, Static
+
+    from parkgate.clients.monitor.tui import FlowApp
+
+    app = FlowApp(park.server.address, Credentials(*MANAGER), PARK, interval=60, minutes=10)
+    async with app.run_test(size=(120, 40)) as pilot:
+
+        async def until(what: str, condition: object) -> None:
+            for _ in range(600):
+                if condition():  # type: ignore[operator]
+                    return
+                await pilot.pause(0.05)
+            pytest.fail(f"the terminal view never showed {what}; it shows: "
+                        f"{app.query_one('#kpis', Static).render()}")
+
+        await until("a live snapshot", lambda: app.status == "live" and app.snapshots > 0)
+        before = int(str(app.query_one("#kpis", Static).render()).split()[1])
+        gate = await park.gate("tui-in")
+        ticket, = await park.sell("multi")
+        assert (await gate.validate("tui-1", code=ticket.code)).allow
+        await until("the admission", lambda: str(app.query_one("#kpis", Static).render()).startswith(
+            f"inside {before + 1} "))
+        gates = app.query_one("#gates", DataTable)
+        await until("the gate's row", lambda: "tui-in" in [str(k.value) for k in gates.rows])
+        assert gates.get_row("tui-in")[2] == 1

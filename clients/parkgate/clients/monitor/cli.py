@@ -29,6 +29,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--interval", type=int, default=0, help="seconds between snapshots at the latest "
                                                            "(0: the server's parameter reports.live_interval_seconds)")
     p.add_argument("--minutes", type=int, default=30, help="minutes the charts cover (at most 240)")
+    p.add_argument("--tui", action="store_true", help="show the (first) park in this terminal instead of serving a page")
     p.set_defaults(func=cmd_monitor)
 
 
@@ -59,6 +60,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         raise SystemExit(f"parkgate monitor: --listen: expected HOST:PORT, got {args.listen!r}")
     if args.interval < 0 or not 0 < args.minutes <= 240:
         raise SystemExit("parkgate monitor: --interval must be >= 0 and --minutes between 1 and 240")
+    if args.tui:
+        from .tui import FlowApp
+
+        FlowApp(server_address(args.server), _credentials(args), args.park[0], interval=args.interval,
+                minutes=args.minutes).run()
+        return 0
     logs.configure("info")
     asyncio.run(serve(server_address(args.server), _credentials(args), args.park, host.strip("[]"), int(port),
                       interval=args.interval, minutes=args.minutes))
