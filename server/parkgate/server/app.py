@@ -211,6 +211,7 @@ class ParkgateServer:
         # Gate streams never end by themselves: end them now, so they close (and are logged) within the
         # grace period while the database is still there, and the gates move to another server.
         self.gates.end_streams()
+        self.live_flow.end_streams()
         await self.server.stop(grace)
         for task in self._tasks:
             task.cancel()

@@ -203,6 +203,11 @@ class FlowWatch:
     def unsubscribe(self, park_id: str, event: asyncio.Event) -> None:
         self._events[park_id].discard(event)
 
+    def wake_all(self) -> None:
+        for events in self._events.values():
+            for event in events:
+                event.set()
+
     async def _listen(self, channel: str) -> None:
         while True:
             try:
@@ -237,6 +242,12 @@ class LiveFlowService:
         self.watch = watch
         self.default_interval = default_interval
         self.site_online_seconds = site_online_seconds
+        self.closing = False
+
+    def end_streams(self) -> None:
+        """At shutdown: every stream ends now (its client reconnects to another server), not after the grace."""
+        self.closing = True
+        self.watch.wake_all()
 
     async def snapshot(self, park_id: str, minutes: int) -> Snapshot:
         now = datetime.now(UTC)
@@ -279,12 +290,14 @@ class LiveFlowService:
         gauge.inc()
         try:
             loop = asyncio.get_running_loop()
-            while True:
+            while not self.closing:
                 changed.clear()
                 sent_at = loop.time()
                 yield await self.snapshot(park_id, minutes)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), interval)
+                if self.closing:
+                    return
                 gap = MIN_GAP_SECONDS - (loop.time() - sent_at)
                 if gap > 0:
                     await asyncio.sleep(gap)
