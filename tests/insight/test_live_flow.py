@@ -47,6 +47,9 @@ async def test_the_stream_shows_admissions_exits_and_refusals_of_every_server(pa
         await watcher.until("the gates connected", lambda s: bool(
             (t := tile(s, "flow-in")) and t.connected and (o := tile(s, "flow-out")) and o.connected))
 
+        exit_gate.heartbeat("offline-buffering", 3, False)  # what the gate says of itself shows on its tile
+        await watcher.until("the gate's own state", lambda s: tile(s, "flow-out").state == "offline-buffering")  # type: ignore[union-attr]
+
         ticket, = await park.sell("multi")
         assert (await entry.validate("in-1", code=ticket.code)).allow
         shown = await watcher.until("one person inside", lambda s: s.inside == 1 and s.entries == 1)

@@ -273,9 +273,11 @@ class GateHub:
                 or reason.replace("_", " ").capitalize())
 
     async def heartbeat(self, session: GateSession, state: str) -> None:
-        session.state = state or "ok"
+        changed, session.state = (state or "ok") != session.state, state or "ok"
         async with self.db.transaction() as conn:
             await store.gate_heartbeat(conn, session.device_id, self.server_id, session.state)
+        if changed and self.recorder is not None:  # the gate's tile on the wall screen changes colour
+            self.recorder.touch(session.place.park_id)
 
     async def passage(self, session: GateSession, request_id: str, passed: bool) -> bool:
         """The relay board's report: passed confirms the admission; not passed gives the entry back."""
