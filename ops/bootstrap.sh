@@ -21,6 +21,9 @@ PACKAGES=(
   nut-server nut-client
   # process tools the embedded runner and the tests rely on
   procps util-linux passwd
+  # the live flow monitor is tested in a real headless browser (playwright drives Debian's chromium;
+  # never `playwright install`), and the metrics are scraped by the real Prometheus in a test
+  chromium prometheus
 )
 
 missing=()

@@ -191,13 +191,23 @@ async def test_the_gate_fails_over_to_the_next_server_when_its_server_stops(
         await stop_server(second)
 
 
+def _scrape(url: str) -> dict[str, float]:
+    """A gate agent's /metrics as {sample with labels: value}."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        lines = reply.read().decode().splitlines()
+    return {name: float(value) for name, _, value in (line.rpartition(" ") for line in lines if line[:1] != "#")}
+
+
 async def test_fast_mode_admits_genuine_tickets_while_no_server_answers_and_forwards_them_later(
         site: Site, make_rig: Callable[..., Rig], module_dsn: str, tmp_path: Path) -> None:
     port = free_port()
     server = await start_server(module_dsn, **{"server.listen": f"127.0.0.1:{port}"})
     state = tmp_path / "state"
     rig = await make_rig("ag-fast", servers=[server.address],
-                         extra='[fast_mode]\nenabled = true\ntime_zone = "Asia/Shanghai"\n',
+                         extra='[fast_mode]\nenabled = true\ntime_zone = "Asia/Shanghai"\n'
+                               '[metrics]\nlisten = "127.0.0.1:0"\n',
                          relay_extra="", start=False)
     rig.config_path.write_text(rig.config_path.read_text().replace(
         "[gate]\n", f'[gate]\nstate_dir = "{state}"\n', 1))
@@ -225,6 +235,10 @@ async def test_fast_mode_admits_genuine_tickets_while_no_server_answers_and_forw
     assert [a.passed for a in agent.disk.admissions] == [True]
     assert (state / "offline.jsonl").read_text().count("\n") == 1
     assert site.sql("SELECT count(*) FROM validations WHERE ticket_id = %s", offline.id) == [(0,)]
+    assert agent.metrics_endpoint is not None  # the journal as Prometheus sees it (docs/monitor.md)
+    scraped = await asyncio.to_thread(_scrape, agent.metrics_endpoint.url)
+    assert scraped["parkgate_offline_journal_depth"] == 1.0 and scraped["parkgate_offline_forward_lag_seconds"] > 0
+    assert scraped['parkgate_connected_streams{kind="server_link"}'] == 0.0
 
     server = await start_server(module_dsn, **{"server.listen": f"127.0.0.1:{port}"})  # the server is back
     try:
@@ -237,6 +251,9 @@ async def test_fast_mode_admits_genuine_tickets_while_no_server_answers_and_forw
                 break
             await asyncio.sleep(0.1)
         assert agent.disk.admissions == [] and (state / "offline.jsonl").read_text() == ""
+        scraped = await asyncio.to_thread(_scrape, agent.metrics_endpoint.url)
+        assert scraped["parkgate_offline_journal_depth"] == 0.0
+        assert scraped["parkgate_offline_forward_lag_seconds"] == 0.0
     finally:
         await rig.stop()
         await stop_server(server)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,9 @@ from tests.fixtures.postgres import make_test_dir
 PARKGATE = [sys.executable, "-m", "parkgate.common.cli"]
 
 
-def _start_up(data_dir: Path, listen: str, pg_port: int, home: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PARKGATE_EMBEDDED__POSTGRES_PORT": str(pg_port), "HOME": str(home)}
+def _start_up(data_dir: Path, listen: str, pg_port: int, home: Path, metrics: str = "off") -> subprocess.Popen[str]:
+    env = {**os.environ, "PARKGATE_EMBEDDED__POSTGRES_PORT": str(pg_port), "HOME": str(home),
+           "PARKGATE_METRICS__LISTEN": metrics}
     return subprocess.Popen(
         [*PARKGATE, "up", "--demo", "--data-dir", str(data_dir), "--listen", listen],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
@@ -64,9 +66,13 @@ def test_up_serves_the_demo_park_and_stops_cleanly() -> None:
     listen = f"127.0.0.1:{free_port()}"
     pg_port = free_port()
     try:
-        proc = _start_up(data_dir, listen, pg_port, home)
+        metrics = f"127.0.0.1:{free_port()}"  # up serves /metrics (default 127.0.0.1:9464; a free port here)
+        proc = _start_up(data_dir, listen, pg_port, home, metrics)
         out = _read_until(proc, "press Ctrl-C")
         assert "created a new PostgreSQL cluster" in out
+        assert f"Prometheus metrics on http://{metrics}/metrics" in out, out
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10) as reply:
+            assert b"parkgate_db_pool_connections" in reply.read()
         password = re.search(r"password: (\S+)", out)
         assert password, out
         login = _admin(listen, home, "login", "--user", "admin", "--password-stdin", stdin=password[1] + "\n")

@@ -28,3 +28,6 @@ def register(sub: Any) -> None:
     pos_cli.add_parser(sub)
     sub.choices["pos"].set_defaults(func=_pos)
     gate_cli.add_parser(sub)
+    from .monitor import cli as monitor_cli
+
+    monitor_cli.add_parser(sub)

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from parkgate import native
+from parkgate.common import metrics
 from parkgate.common.channels import listen
 from parkgate.server.config import Settings
 from parkgate.server.domain.errors import ParkgateError
@@ -28,6 +28,7 @@ from parkgate.server.services.admin import AdminService
 from parkgate.server.services.admission import AdmissionPipeline
 from parkgate.server.services.bootstrap import prepare_database
 from parkgate.server.services.catalog import CatalogService
+from parkgate.server.services.flow import FlowRecorder, FlowWatch, LiveFlowService
 from parkgate.server.services.gates import GateHub
 from parkgate.server.services.operators import OperatorService
 from parkgate.server.services.sales import SalesService
@@ -46,22 +47,29 @@ from .discovery import Etcd, Registration
 from .rpc.access import contract_service_names
 from .rpc.deadline import DeadlineBudget
 from .rpc.interceptors import interceptor_chain
+from .rpc.reflection import enable_server_reflection
 from .rpc.servicers.admin import AdminServicer
 from .rpc.servicers.auth import AuthServicer
 from .rpc.servicers.catalog import CatalogServicer
 from .rpc.servicers.gate import GateControlServicer, GateServicer
+from .rpc.servicers.live_flow import LiveFlowServicer
 from .rpc.servicers.ops import OpsServicer
 from .rpc.servicers.sales import SalesServicer
 
 log = logging.getLogger(__name__)
 
+#: Where `parkgate up` serves /metrics unless configured otherwise (Prometheus' exporter port range).
+UP_METRICS_LISTEN = "127.0.0.1:9464"
+
 
 class ParkgateServer:
     """One gRPC server process bound to one database (or Patroni cluster)."""
 
-    def __init__(self, settings: Settings, dsn: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, dsn: str, *, clock: Callable[[], float] = time.time,
+                 metrics_default: str = "") -> None:
         """``clock`` (UTC epoch seconds) is what gate decisions judge validity by: one reading per batch.
-        Drills and the decision table pass their own to stand at a chosen moment (a DST night)."""
+        Drills and the decision table pass their own to stand at a chosen moment (a DST night).
+        ``metrics_default`` is where /metrics is served when ``metrics.listen`` is "" (`parkgate up`'s default)."""
         self.settings = settings
         db = settings.database
         self.db = Database(
@@ -79,6 +87,14 @@ class ParkgateServer:
         self.pipeline = AdmissionPipeline(self.db, mode=gates.pipeline, max_batch=gates.max_batch, clock=clock)
         self.gates = GateHub(self.db, self.pipeline, settings.server_id, self.operators.verify_device,
                              state_poll_seconds=gates.state_poll_seconds, ack_wait_seconds=gates.ack_wait_seconds)
+        flow = settings.live_flow
+        self.flow_recorder = FlowRecorder(self.db, settings.server_id, flush_seconds=flow.flush_seconds,
+                                          retention_hours=flow.retention_hours)
+        self.pipeline.recorder = self.gates.recorder = self.flow_recorder
+        self.flow_watch = FlowWatch(self.db)
+        self.live_flow = LiveFlowService(self.db, self.flow_watch, site_online_seconds=flow.site_online_seconds)
+        self.metrics_listen = settings.metrics.address(metrics_default)
+        self.metrics_endpoint: metrics.MetricsEndpoint | None = None
         self.health = health.aio.HealthServicer()
         self.started_at = datetime.now(UTC)
         self.schema_ready = asyncio.Event()
@@ -106,12 +122,12 @@ class ParkgateServer:
         gate_pb2_grpc.add_GateControlServicer_to_server(GateControlServicer(self.gates), s)
         # Declared in the contract, built by later work: the generated base
         # classes answer UNIMPLEMENTED (reason NOT_IMPLEMENTED), never a fake success.
-        reports_pb2_grpc.add_ReportsServicer_to_server(reports_pb2_grpc.ReportsServicer(), s)
+        # LiveFlow (S26); SalesReport and EntriesReport still answer UNIMPLEMENTED from the generated base class
+        reports_pb2_grpc.add_ReportsServicer_to_server(LiveFlowServicer(self.live_flow), s)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, s)
-        reflection.enable_server_reflection(
-            [*contract_service_names(), health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
-            s,
+        # both grpc.reflection.v1 and v1alpha (tools that ask v1 first see nothing otherwise)
+        enable_server_reflection(
+            [*contract_service_names(), health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], s
         )
 
     @property
@@ -121,6 +137,8 @@ class ParkgateServer:
 
     async def start(self) -> None:
         await self._set_serving(False)
+        if self.metrics_listen is not None:
+            self._serve_metrics(self.metrics_listen)
         await self.db.open()
         await self.server.start()
         self._tasks.append(asyncio.create_task(self._prepare_schema(), name="prepare-schema"))
@@ -132,6 +150,17 @@ class ParkgateServer:
             self._tasks.append(asyncio.create_task(self.registration.run(), name="etcd-registration"))
         log.info("parkgate server %s listening on %s (ticket-code core: %s)",
                  self.settings.server_id, self.address, native.IMPLEMENTATION)
+
+    def _serve_metrics(self, address: str) -> None:
+        try:
+            self.metrics_endpoint = metrics.serve_metrics(address)
+        except OSError as exc:
+            if self.settings.metrics.listen:  # asked for explicitly: a server without its metrics must not start
+                raise OSError(f"metrics.listen {address}: {exc}") from exc
+            log.warning("metrics: cannot serve on the default %s (%s); running without /metrics", address, exc)
+            return
+        metrics.DB_POOLS.add(self.settings.server_id, self.db.pool.get_stats)
+        log.info("metrics on %s", self.metrics_endpoint.url)
 
     async def _prepare_schema(self) -> None:
         delay = 0.5
@@ -151,6 +180,7 @@ class ParkgateServer:
                 log.warning("gate hub not started (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
             else:
+                self.flow_recorder.start()
                 self.schema_ready.set()
                 return
 
@@ -181,11 +211,17 @@ class ParkgateServer:
         # Gate streams never end by themselves: end them now, so they close (and are logged) within the
         # grace period while the database is still there, and the gates move to another server.
         self.gates.end_streams()
+        self.live_flow.end_streams()
         await self.server.stop(grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.gates.stop()
+        await self.flow_recorder.stop()
+        await self.flow_watch.stop()
+        if self.metrics_endpoint is not None:
+            metrics.DB_POOLS.remove(self.settings.server_id)
+            self.metrics_endpoint.close()
         await self.db.close()
         log.info("parkgate server %s stopped", self.settings.server_id)
 
@@ -193,9 +229,10 @@ class ParkgateServer:
         await self.server.wait_for_termination()
 
 
-async def serve(settings: Settings, dsn: str, *, on_ready=None) -> None:  # type: ignore[no-untyped-def]
+async def serve(settings: Settings, dsn: str, *, on_ready=None,  # type: ignore[no-untyped-def]
+                metrics_default: str = "") -> None:
     """Run a server until SIGTERM or SIGINT, then shut it down gracefully."""
-    server = ParkgateServer(settings, dsn)
+    server = ParkgateServer(settings, dsn, metrics_default=metrics_default)
     await server.start()
     if on_ready is not None:
         await on_ready(server)

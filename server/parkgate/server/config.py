@@ -97,6 +97,31 @@ class GateSettings(_Section):
     ack_wait_seconds: float = Field(5.0, gt=0)
 
 
+class MetricsSettings(_Section):
+    # HOST:PORT of this process's Prometheus /metrics endpoint (docs/monitor.md). "" = the
+    # command's default: off for `parkgate server`, 127.0.0.1:9464 for `parkgate up`; "off" = off.
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return value if value in ("", "off") else _check_hostport(value)
+
+    def address(self, default: str) -> str | None:
+        """Where to serve /metrics, given the command's default ("" = off); None = nowhere."""
+        chosen = self.listen or default
+        return None if chosen in ("", "off") else chosen
+
+
+class LiveFlowSettings(_Section):
+    # How often each server writes its live-flow counters and alerts (S26) to the database.
+    flush_seconds: float = Field(1.0, gt=0, le=60)
+    # Counters and alerts older than this are dropped (reports read the validations themselves).
+    retention_hours: float = Field(48.0, gt=0)
+    # A site edge is shown online when it spoke to the central system at most this long ago.
+    site_online_seconds: float = Field(90.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything a parkgate server reads at start-up."""
 
@@ -113,6 +138,8 @@ class Settings(BaseSettings):
     embedded: EmbeddedSettings = EmbeddedSettings()
     cluster: ClusterSettings = ClusterSettings()
     gates: GateSettings = GateSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    live_flow: LiveFlowSettings = LiveFlowSettings()
 
     @classmethod
     def settings_customise_sources(

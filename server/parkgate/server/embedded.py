@@ -18,7 +18,7 @@ import psycopg
 from parkgate.server.config import Settings
 from parkgate.server.pg import PostgresInstance, default_data_dir
 
-from .app import ParkgateServer, serve
+from .app import UP_METRICS_LISTEN, ParkgateServer, serve
 from .services.bootstrap import load_demo, prepare_database
 from .services.operators import OperatorService
 from .store import Database
@@ -72,9 +72,11 @@ async def run_up(settings: Settings, *, demo: bool) -> None:
             say(f"parkgate: serving on {server.address}; connect with:")
             say(f"    parkgate admin --server {server.address} login --user admin")
             say(f"    parkgate admin --server {server.address} parks")
+            if server.metrics_endpoint is not None:
+                say(f"parkgate: Prometheus metrics on {server.metrics_endpoint.url}")
             say("parkgate: press Ctrl-C to stop")
 
-        await serve(settings, dsn, on_ready=on_ready)
+        await serve(settings, dsn, on_ready=on_ready, metrics_default=UP_METRICS_LISTEN)
     finally:
         say("parkgate: stopping PostgreSQL")
         pg.stop()

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from parkgate import native
-from parkgate.common import __version__
+from parkgate.common import __version__, metrics
 from parkgate.common.reason import Reason
 from parkgate.rules import AdmissionTerms, Verdict
 
@@ -135,6 +135,8 @@ class GateAgent:
         self._events: asyncio.Queue[object] = asyncio.Queue()
         self._credentials: asyncio.Queue[object] = asyncio.Queue()
         self._background: set[asyncio.Task[None]] = set()
+        self.metrics_endpoint: metrics.MetricsEndpoint | None = None
+        self._link_gauge = metrics.CONNECTED_STREAMS.labels("server_link")
 
     # --- the one place decisions are announced --------------------------------------------
 
@@ -160,6 +162,7 @@ class GateAgent:
         self.cfg.secret()  # fail now, not at the first connection, when the secret file is missing
         if install_signals:
             self._install_signals(loop)
+        self._start_metrics()
         self._start_devices(put, credential_put)
         self.say(f"starting: {'handheld (no relay)' if self.cfg.handheld else 'turnstile'}, direction "
                  f"{self.cfg.gate.direction}, servers {', '.join(self.cfg.gate.servers)}"
@@ -181,6 +184,19 @@ class GateAgent:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def _start_metrics(self) -> None:
+        """/metrics when configured: the offline journal's depth and lag are read at each scrape."""
+        metrics.track_offline_journal(lambda: len(self.disk.admissions), self._forward_lag)
+        metrics.set_power_state("mains")
+        if self.cfg.metrics.listen:
+            self.metrics_endpoint = metrics.serve_metrics(self.cfg.metrics.listen)
+            self.say(f"metrics on {self.metrics_endpoint.url}")
+
+    def _forward_lag(self) -> float:
+        """Seconds the oldest offline admission has waited for a server (0: none waits)."""
+        waiting = list(self.disk.admissions)
+        return max(0.0, time.time() - min(a.scanned_at for a in waiting)) if waiting else 0.0
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -220,6 +236,8 @@ class GateAgent:
             await asyncio.to_thread(thread.stop)
         if self.turnstile is not None:
             await asyncio.to_thread(self.turnstile.stop)
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         self.say("stopped")
 
     # --- connection: hello, backoff, failover ----------------------------------------------------
@@ -304,6 +322,7 @@ class GateAgent:
         if isinstance(event, Disconnected):
             if self.link is event.link:
                 self.link = None
+                self._link_gauge.set(0)
                 self.online.clear()
                 return f"lost the server {event.link.address}: deciding locally until a server answers"
             return ""
@@ -318,6 +337,7 @@ class GateAgent:
         if self.link is not None and self.link is not link:
             await self.link.close()
         self.link = link
+        self._link_gauge.set(1)
         keyring = native.Keyring()
         for k in welcome.keys:
             keyring.add(k.key_id, k.public_key, native.KeyState.RETIRED if k.retired else native.KeyState.ACTIVE)
@@ -421,6 +441,7 @@ class GateAgent:
             return await self._set_emergency("relay", e.kind is EventKind.EMERGENCY_ON)
         if e.kind in (EventKind.POWER_LOST, EventKind.POWER_OK):
             self.on_battery = e.kind is EventKind.POWER_LOST
+            metrics.set_power_state("on_battery" if self.on_battery else "mains")
             if self.link is not None:
                 self.link.heartbeat(self.state_word(), len(self.disk.admissions), self.on_battery)
             assert self.cfg.relay is not None
@@ -605,6 +626,8 @@ class GateAgent:
                 return f"ALERT {request_id} {what}: opened in fast mode, no server decision and none will follow"
             await self._show(self.cfg.display.offline if local is None or local.ok else local.reason.replace("_", " ").capitalize())
             reason = "no server decision in time" if local is None or local.ok else f"locally {local.reason}"
+            if local is not None and not local.ok:
+                metrics.count_decisions("gate", [(local.reason, False)])
             return f"{request_id} {what}: refused ({reason})"
         assert local is not None
         persons = local.persons
@@ -616,6 +639,7 @@ class GateAgent:
         admission.sent = admission.outcome is not None
         self.disk.add(OfflineAdmission(request_id, code, time.time(), persons,
                                        admission.passed if admission.outcome is not None else None))
+        metrics.count_decisions("gate", [("OK", True)])
         return (f"{request_id} {what}: OFFLINE admission of {persons} on a valid signature; "
                 f"kept for forwarding ({len(self.disk.admissions)} waiting)")
 

@@ -151,6 +151,19 @@ class DisplaySection(_Section):
     offline_welcome: str = "Welcome"
 
 
+class MetricsSection(_Section):
+    # HOST:PORT of the gate's Prometheus /metrics endpoint (docs/monitor.md); empty = off.
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if value and (not sep or not host or not port.isdigit() or int(port) > 65535):
+            raise ValueError(f"expected HOST:PORT (port 0: any free one), got {value!r}")
+        return value
+
+
 class GateConfig(_Section):
     gate: GateSection
     scanner: ScannerSection | None = None
@@ -160,6 +173,7 @@ class GateConfig(_Section):
     emergency: EmergencySection = EmergencySection()
     check: CheckSection = CheckSection()
     display: DisplaySection = DisplaySection()
+    metrics: MetricsSection = MetricsSection()
 
     @model_validator(mode="after")
     def _inputs(self) -> GateConfig:

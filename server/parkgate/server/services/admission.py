@@ -28,17 +28,21 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from parkgate import native
+from parkgate.common import metrics
 from parkgate.common.reason import Reason
 from parkgate.rules import Direction, GatePlace
-from parkgate.server.domain.admission import Admission, Decision, decide_batch
+from parkgate.server.domain.admission import Admission, BatchOutcome, Decision, decide_batch
 from parkgate.server.domain.errors import ParkgateError
 from parkgate.server.domain.sales import normalize_card_uid
 from parkgate.server.store import Database
 from parkgate.server.store import admissions as store
 from parkgate.server.store import sales as sales_store
+
+if TYPE_CHECKING:
+    from .flow import FlowRecorder
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ class Scan:
     card_uid: str
     direction: Direction
     future: asyncio.Future[Decision]
+    arrived: float = 0.0  # time.monotonic() at submit: the decision latency metric starts here
     admission: Admission | None = None
 
 
@@ -100,6 +105,8 @@ class AdmissionPipeline:
         self._verified_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._singles: set[asyncio.Task[None]] = set()
+        # the live flow's counters (S26), fed once per batch; None: nobody watches
+        self.recorder: FlowRecorder | None = None
 
     async def start(self) -> None:
         if self.mode == "batched" and not self._tasks:
@@ -132,7 +139,7 @@ class AdmissionPipeline:
                direction: Direction) -> asyncio.Future[Decision]:
         """Queue a validation; the future holds its decision (no task per validation on the hot path)."""
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        scan = Scan(place, request_id, code, card_uid, direction, future)
+        scan = Scan(place, request_id, code, card_uid, direction, future, time.monotonic())
         if self.mode == "per_validation":
             task = asyncio.create_task(self._one(scan))
             self._singles.add(task)
@@ -173,21 +180,20 @@ class AdmissionPipeline:
         """Settle what is refused without the database; return the rest with their admissions."""
         coded: list[Scan] = []
         authentic: list[Scan] = []
+        refused: list[tuple[Scan, Reason]] = []
         for scan in scans:
             if scan.card_uid:
                 try:
                     uid = normalize_card_uid(scan.card_uid)
                 except ParkgateError:
-                    self.stats.refused_before_database += 1
-                    _settle(scan.future, Decision.deny(Reason.UNKNOWN_CARD))
+                    refused.append((scan, Reason.UNKNOWN_CARD))
                     continue
                 scan.admission = Admission(scan.place, scan.request_id, scan.direction, card_uid=uid)
                 authentic.append(scan)
             elif scan.code:
                 coded.append(scan)
             else:
-                self.stats.refused_before_database += 1
-                _settle(scan.future, Decision.deny(Reason.MALFORMED_CODE))
+                refused.append((scan, Reason.MALFORMED_CODE))
         if coded:
             results = await self._verify([s.code for s in coded])
             if any(r.reason is Reason.UNKNOWN_KEY for r in results):
@@ -200,9 +206,21 @@ class AdmissionPipeline:
                                                code_valid_from=code.valid_from, code_valid_until=code.valid_until)
                     authentic.append(scan)
                 else:
-                    self.stats.refused_before_database += 1
-                    _settle(scan.future, Decision.deny(result.reason))
+                    refused.append((scan, result.reason))
+        if refused:
+            self._refuse(refused)
         return authentic
+
+    def _refuse(self, refused: list[tuple[Scan, Reason]]) -> None:
+        """Answer what the code check refused, and count it once for the group."""
+        self.stats.refused_before_database += len(refused)
+        for scan, reason in refused:
+            _settle(scan.future, Decision.deny(reason))
+        done = time.monotonic()
+        metrics.count_decisions("before_database", [(reason.value, False) for _, reason in refused])
+        metrics.DECISION_LATENCY.observe_many([done - scan.arrived for scan, _ in refused], "before_database")
+        if self.recorder is not None:
+            self.recorder.refused_early([(scan.place, reason) for scan, reason in refused], time.time())
 
     async def _verify(self, codes: list[str]) -> list[native.Result]:
         keyring = self.keyring
@@ -243,14 +261,24 @@ class AdmissionPipeline:
                 copies.append((scan, original))
         self.stats.record(len(unique))
         admissions = [s.admission for s in unique if s.admission is not None]
-        decisions = await self.db.run_pipelined(lambda conn: self._transact(conn, admissions), what="admit batch")
-        for scan, decision in zip(unique, decisions, strict=True):
+        outcome = await self.db.run_pipelined(lambda conn: self._transact(conn, admissions), what="admit batch")
+        for scan, decision in zip(unique, outcome.decisions, strict=True):
             _settle(scan.future, decision)
         for scan, original in copies:
             if original.future.done() and not original.future.cancelled():
                 _settle(scan.future, original.future.result())
+        self._count(unique, outcome)
 
-    async def _transact(self, conn: store.Connection, admissions: list[Admission]) -> list[Decision]:
+    def _count(self, unique: list[Scan], outcome: BatchOutcome) -> None:
+        """Metrics and live-flow counters, once per batch (after the answers went out)."""
+        done = time.monotonic()
+        metrics.BATCH_SIZE.observe(len(unique))
+        metrics.count_decisions("server", [(r.decision.reason.value, r.decision.allow) for r in outcome.recorded])
+        metrics.DECISION_LATENCY.observe_many([done - scan.arrived for scan in unique], "database")
+        if self.recorder is not None:
+            self.recorder.decided(outcome.recorded, time.time())
+
+    async def _transact(self, conn: store.Connection, admissions: list[Admission]) -> BatchOutcome:
         locked = await store.lock_batch(
             conn, {a.place.park_id for a in admissions}, [a.key for a in admissions],
             [a.serial for a in admissions if a.serial], [a.card_uid for a in admissions if a.card_uid],
@@ -269,4 +297,4 @@ class AdmissionPipeline:
                               and r.admission.place.confirms_passage)) for r in outcome.recorded]
         await store.write_batch(conn, now, list(outcome.tickets.values()), rows, list(outcome.parks.values()),
                                 outcome.pause_changed)
-        return outcome.decisions
+        return outcome

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from parkgate.common import metrics
 from parkgate.rules import (
     AdmissionTerms,
     Direction,
@@ -35,6 +36,7 @@ from parkgate.rules import (
 )
 from parkgate.server.domain.admission import Decision
 from parkgate.server.domain.errors import InvalidArgument, NotFound, ParkgateError, Reason, Unauthenticated
+from parkgate.server.domain.flow import alert_kind
 from parkgate.server.store import Database
 from parkgate.server.store import admissions as admission_store
 from parkgate.server.store import catalog as catalog_store
@@ -44,6 +46,7 @@ from parkgate.server.store.gates import GateConnection, ParkView
 from parkgate.server.store.rows.admin import Device
 
 from .admission import AdmissionPipeline
+from .flow import FlowRecorder
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,7 @@ class GateSession:
     emergency: bool = False
     state: str = "ok"
     in_flight: int = 0          # validations submitted and not yet answered
+    fast_mode: bool = False     # S24: the gate opens on a locally valid code before our answer
     reading_done: bool = False  # the gate half-closed its stream: end it once every answer went out
 
     def end_when_answered(self) -> None:
@@ -127,6 +131,8 @@ class GateHub:
         self.sessions: dict[str, GateSession] = {}
         self._texts: dict[tuple[str, str], str] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.recorder: FlowRecorder | None = None  # the live flow's counters and alerts (S26)
+        self._streams = metrics.CONNECTED_STREAMS.labels("gate")
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -155,7 +161,8 @@ class GateHub:
     # --- a gate's stream ------------------------------------------------------------------
 
     async def connect(self, *, device_id: str, secret: str, direction: Direction | None, park_id: str,
-                      attraction_id: str, software_version: str, confirms_passage: bool) -> tuple[GateSession, ParkView]:
+                      attraction_id: str, software_version: str, confirms_passage: bool,
+                      fast_mode: bool = False) -> tuple[GateSession, ParkView]:
         """Authenticate the device (S2) and place it; returns its session and the park's state for the welcome."""
         if not device_id:
             raise Unauthenticated("the hello names no device", Reason.UNKNOWN_DEVICE)
@@ -194,16 +201,23 @@ class GateHub:
         )
         session = GateSession(place, device.language or str(default_language), software_version,
                               attraction_slots={slot: aid for aid, slot in slots_by_id.items()}, products=products,
-                              paused=state.paused and place.direction == "in", emergency=state.emergency)
+                              paused=state.paused and place.direction == "in", emergency=state.emergency,
+                              fast_mode=fast_mode)
         previous = self.sessions.get(device_id)
         if previous is not None:  # the same gate reconnected before its old stream noticed it was gone
             previous.outbox.put_nowait(GATE_STREAM_END)
         self.sessions[device_id] = session
+        self._streams.inc()
+        if self.recorder is not None:
+            self.recorder.touch(park_id)
         log.info("gate %s connected (park %s, %s%s, version %s)", device_id, park_id, place.direction,
                  f", attraction {attraction_id}" if attraction_id else "", software_version or "?")
         return session, state
 
     async def disconnect(self, session: GateSession) -> None:
+        self._streams.dec()
+        if self.recorder is not None:
+            self.recorder.touch(session.place.park_id)
         if self.sessions.get(session.device_id) is session:
             del self.sessions[session.device_id]
             with contextlib.suppress(ParkgateError):
@@ -212,17 +226,21 @@ class GateHub:
             log.info("gate %s disconnected", session.device_id)
 
     def submit(self, session: GateSession, request_id: str, *, code: str = "", card_uid: str = "",
-               direction: Direction | None = None) -> None:
-        """Queue a validation; its result (or why there is none) goes to the gate's outbox when decided."""
+               direction: Direction | None = None, forwarded: bool = False) -> None:
+        """Queue a validation; its result (or why there is none) goes to the gate's outbox when decided.
+
+        ``forwarded``: an admission the gate made offline, handed over now (its scan time is in the past).
+        """
         if not request_id:
             session.outbox.put_nowait(self.result(session, "", Decision.deny(Reason.INVALID_ARGUMENT)))
             return
         session.in_flight += 1
         future = self.pipeline.submit(session.place, request_id, code=code, card_uid=card_uid,
                                       direction=direction or session.place.direction)
-        future.add_done_callback(functools.partial(self._answer, session, request_id))
+        future.add_done_callback(functools.partial(self._answer, session, request_id, forwarded))
 
-    def _answer(self, session: GateSession, request_id: str, future: asyncio.Future[Decision]) -> None:
+    def _answer(self, session: GateSession, request_id: str, forwarded: bool,
+                future: asyncio.Future[Decision]) -> None:
         session.in_flight -= 1
         if not future.cancelled():
             error = future.exception()
@@ -235,7 +253,17 @@ class GateHub:
                 log.error("validation %s of gate %s failed", request_id, session.device_id, exc_info=error)
                 decision = Decision.deny(Reason.INTERNAL)
             session.outbox.put_nowait(self.result(session, request_id, decision))
+            if not decision.allow and self.recorder is not None:
+                self._alert(session, request_id, decision, forwarded)
         session.end_if_answered()
+
+    def _alert(self, session: GateSession, request_id: str, decision: Decision, forwarded: bool) -> None:
+        """A refusal the control room must see: a forged code, a refusal after a fast open, a conflict."""
+        kind = alert_kind(decision.reason.value, fast_mode=session.fast_mode, forwarded=forwarded)
+        if kind is not None and self.recorder is not None and not decision.retried:
+            detail = "offline admission refused when forwarded" if forwarded else (
+                "gate opened in fast mode before this refusal" if session.fast_mode else "")
+            self.recorder.alert(kind, session.place, decision.reason, request_id, detail)
 
     def result(self, session: GateSession, request_id: str, decision: Decision) -> GateResult:
         return GateResult(request_id, decision, self.display_text(decision.reason, session.language))
@@ -245,9 +273,11 @@ class GateHub:
                 or reason.replace("_", " ").capitalize())
 
     async def heartbeat(self, session: GateSession, state: str) -> None:
-        session.state = state or "ok"
+        changed, session.state = (state or "ok") != session.state, state or "ok"
         async with self.db.transaction() as conn:
             await store.gate_heartbeat(conn, session.device_id, self.server_id, session.state)
+        if changed and self.recorder is not None:  # the gate's tile on the wall screen changes colour
+            self.recorder.touch(session.place.park_id)
 
     async def passage(self, session: GateSession, request_id: str, passed: bool) -> bool:
         """The relay board's report: passed confirms the admission; not passed gives the entry back."""

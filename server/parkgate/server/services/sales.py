@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from parkgate import native
+from parkgate.common import metrics
 from parkgate.server.domain import sales as rules
 from parkgate.server.domain.catalog import check_slug
 from parkgate.server.domain.errors import Conflict, Forbidden, InvalidArgument, NotFound, Reason
@@ -186,13 +187,18 @@ class SalesService:
         fingerprint = order.fingerprint()
         # Keyed by the request id, so running it again after the database went away mid-way (a failover,
         # an unknown commit outcome) returns the order of the first run instead of selling twice.
-        result = await self.db.run(lambda conn: self._create_order(conn, seller, order, fingerprint), what="sale")
+        created: list[bool] = []  # whether the run that committed made a new order (a replay takes no money)
+        result = await self.db.run(lambda conn: self._create_order(conn, seller, order, fingerprint, created),
+                                   what="sale")
+        if created and created[-1]:
+            metrics.count_sale([(p.method, p.amount) for p in order.payments], result.order.currency)
         log.info("order %s: %d tickets, total %d %s, by %s at %s", result.order.id, len(result.tickets),
                  result.order.total, result.order.currency, seller.username, result.order.window_device_id)
         return result
 
     async def _create_order(self, conn: Connection, seller: Principal, order: OrderIn,
-                            fingerprint: bytes) -> OrderView:
+                            fingerprint: bytes, created: list[bool]) -> OrderView:
+        created.append(False)
         existing = await store.order_by_request(conn, order.request_id)
         if existing is not None:
             return await self._replay(conn, existing, fingerprint)
@@ -215,6 +221,7 @@ class SalesService:
             return await self._replay(conn, existing, fingerprint)
         await self._issue_tickets(conn, order_id, lines)
         await store.insert_payments(conn, order_id, order.payments)
+        created[-1] = True
         return await self._load_order(conn, order_id)
 
     async def _issue_tickets(self, conn: Connection, order_id: str, lines: list[_PreparedLine]) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from parkgate.server.domain.errors import InvalidArgument, ParkgateError
+from parkgate.server.domain.flow import is_forwarded
 from parkgate.server.services.gates import GATE_STREAM_END, GateCommand, GateHub, GateResult, GateSession
 from parkgate.server.store.gates import ParkView
 from parkgate.v1 import gate_pb2, gate_pb2_grpc
@@ -73,7 +75,7 @@ class GateServicer(gate_pb2_grpc.GateServicer):
         session, _state = await self.hub.connect(
             device_id=hello.device_id, secret=hello.device_secret, direction=convert.direction_name(hello.direction),
             park_id=hello.park_id, attraction_id=hello.attraction_id, software_version=hello.software_version,
-            confirms_passage=hello.confirms_passage,
+            confirms_passage=hello.confirms_passage, fast_mode=hello.fast_mode,
         )
         current_call.get().device_id = session.device_id
         yield _welcome(self.hub, session, self.server_id)
@@ -102,7 +104,8 @@ class GateServicer(gate_pb2_grpc.GateServicer):
                     credential = v.WhichOneof("credential")
                     self.hub.submit(session, v.request_id, code=v.code if credential == "code" else "",
                                     card_uid=v.card_uid if credential == "card_uid" else "",
-                                    direction=convert.direction_name(v.direction))  # type: ignore[arg-type]
+                                    direction=convert.direction_name(v.direction),  # type: ignore[arg-type]
+                                    forwarded=v.HasField("scanned_at") and is_forwarded(v.scanned_at.seconds, time.time()))
                     continue
                 if kind == "heartbeat":
                     work = self.hub.heartbeat(session, message.heartbeat.state)
