@@ -97,26 +97,28 @@ class Decider:
 
     def decide_alone(self, place: GatePlace, request: gate_pb2.ValidationRequest,
                      now: float | None = None) -> gate_pb2.ValidationResult:
-        """The engine's decision here, durable (answer + uses + forward record, one fsync) before it returns."""
+        """The engine's decision here; an admission is durable (answer + uses + forward record, one fsync)
+        before it returns. A refusal is not written: it consumed nothing."""
         now = time.time() if now is None else now
         if place.park_id not in self.picture.parks:
             return result_of(request.request_id, Verdict(False, Reason.NO_OFFLINE_TERMS))
         outcome = local_decision(self.store, self.picture, place, request, now)
         verdict = outcome.verdict
         result = result_of(request.request_id, verdict)
+        self.offline_decisions += 1
+        if not verdict.allow:
+            return result  # a refusal changes nothing: no write, no fsync (a retry is decided again)
         body = result.SerializeToString()
         with self.store.transaction() as tx:
             if verdict.allow and verdict.ticket is not None and outcome.serial:
                 SiteStore.put_use(tx, outcome.serial, use_to_json(verdict.ticket))
             SiteStore.put_answer(tx, place.device_id, request.request_id, body, True)
-            if verdict.allow:  # refusals consume nothing: they stay in the local log only
-                decided_at = Timestamp()
-                decided_at.FromNanoseconds(int(now * 1e9))
-                SiteStore.enqueue(tx, place.device_id, lambda seq: site_pb2.ForwardedRecord(
-                    device_id=place.device_id, sequence=seq, decision=site_pb2.OfflineDecision(
-                        request=_with_scan_time(request, decided_at), result=result, decided_at=decided_at),
-                ).SerializeToString())
-        self.offline_decisions += 1
+            decided_at = Timestamp()
+            decided_at.FromNanoseconds(int(now * 1e9))
+            SiteStore.enqueue(tx, place.device_id, lambda seq: site_pb2.ForwardedRecord(
+                device_id=place.device_id, sequence=seq, decision=site_pb2.OfflineDecision(
+                    request=_with_scan_time(request, decided_at), result=result, decided_at=decided_at),
+            ).SerializeToString())
         return result
 
     # --- online -----------------------------------------------------------------------------------

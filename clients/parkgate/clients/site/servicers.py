@@ -21,6 +21,7 @@ window cannot tell the edge from the cluster:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -96,10 +97,11 @@ class EdgeHandler(grpc.GenericRpcHandler):
             return None
         local = self._local.get(method)
         if local is not None:
-            return grpc.unary_unary_rpc_method_handler(lambda req, ctx, f=local: f(req, ctx))
+            return grpc.unary_unary_rpc_method_handler(local)
+        # partial, not lambda: grpc.aio recognises coroutine (and async generator) functions through partials
         if _server_streaming(method):
-            return grpc.unary_stream_rpc_method_handler(lambda req, ctx, m=method: self._pass_stream(m, req, ctx))
-        return grpc.unary_unary_rpc_method_handler(lambda req, ctx, m=method: self._pass(m, req, ctx))
+            return grpc.unary_stream_rpc_method_handler(functools.partial(self._pass_stream, method))
+        return grpc.unary_unary_rpc_method_handler(functools.partial(self._pass, method))
 
     # --- passing through -------------------------------------------------------------------------
 
