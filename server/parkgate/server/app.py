@@ -31,6 +31,7 @@ from parkgate.server.services.catalog import CatalogService
 from parkgate.server.services.gates import GateHub
 from parkgate.server.services.operators import OperatorService
 from parkgate.server.services.sales import SalesService
+from parkgate.server.services.sites import SiteService
 from parkgate.server.store import Database
 from parkgate.v1 import (
     admin_pb2_grpc,
@@ -40,6 +41,7 @@ from parkgate.v1 import (
     ops_pb2_grpc,
     reports_pb2_grpc,
     sales_pb2_grpc,
+    site_pb2_grpc,
 )
 
 from .discovery import Etcd, Registration
@@ -52,6 +54,7 @@ from .rpc.servicers.catalog import CatalogServicer
 from .rpc.servicers.gate import GateControlServicer, GateServicer
 from .rpc.servicers.ops import OpsServicer
 from .rpc.servicers.sales import SalesServicer
+from .rpc.servicers.site import SiteServicer
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,7 @@ class ParkgateServer:
         self.pipeline = AdmissionPipeline(self.db, mode=gates.pipeline, max_batch=gates.max_batch, clock=clock)
         self.gates = GateHub(self.db, self.pipeline, settings.server_id, self.operators.verify_device,
                              state_poll_seconds=gates.state_poll_seconds, ack_wait_seconds=gates.ack_wait_seconds)
+        self.sites = SiteService(self.db, self.pipeline, self.operators.verify_device)
         self.health = health.aio.HealthServicer()
         self.started_at = datetime.now(UTC)
         self.schema_ready = asyncio.Event()
@@ -104,6 +108,7 @@ class ParkgateServer:
         sales_pb2_grpc.add_SalesServicer_to_server(SalesServicer(self.sales), s)
         gate_pb2_grpc.add_GateServicer_to_server(GateServicer(self.gates, self.settings.server_id), s)
         gate_pb2_grpc.add_GateControlServicer_to_server(GateControlServicer(self.gates), s)
+        site_pb2_grpc.add_SiteServicer_to_server(SiteServicer(self.sites), s)
         # Declared in the contract, built by later work: the generated base
         # classes answer UNIMPLEMENTED (reason NOT_IMPLEMENTED), never a fake success.
         reports_pb2_grpc.add_ReportsServicer_to_server(reports_pb2_grpc.ReportsServicer(), s)
