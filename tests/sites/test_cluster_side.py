@@ -267,6 +267,17 @@ async def test_an_offline_sale_forwarded_twice_is_one_order_in_the_shift(sites: 
     [ack] = await _forward(sites, sites.north, site_pb2.ForwardedRecord(
         device_id=sites.window_n.device_id, sequence=sequence + 2, sale=outside))
     assert not ack.accepted and ack.reason == 305  # SERIAL_NOT_RESERVED
+    # turned down once and for all: kept for an operator, the same answer on a replay, and the window's
+    # next record is taken (one bad record blocks nothing)
+    [ack] = await _forward(sites, sites.north, site_pb2.ForwardedRecord(
+        device_id=sites.window_n.device_id, sequence=sequence + 2, sale=outside))
+    assert not ack.accepted and ack.reason == 305
+    assert sites.park.sql("SELECT reason FROM forward_rejections WHERE device_id = %s AND sequence = %s",
+                          sites.window_n.device_id, sequence + 2) == [("SERIAL_NOT_RESERVED",)]
+    [ack] = await _forward(sites, sites.north, site_pb2.ForwardedRecord(
+        device_id=sites.window_n.device_id, sequence=sequence + 3, sale=_offline_sale(sites, key,
+                                                                                      block.serial_first + 1)))
+    assert ack.accepted
 
 
 async def _validate(sites: Sites, edge: Device, gate: Device, code: str,

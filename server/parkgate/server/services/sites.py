@@ -41,6 +41,7 @@ from parkgate.server.domain.errors import (
     NotFound,
     ParkgateError,
     Reason,
+    Unavailable,
 )
 from parkgate.server.store import Database
 from parkgate.server.store import admissions as admission_store
@@ -166,6 +167,7 @@ class Forwarded:
     device_id: str
     sequence: int
     record: OfflineAdmission | OfflineSale
+    raw: bytes = b""  # the record as it came, kept when it cannot be taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,19 +371,20 @@ class SiteService:
                 continue
             futures.append(self.pipeline.submit(place, request_id, code=code, card_uid=card_uid,
                                                 direction=direction or place.direction))
+        pending = [f for f in futures if not isinstance(f, Decision)]
+        outcomes = iter(await asyncio.gather(*pending, return_exceptions=True))
         decisions: list[Decision] = []
         for f in futures:
-            if isinstance(f, Decision):
-                decisions.append(f)
-                continue
-            # No decision (the database stayed away) fails the call: the edge then decides alone.
-            decisions.append(await f)
+            outcome = f if isinstance(f, Decision) else next(outcomes)
+            if isinstance(outcome, BaseException):
+                raise outcome  # no decision (the database stayed away) fails the call: the edge decides alone
+            decisions.append(outcome)
         return decisions
 
     # --- 4. store and forward --------------------------------------------------------------------
 
     async def forward(self, edge: Edge, records: Sequence[Forwarded]) -> list[Ack]:
-        """Take records in order, each in its own transaction; stop at the first one not taken."""
+        """Take records in order, each in its own transaction; a device's records stop at a gap."""
         acks: list[Ack] = []
         stopped: set[str] = set()
         for record in records:
@@ -390,13 +393,14 @@ class SiteService:
                 continue
             try:
                 ack = await self.db.run(lambda conn, r=record: self._take(conn, edge, r), what="forward")
-            except ParkgateError as exc:
-                if exc.reason in (Reason.DATABASE_UNAVAILABLE, Reason.SERVER_OVERLOADED, Reason.DEADLINE_EXCEEDED):
-                    raise
+            except Unavailable:
+                raise
+            except ParkgateError as exc:  # not this edge's to forward, or not a record at all
                 log.warning("forwarded %s #%d from edge %s refused: %s", record.device_id, record.sequence,
                             edge.device_id, exc)
                 ack = Ack(record.device_id, record.sequence, False, exc.reason)
-            if not ack.accepted:
+                stopped.add(record.device_id)
+            if ack.reason is Reason.OUT_OF_ORDER:
                 stopped.add(record.device_id)
             acks.append(ack)
         return acks
@@ -410,15 +414,30 @@ class SiteService:
         if device.site != edge.site:
             raise Forbidden(f"device {record.device_id!r} is not of site {edge.site!r}", Reason.NOT_THIS_SITE)
         last = await store.lock_cursor(conn, record.device_id, edge.device_id)
-        if record.sequence <= last:
-            return Ack(record.device_id, record.sequence, True)  # a replay: taken before
+        if record.sequence <= last:  # a replay: taken (or turned down) before
+            rejected = await store.rejection_of(conn, record.device_id, record.sequence)
+            if rejected is not None:
+                return Ack(record.device_id, record.sequence, False, Reason(rejected))
+            return Ack(record.device_id, record.sequence, True)
         if record.sequence != last + 1:
             return Ack(record.device_id, record.sequence, False, Reason.OUT_OF_ORDER)
-        if isinstance(record.record, OfflineSale):
-            await self._take_sale(conn, edge, device, record.record)
-            conflict = False
-        else:
-            conflict = await self._take_admission(conn, edge, device, record.record)
+        conflict = False
+        try:
+            async with store.savepoint(conn):
+                if isinstance(record.record, OfflineSale):
+                    await self._take_sale(conn, edge, device, record.record)
+                else:
+                    conflict = await self._take_admission(conn, edge, device, record.record)
+        except Unavailable:
+            raise
+        except ParkgateError as exc:
+            # Kept whole for an operator; the device's later records go on (one bad record blocks nothing).
+            await store.record_rejection(conn, record.device_id, record.sequence, edge.device_id,
+                                         exc.reason_name, exc.message, record.raw)
+            await store.advance_cursor(conn, record.device_id, edge.device_id, record.sequence)
+            log.error("forwarded %s #%d from edge %s turned down: %s: %s", record.device_id, record.sequence,
+                      edge.device_id, exc.reason_name, exc.message)
+            return Ack(record.device_id, record.sequence, False, exc.reason)
         await store.advance_cursor(conn, record.device_id, edge.device_id, record.sequence)
         return Ack(record.device_id, record.sequence, True, conflict=conflict)
 
@@ -507,6 +526,9 @@ class SiteService:
             currencies.add(currency)
         if len(currencies) > 1:
             raise InvalidArgument("one order is paid in one currency")
+        taken = await store.serials_taken(conn, [t.serial for t in tickets])
+        if taken:
+            raise Conflict(f"serials {taken} are on other tickets already", Reason.SERIAL_NOT_RESERVED)
         sales_rules.check_payments(sale.payments, sale.total, sale.customer)
         order_id = await sales_store.insert_order(conn, NewOrder(
             request_id=sale.request_id, request_hash=sale.fingerprint, kind="sale", currency=currencies.pop(),

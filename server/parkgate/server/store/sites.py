@@ -10,14 +10,15 @@ cursor that never steps over a row committed late.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 from parkgate.rules import TicketState
 
 from .admissions import _TICKET_COLUMNS, ticket_state
 from .catalog import _ATTRACTION
-from .database import Connection
+from .database import Connection, connection_errors_to_domain
 from .fetch import fetch_all, fetch_one
 from .rows.catalog import Attraction, Holiday, Park, Price, Product
 from .rows.sites import (
@@ -264,6 +265,34 @@ async def lock_cursor(conn: Connection, device_id: str, edge_id: str) -> int:
     row = await cur.fetchone()
     assert row is not None
     return int(row["sequence"])
+
+
+@asynccontextmanager
+async def savepoint(conn: Connection) -> AsyncIterator[None]:
+    """A part of the transaction that can fail alone: the database's refusals come out as domain errors."""
+    async with connection_errors_to_domain(), conn.transaction():
+        yield
+
+
+async def record_rejection(conn: Connection, device_id: str, sequence: int, edge_id: str, reason: str,
+                           message: str, record: bytes) -> None:
+    await conn.execute(
+        """INSERT INTO forward_rejections (device_id, sequence, edge_id, reason, message, record)
+           VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+        (device_id, sequence, edge_id, reason, message, record),
+    )
+
+
+async def rejection_of(conn: Connection, device_id: str, sequence: int) -> str | None:
+    cur = await conn.execute("SELECT reason FROM forward_rejections WHERE device_id = %s AND sequence = %s",
+                             (device_id, sequence))
+    row = await cur.fetchone()
+    return str(row["reason"]) if row else None
+
+
+async def serials_taken(conn: Connection, serials: Sequence[int]) -> list[int]:
+    cur = await conn.execute("SELECT serial FROM tickets WHERE serial = ANY(%s::bigint[])", (list(serials),))
+    return [int(r["serial"]) for r in await cur.fetchall()]
 
 
 async def advance_cursor(conn: Connection, device_id: str, edge_id: str, sequence: int) -> None:

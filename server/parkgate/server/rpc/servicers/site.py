@@ -161,7 +161,7 @@ def _record(r: site_pb2.ForwardedRecord) -> Forwarded:
             sold_at=(s.sold_at if s.HasField("sold_at") else o.created_at).ToDatetime(tzinfo=UTC))
     else:
         raise InvalidArgument(f"{r.device_id} #{r.sequence}: a forwarded record holds a decision or a sale")
-    return Forwarded(r.device_id, r.sequence, made)
+    return Forwarded(r.device_id, r.sequence, made, r.SerializeToString())
 
 
 class SiteServicer(site_pb2_grpc.SiteServicer):

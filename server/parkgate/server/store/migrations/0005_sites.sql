@@ -145,3 +145,18 @@ CREATE INDEX site_conflicts_recorded ON site_conflicts (recorded_at);
 
 -- Offline sales: the order remembers the edge that forwarded it.
 ALTER TABLE orders ADD COLUMN site text NOT NULL DEFAULT '';
+
+-- A forwarded record the cluster cannot take (a code not signed by the
+-- site's key, a serial outside its blocks, ...) is kept here, whole, for an
+-- operator, and the device's cursor moves on: one bad record never blocks
+-- the records after it.
+CREATE TABLE forward_rejections (
+    device_id text NOT NULL,
+    sequence  bigint NOT NULL,
+    edge_id   text NOT NULL,
+    reason    text NOT NULL,
+    message   text NOT NULL,
+    record    bytea NOT NULL,
+    at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (device_id, sequence)
+);
