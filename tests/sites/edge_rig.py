@@ -68,6 +68,12 @@ class Cluster:
         return self.running
 
     async def stop(self) -> None:
+        """Stop the server; the test's client channels stay open and reconnect when it is back."""
+        if self.running is not None:
+            await self.running.server.stop(grace=1.0)
+            self.running = None
+
+    async def close(self) -> None:
         if self.running is not None:
             await stop_server(self.running)
             self.running = None
@@ -82,6 +88,7 @@ class Edge:
     device_id: str
     secret: str
     faketime: str = ""          # e.g. "+5s": the edge's clock is off by this much (libfaketime)
+    forward_batch: int = 50
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -113,7 +120,7 @@ decision_deadline_ms = 400
 offline_hold_seconds = 1.0
 reconnect_min_seconds = 0.2
 reconnect_max_seconds = 1.0
-forward_batch = 50
+forward_batch = {self.forward_batch}
 serials_wanted = 1000
 log_level = "info"
 """)
@@ -124,7 +131,9 @@ log_level = "info"
         with open(self.log, "ab") as log:
             log.write(f"--- start {self.starts}\n".encode())
             self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True,
-                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                                 **({"PARKGATE_SITE__LOG_LEVEL": "debug"}
+                                                    if os.environ.get("EDGE_DEBUG") else {})})
 
     async def ready(self, *, feed: bool = True, provisioned: bool = True) -> None:
         """Wait until this start of the edge listens, followed the feed and holds a site key."""

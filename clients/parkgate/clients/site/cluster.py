@@ -9,6 +9,7 @@ deadline; every change of state is logged as one sentence.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -71,13 +72,20 @@ class Cluster:
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("parkgate-device-id", self.config.device_id), ("parkgate-device-secret", self.config.secret()))
 
-    async def next_server(self) -> None:
-        """The server in use failed: close its channel and use the next one in the list."""
+    async def next_server(self, failed: str) -> None:
+        """``failed`` did not answer: use the next server in the list (once, however many callers saw it).
+
+        The old channel is closed a while later, not now: the feed, the
+        forwarder and the validations share it, and closing it under a call
+        that is just starting would fail that call with a usage error.
+        """
+        if failed != self.address:
+            return  # another caller moved on already
         old = self._channel
         self._channel, self.site = None, None
         self._index = (self._index + 1) % len(self.servers)
         if old is not None:
-            await old.close()
+            asyncio.get_running_loop().call_later(30.0, lambda: asyncio.ensure_future(old.close()))
 
     # --- the online/offline switch ------------------------------------------------------------
 

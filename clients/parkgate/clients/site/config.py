@@ -1,8 +1,8 @@
-"""A site edge's configuration: one typed object from ``site.toml`` plus ``PARKGATE_SITE_*`` variables.
+"""A site edge's configuration: one typed object from ``site.toml`` plus ``PARKGATE_SITE__*`` variables.
 
 Unknown keys and wrong types stop start-up with a message naming the key (a
 typo must never fall back silently to a default). Every key of ``[site]`` can
-be overridden by an environment variable ``PARKGATE_SITE_<KEY>`` (upper case;
+be overridden by an environment variable ``PARKGATE_SITE__<KEY>`` (upper case, the server's ``SECTION__KEY`` form;
 lists comma-separated), so a box's secrets and addresses can come from its
 service manager. docs/sites.md has the reference.
 """
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..gate.config import _hostport  # one HOST:PORT rule for every client's configuration
 
-ENV_PREFIX = "PARKGATE_SITE_"
+ENV_PREFIX = "PARKGATE_SITE__"
 
 
 class SiteConfigError(Exception):

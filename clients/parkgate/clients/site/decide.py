@@ -148,14 +148,19 @@ class Decider:
 
     async def _send(self, batch: list[_Waiting]) -> None:
         request = site_pb2.SiteValidateRequest(items=[w.item for w in batch])
+        address = self.cluster.address
         try:
             reply = await self.cluster.stub().Validate(request, timeout=self.deadline, metadata=self.cluster.metadata())
-        except grpc.aio.AioRpcError as exc:
-            self.cluster.failed(f"Validate failed: {exc.code().name} {exc.details()}")
-            if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                await self.cluster.next_server()
-            elif not transient(exc):
-                log.error("the cluster refused a validation batch: %s %s", exc.code().name, exc.details())
+        except Exception as exc:  # whatever went wrong, these people get the edge's own decision
+            if isinstance(exc, grpc.aio.AioRpcError):
+                self.cluster.failed(f"Validate failed: {exc.code().name} {exc.details()}")
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    await self.cluster.next_server(address)
+                elif not transient(exc):
+                    log.error("the cluster refused a validation batch: %s %s", exc.code().name, exc.details())
+            else:
+                log.exception("validation batch to %s failed", address)
+                self.cluster.failed(f"Validate failed: {type(exc).__name__}")
             for w in batch:
                 if not w.future.done():
                     w.future.set_result(None)

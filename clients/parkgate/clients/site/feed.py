@@ -87,6 +87,7 @@ class FeedFollower:
     async def run(self) -> None:
         delay = self.cluster.config.reconnect_min_seconds
         while True:
+            address = self.cluster.address
             try:
                 await self._follow()
                 delay = self.cluster.config.reconnect_min_seconds
@@ -94,7 +95,9 @@ class FeedFollower:
                 log.info("feed from %s ended: %s %s; again in %.1fs", self.cluster.address, exc.code().name,
                          exc.details(), delay)
                 if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                    await self.cluster.next_server()
+                    await self.cluster.next_server(address)
+            except Exception:  # the feed must never stop for good: log, back off, follow again
+                log.exception("feed from %s failed; again in %.1fs", self.cluster.address, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.cluster.config.reconnect_max_seconds)
 

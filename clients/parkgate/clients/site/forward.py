@@ -52,15 +52,22 @@ class Forwarder:
     async def run(self) -> None:
         cfg = self.cluster.config
         delay = cfg.reconnect_min_seconds
+        log.debug("forwarder started: %d record(s) queued", self.store.pending_count())
         while True:
+            address = self.cluster.address
             try:
                 sent = await self.forward_once()
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                    await self.cluster.next_server()
+                    await self.cluster.next_server(address)
                 level = logging.INFO if transient(exc) else logging.ERROR
                 log.log(level, "forwarding paused: %s %s (%s); again in %.1fs", exc.code().name, exc.details(),
                         reason_of(exc) or "-", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, cfg.reconnect_max_seconds)
+                continue
+            except Exception:  # forwarding must never stop for good: log, back off, try again
+                log.exception("forwarding failed; again in %.1fs", delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, cfg.reconnect_max_seconds)
                 continue
@@ -80,6 +87,7 @@ class Forwarder:
         batch = self.store.pending(cfg.forward_batch)
         if not batch:
             return 0
+        log.debug("forwarding %d record(s) to %s", len(batch), self.cluster.address)
         request = site_pb2.ForwardRequest(records=[site_pb2.ForwardedRecord.FromString(r.body) for r in batch])
         reply = await self.cluster.stub().Forward(request, timeout=cfg.forward_timeout_seconds,
                                                   metadata=self.cluster.metadata())
@@ -103,6 +111,7 @@ class Forwarder:
                 refused.append((*key, reason))
                 log.error("ALERT forwarded %s #%d refused by the cluster: %s (kept in 'rejected')", *key, reason)
         self.store.acknowledge(done, refused)
+        log.debug("forwarded %d record(s), %d refused", len(done), len(refused))
         self.forwarded += len(done)
         self.refused += len(refused)
         if not done and not refused:

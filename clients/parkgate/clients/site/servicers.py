@@ -112,9 +112,18 @@ class EdgeHandler(grpc.GenericRpcHandler):
     async def _call(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """The cluster's answer to a unary call, or the same error it gave; transient errors raise."""
         remaining = context.time_remaining()
-        call = self.cluster.channel().unary_unary(method)
-        return await call(request, metadata=self._metadata(context),
-                          timeout=min(remaining, 30.0) if remaining is not None else 30.0)
+        address = self.cluster.address
+        try:
+            call = self.cluster.channel().unary_unary(method)
+            return await call(request, metadata=self._metadata(context),
+                              timeout=min(remaining, 30.0) if remaining is not None else 30.0)
+        except grpc.aio.UsageError:  # the channel was replaced under us: as good as unreachable
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                       "the channel to the cluster was replaced") from None
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                await self.cluster.next_server(address)
+            raise
 
     async def _pass(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
