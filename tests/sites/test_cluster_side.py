@@ -26,9 +26,10 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from parkgate import native
+from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.v1 import admin_pb2, catalog_pb2, common_pb2, gate_pb2, sales_pb2, site_pb2, site_pb2_grpc
 from tests.fixtures.park import PRICE, TestPark, open_park, rid
-from tests.fixtures.server import RunningServer, reason_of
+from tests.fixtures.server import RunningServer, reason_of, start_server, stop_server
 
 PARK = "spark"
 SINGLE = "s-single"
@@ -189,12 +190,47 @@ async def test_provision_twice_keeps_the_key_and_reserves_disjoint_serials(sites
     assert first.key_id in welcome
 
 
-async def _welcome_keys(sites: Sites) -> set[int]:
-    from parkgate.clients.gate.link import GateLink, Hello
-    link = GateLink(sites.park.server.address, Hello(sites.gate_n.device_id, sites.gate_n.secret, "in", PARK))
+async def _welcome_keys(sites: Sites, address: str = "") -> set[int]:
+    welcome = await _welcome(sites, address)
+    return {k.key_id for k in welcome.keys}
+
+
+async def _welcome(sites: Sites, address: str = "") -> gate_pb2.Welcome:
+    link = GateLink(address or sites.park.server.address,
+                    Hello(sites.gate_n.device_id, sites.gate_n.secret, "in", PARK))
     welcome = await link.open()
     await link.close()
-    return {k.key_id for k in welcome.keys}
+    return welcome
+
+
+async def _next_command(link: GateLink, kind: str, timeout: float = 20.0) -> None:
+    async def wait() -> None:
+        while (await link.commands.get()).kind != kind:
+            pass
+    await asyncio.wait_for(wait(), timeout)
+
+
+async def test_a_site_key_and_its_revocation_reach_the_gates_of_every_server(sites: Sites, module_dsn: str) -> None:
+    second = await start_server(module_dsn)
+    try:
+        link = GateLink(second.address, Hello(sites.gate_n.device_id, sites.gate_n.secret, "in", PARK))
+        await link.open()
+        key, _block = await _provision(sites, sites.north)  # on the first server
+        await _next_command(link, "UPDATE_KEYS")  # the second server heard it and tells its gate
+        await link.close()
+        assert key.key_id in await _welcome_keys(sites, second.address)
+        link = GateLink(second.address, Hello(sites.gate_n.device_id, sites.gate_n.secret, "in", PARK))
+        await link.open()
+        await sites.site.RevokeKey(site_pb2.RevokeKeyRequest(key_id=key.key_id), metadata=sites.park.admin.metadata)
+        await _next_command(link, "UPDATE_KEYS")
+        await link.close()
+        welcome = await _welcome(sites, second.address)
+        assert str(key.key_id) in welcome.revoked_key_ids and key.key_id not in {k.key_id for k in welcome.keys}
+        assert await _refused(sites.site.RevokeKey(site_pb2.RevokeKeyRequest(key_id=9999),
+                                                   metadata=sites.park.admin.metadata)) == (
+            grpc.StatusCode.NOT_FOUND, "UNKNOWN_KEY")
+    finally:
+        await stop_server(second)
 
 
 async def _provision(sites: Sites, edge: Device) -> tuple[native.SigningKey, site_pb2.ProvisionResponse]:

@@ -82,7 +82,7 @@ class ParkgateServer:
         self.pipeline = AdmissionPipeline(self.db, mode=gates.pipeline, max_batch=gates.max_batch, clock=clock)
         self.gates = GateHub(self.db, self.pipeline, settings.server_id, self.operators.verify_device,
                              state_poll_seconds=gates.state_poll_seconds, ack_wait_seconds=gates.ack_wait_seconds)
-        self.sites = SiteService(self.db, self.pipeline, self.operators.verify_device)
+        self.sites = SiteService(self.db, self.gates, self.operators.verify_device)
         self.health = health.aio.HealthServicer()
         self.started_at = datetime.now(UTC)
         self.schema_ready = asyncio.Event()
@@ -156,6 +156,7 @@ class ParkgateServer:
                 log.warning("gate hub not started (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
             else:
+                await self.sites.start()
                 self.schema_ready.set()
                 return
 
@@ -190,6 +191,7 @@ class ParkgateServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sites.stop()
         await self.gates.stop()
         await self.db.close()
         log.info("parkgate server %s stopped", self.settings.server_id)

@@ -64,8 +64,8 @@ from parkgate.server.store.rows.sites import (
     SerialBlock,
 )
 
-from .admission import AdmissionPipeline
 from .catalog import product_or_refuse
+from .gates import GateCommand, GateHub
 from .sales import SELLING_DEVICE_KINDS
 
 log = logging.getLogger(__name__)
@@ -180,12 +180,14 @@ class Ack:
 
 
 class SiteService:
-    def __init__(self, db: Database, pipeline: AdmissionPipeline,
+    def __init__(self, db: Database, gates: GateHub,
                  check_device: Callable[[str, str], Awaitable[DeviceWithSecret]], *,
                  feed_poll_seconds: float = 0.5, feed_heartbeat_seconds: float = 5.0) -> None:
         self.db = db
-        self.pipeline = pipeline
+        self.gates = gates
+        self.pipeline = gates.pipeline
         self._check_device = check_device
+        self._tasks: list[asyncio.Task[None]] = []
         self.feed_poll_seconds = feed_poll_seconds
         self.feed_heartbeat_seconds = feed_heartbeat_seconds
         self._verified: dict[tuple[str, bytes], tuple[Edge, float]] = {}
@@ -229,12 +231,13 @@ class SiteService:
             if existing is None:
                 key_id = 1 + await sales_store.highest_key_id(conn)
                 await store.add_site_key(conn, key_id, public_key, edge.site)
+                await store.notify_keys(conn)
             else:
                 key_id = existing.key_id
             return await store.reserve_serials(conn, key_id, edge.site, edge.device_id, count)
 
         block = await self.db.run(work, what="provision a site")
-        await self.pipeline.load_keyring(force=True)  # gates that connect from now on get the key in their welcome
+        await self._keys_changed()
         log.info("site %s (edge %s): key %d, serials %d-%d", edge.site, edge.device_id, block.key_id,
                  block.serial_first, block.serial_last)
         return block
@@ -242,11 +245,43 @@ class SiteService:
     async def revoke_key(self, key_id: int) -> str:
         async with self.db.transaction() as conn:
             row = await store.revoke_key(conn, key_id)
+            if row is not None:
+                await store.notify_keys(conn)
         if row is None:
             raise NotFound(f"no signing key {key_id}", Reason.UNKNOWN_KEY)
-        await self.pipeline.load_keyring(force=True)
+        await self._keys_changed()
         log.warning("signing key %d%s revoked", key_id, f" of site {row.site}" if row.site else "")
         return row.site
+
+    async def _keys_changed(self) -> None:
+        """Re-read the keyring and tell this server's gates: their next welcome carries the keys as they are."""
+        before = {(e.key_id, e.state) for e in self.pipeline.keyring}
+        await self.pipeline.load_keyring(force=True)
+        if {(e.key_id, e.state) for e in self.pipeline.keyring} == before:
+            return
+        for session in list(self.gates.sessions.values()):
+            session.outbox.put_nowait(GateCommand(str(uuid.uuid4()), "UPDATE_KEYS", "Signing keys changed"))
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._watch_keys(), name="sites-keys"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _watch_keys(self) -> None:
+        """Keys added or revoked on any server reach this server's keyring and gates (NOTIFY, read again after
+        a lost listener)."""
+        while True:
+            try:
+                await self._keys_changed()
+                async for _payload in gate_store.notifications(self.db.conninfo, store.KEYS_CHANNEL):
+                    await self._keys_changed()
+            except (ParkgateError, OSError) as exc:
+                log.warning("signing key listener: %s; listening again in 1s", exc)
+            await asyncio.sleep(1.0)
 
     # --- 2. the feed --------------------------------------------------------------------------
 

@@ -33,7 +33,14 @@ from .rows.sites import (
     SiteKey,
 )
 
+#: NOTIFYed (at commit) when a signing key is added or revoked: every server re-reads its keyring.
+KEYS_CHANNEL = "parkgate_keys"
+
 # --- site keys and serial blocks --------------------------------------------------------------
+
+
+async def notify_keys(conn: Connection) -> None:
+    await conn.execute("SELECT pg_notify(%s, '')", (KEYS_CHANNEL,))
 
 
 async def site_key_by_public(conn: Connection, public_key: bytes) -> SiteKey | None:
