@@ -229,6 +229,10 @@ async def test_a_site_key_and_its_revocation_reach_the_gates_of_every_server(sit
         assert await _refused(sites.site.RevokeKey(site_pb2.RevokeKeyRequest(key_id=9999),
                                                    metadata=sites.park.admin.metadata)) == (
             grpc.StatusCode.NOT_FOUND, "UNKNOWN_KEY")
+        [(central,)] = sites.park.sql("SELECT key_id FROM signing_keys WHERE site = '' AND state = 'active'")
+        assert await _refused(sites.site.RevokeKey(site_pb2.RevokeKeyRequest(key_id=central),
+                                                   metadata=sites.park.admin.metadata)) == (
+            grpc.StatusCode.FAILED_PRECONDITION, "BAD_CONFIGURATION")
     finally:
         await stop_server(second)
 

@@ -243,12 +243,18 @@ class SiteService:
         return block
 
     async def revoke_key(self, key_id: int) -> str:
+        """Refuse every code the key signed, on every server and gate (a site's key, or a retired one)."""
         async with self.db.transaction() as conn:
+            key = await store.lock_key(conn, key_id)
+            if key is None:
+                raise NotFound(f"no signing key {key_id}", Reason.UNKNOWN_KEY)
+            if not key.site and key.state == "active":
+                # every central sale signs with it: a new key must take over first (key rotation)
+                raise Conflict(f"key {key_id} is the cluster's active signing key; rotate it before revoking",
+                               Reason.BAD_CONFIGURATION)
             row = await store.revoke_key(conn, key_id)
-            if row is not None:
-                await store.notify_keys(conn)
-        if row is None:
-            raise NotFound(f"no signing key {key_id}", Reason.UNKNOWN_KEY)
+            assert row is not None
+            await store.notify_keys(conn)
         await self._keys_changed()
         log.warning("signing key %d%s revoked", key_id, f" of site {row.site}" if row.site else "")
         return row.site
@@ -309,7 +315,7 @@ class SiteService:
                 items.extend(chunk.items)
                 version = chunk.version if chunk.caught_up else version
                 if not chunk.caught_up and len(items) >= FEED_PAGE:
-                    yield FeedChunk(since, items=items)
+                    yield FeedChunk(since, caught_up=True, items=items)  # live, resumable from the old version
                     items = []
             if items or time.monotonic() - quiet_since >= self.feed_heartbeat_seconds:
                 yield FeedChunk(version, caught_up=True, items=items)

@@ -87,6 +87,11 @@ async def site_public_keys(conn: Connection, site: str) -> list[FeedKey]:
                            (site,))
 
 
+async def lock_key(conn: Connection, key_id: int) -> SiteKey | None:
+    return await fetch_one(conn, SiteKey, "SELECT key_id, site, state FROM signing_keys WHERE key_id = %s FOR UPDATE",
+                           (key_id,))
+
+
 async def revoke_key(conn: Connection, key_id: int) -> SiteKey | None:
     return await fetch_one(
         conn, SiteKey,
