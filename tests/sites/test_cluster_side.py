@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -467,3 +468,24 @@ async def test_a_cursor_too_old_gets_a_full_resync(sites: Sites) -> None:
         await sites.park.admin.admin.SetParameter(admin_pb2.SetParameterRequest(
             key="site.feed_history_seconds", value=str(7 * 24 * 3600)), metadata=sites.park.admin.metadata)
 
+
+
+async def test_a_change_committed_late_is_never_stepped_over(sites: Sites) -> None:
+    """A transaction that wrote before another but commits after it still reaches an edge that resumed."""
+    first, second = await sites.park.sell(SINGLE, 2)
+    stream = sites.site.Feed(site_pb2.FeedRequest(from_version=0), metadata=sites.north.metadata)
+    _batches, start = await _feed_until_caught_up(stream)
+    stream.cancel()
+    with psycopg.connect(sites.park.dsn) as slow:  # writes first, commits last
+        slow.execute("UPDATE tickets SET entries_today = 7 WHERE id = %s", (first.id,))
+        sites.park.sql("UPDATE tickets SET entries_today = 8 WHERE id = %s", second.id)
+        feed = sites.site.Feed(site_pb2.FeedRequest(from_version=start), metadata=sites.north.metadata)
+        batches, middle = await _feed_until_caught_up(feed)
+        feed.cancel()
+        seen = {t.ticket_id: t.entries_today for t in _items(batches, "ticket")}
+        assert seen.get(second.id) == 8 and seen.get(first.id) != 7  # not committed yet
+        slow.commit()
+    feed = sites.site.Feed(site_pb2.FeedRequest(from_version=middle), metadata=sites.north.metadata)
+    batches, _end = await _feed_until_caught_up(feed)
+    feed.cancel()
+    assert {t.ticket_id: t.entries_today for t in _items(batches, "ticket")}.get(first.id) == 7
