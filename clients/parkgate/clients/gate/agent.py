@@ -670,6 +670,9 @@ class GateAgent:
                 self.disk.remove(item.request_id)
                 self.say(f"{item.request_id}: offline admission nobody used; dropped")
                 continue
+            if item.passed is None and any(a.request_id == item.request_id and a.outcome is None
+                                           for a in self.admissions):
+                continue  # the person is still at the turnstile: offered once the board has reported
             try:
                 result = await link.validate(item.request_id, code=item.code, scanned_at=item.scanned_at,
                                              timeout=max(5.0, self.cfg.gate.request_deadline_seconds))
