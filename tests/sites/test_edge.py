@@ -15,6 +15,8 @@ Read as a runbook:
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from parkgate.clients.gate.agent import GateAgent
 from parkgate.clients.gate.config import load_config
 from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.clients.pos.window import Window
-from parkgate.v1 import admin_pb2, sales_pb2
+from parkgate.v1 import admin_pb2, sales_pb2, site_pb2
 from tests.fixtures.park import TestPark, open_park, rid
 from tests.fixtures.serial import PtyPair
 from tests.gate_agent.conftest import PARK, BoardSim, Rig, toml_config
@@ -49,7 +51,8 @@ async def park(cluster: Cluster, module_dsn: str) -> TestPark:
     await p.product("single", entries_total=1)
     await register(p, EDGE_ID, admin_pb2.SITE_EDGE)
     await register(p, "east-window", admin_pb2.SALES_WINDOW)
-    for gate in ("east-gate-1", "east-gate-2", "east-gate-3"):
+    # One gate per test beyond the first two: each test's edge starts with a fresh store.
+    for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6"):
         await register(p, gate, admin_pb2.GATE)
     return p
 
@@ -76,7 +79,9 @@ async def gates(park: TestPark, edge: Edge, make_pty_pair: Callable[[], PtyPair]
         secret.write_text(park.secrets[device] + "\n")
         config = tmp_path / f"{device}.toml"
         config.write_text(toml_config(device, secret, [edge.address], scanner=scanner.device, relay=relay.device,
-                                      relay_extra="open_ms = 3000\nconfirm_passage = false"))
+                                      relay_extra="open_ms = 3000\nconfirm_passage = false")
+                          # a loaded test machine: the edge's own deadline (400 ms) decides, not the gate's
+                          .replace("request_deadline_seconds = 1.5", "request_deadline_seconds = 5.0"))
         rig = Rig(config, scanner.open_far(), BoardSim(relay, 200))
         rig.agent = GateAgent(load_config(config))
         rig.task = asyncio.create_task(rig.agent.run())
@@ -193,7 +198,7 @@ async def test_a_ticket_refunded_before_the_cut_is_refused_offline(
                 "the refund to reach the edge through the feed")
     await until(lambda: _state(edge, refunded.id) == sales_pb2.REFUNDED_STATE, "the refunded state at the edge")
     await cluster.stop()
-    link = GateLink(edge.address, Hello("east-gate-3", park.secrets["east-gate-3"]))
+    link = GateLink(edge.address, Hello("east-gate-4", park.secrets["east-gate-4"]))
     await link.open()
     refused = await link.validate("refund-1", code=refunded.code, timeout=10)
     admitted = await link.validate("refund-2", code=kept.code, timeout=10)
@@ -202,14 +207,51 @@ async def test_a_ticket_refunded_before_the_cut_is_refused_offline(
     assert admitted.allow
 
 
+def _decided_at(edge: Edge) -> float:
+    """When the edge says it made the newest decision in its forward queue (epoch seconds)."""
+    db = sqlite3.connect(f"file:{edge.folder / 'state' / 'site.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        row = db.execute("SELECT body FROM outbox ORDER BY id DESC LIMIT 1").fetchone()
+    finally:
+        db.close()
+    return site_pb2.ForwardedRecord.FromString(row[0]).decision.decided_at.ToNanoseconds() / 1e9
+
+
 def _state(edge: Edge, ticket_id: str) -> int:
-    import sqlite3
-
-    from parkgate.v1 import site_pb2
-
     db = sqlite3.connect(f"file:{edge.folder / 'state' / 'site.db'}?mode=ro", uri=True, timeout=10)
     try:
         row = db.execute("SELECT body FROM tickets WHERE ticket_id = ?", (ticket_id,)).fetchone()
     finally:
         db.close()
     return site_pb2.TicketUse.FromString(row[0]).state if row else 0
+
+
+@pytest.mark.parametrize(("skew", "gate"), [("+8s", "east-gate-5"), ("-8s", "east-gate-6")])
+async def test_an_edge_whose_clock_is_a_few_seconds_off_still_decides_and_forwards(
+        park: TestPark, cluster: Cluster, tmp_path: Path, skew: str, gate: str) -> None:
+    """libfaketime moves the edge's clock; the cluster's stays right. Limits in docs/sites.md."""
+    edge = Edge(tmp_path / "skewed", [cluster.address], EDGE_ID, park.secrets[EDGE_ID], faketime=skew)
+    edge.start()
+    try:
+        await edge.ready()
+        tickets = await park.sell("single", 3)
+        await cluster.stop()
+        link = GateLink(edge.address, Hello(gate, park.secrets[gate]))
+        await link.open()
+        first = [await link.validate(f"{gate}-{i}", code=t.code, timeout=10) for i, t in enumerate(tickets)]
+        again = await link.validate(f"{gate}-again", code=tickets[0].code, timeout=10)
+        await link.close()
+        assert [r.allow for r in first] == [True, True, True]
+        assert (again.allow, again.reason) == (False, "ALREADY_USED")
+        # The edge really judged by its own (skewed) clock: its records say when it thought it decided.
+        offset = _decided_at(edge) - time.time()
+        assert (offset > 4) if skew.startswith("+") else (offset < -4), offset
+        await cluster.start()
+        await until(lambda: edge.queued == 0, "the skewed edge's queue to empty", timeout=60)
+        assert edge.store_value("SELECT count(*) FROM rejected") == 0
+        for ticket in tickets:
+            assert admissions(park, ticket.id) == 1
+    finally:
+        edge.stop()
+        if cluster.running is None:
+            await cluster.start()

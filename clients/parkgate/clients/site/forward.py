@@ -16,8 +16,10 @@ acknowledged (``accepted``, now or as a replay). So:
   pause with backoff when the cluster is away or busy (RESOURCE_EXHAUSTED,
   SERVER_OVERLOADED), and the decisions at the gates never wait for it.
 
-A record the cluster refuses for good (a reason, not accepted) moves to
-``rejected`` with its reason and is logged as an ALERT; nothing is dropped silently.
+A record the cluster refuses for good (a reason, not accepted: the cluster
+keeps such records too) moves to ``rejected`` with its reason and is logged as
+an ALERT; nothing is dropped silently. OUT_OF_ORDER and the cluster's
+"cannot decide now" reasons keep the record in the queue for the next round.
 """
 
 from __future__ import annotations
@@ -106,8 +108,8 @@ class Forwarder:
                                 *key)
             else:
                 reason = Reason.from_number(ack.reason).value
-                if reason in ("DATABASE_UNAVAILABLE", "SERVER_OVERLOADED", "DEADLINE_EXCEEDED"):
-                    continue  # not a refusal of the record: send it again later
+                if reason in ("DATABASE_UNAVAILABLE", "SERVER_OVERLOADED", "DEADLINE_EXCEEDED", "OUT_OF_ORDER"):
+                    continue  # not a refusal of the record: send it again later (from the first unacknowledged)
                 refused.append((*key, reason))
                 log.error("ALERT forwarded %s #%d refused by the cluster: %s (kept in 'rejected')", *key, reason)
         self.store.acknowledge(done, refused)
