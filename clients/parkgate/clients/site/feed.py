@@ -50,11 +50,11 @@ def apply_item(tx: sqlite3.Connection, item: site_pb2.FeedItem) -> None:
         day = f"{h.date.year:04d}-{h.date.month:02d}-{h.date.day:02d}"
         SiteStore.upsert(tx, "holidays", (h.park_id, day), h.SerializeToString())
     elif kind == "unbound_card_uid":
-        tx.execute("DELETE FROM cards WHERE card_uid = ?", (item.unbound_card_uid.upper(),))
+        SiteStore.delete(tx, "cards", "card_uid", item.unbound_card_uid.upper())
     elif kind == "removed_holiday":
         h = item.removed_holiday
-        tx.execute("DELETE FROM holidays WHERE park_id = ? AND day = ?",
-                   (h.park_id, f"{h.date.year:04d}-{h.date.month:02d}-{h.date.day:02d}"))
+        SiteStore.delete(tx, "holidays", "park_id || '/' || day",
+                         f"{h.park_id}/{h.date.year:04d}-{h.date.month:02d}-{h.date.day:02d}")
     elif kind == "operator":
         SiteStore.upsert(tx, "operators", (item.operator.user_name,), item.operator.SerializeToString())
     elif kind == "device":

@@ -123,8 +123,8 @@ class LocalOutcome:
 
 
 def _fed(store: SiteStore, serial: int) -> site_pb2.TicketUse | None:
-    row = store.db.execute("SELECT body FROM tickets WHERE serial = ?", (serial,)).fetchone()
-    return None if row is None else site_pb2.TicketUse.FromString(bytes(row[0]))
+    body = store.body("tickets", "serial", serial)
+    return None if body is None else site_pb2.TicketUse.FromString(body)
 
 
 def local_decision(store: SiteStore, picture: SitePicture, place: GatePlace,

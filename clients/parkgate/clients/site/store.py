@@ -154,6 +154,11 @@ class SiteStore:
         tx.execute(f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({marks})", (*key, body))
 
     @staticmethod
+    def delete(tx: sqlite3.Connection, table: str, column: str, value: object) -> None:
+        """Forget one feed row (a released card binding, a removed holiday)."""
+        tx.execute(f"DELETE FROM {table} WHERE {column} = ?", (value,))
+
+    @staticmethod
     def put_key(tx: sqlite3.Connection, key_id: int, public_key: bytes, state: int) -> None:
         old = tx.execute("SELECT state FROM keys WHERE key_id = ?", (key_id,)).fetchone()
         if old is not None and old[0] == 2:
