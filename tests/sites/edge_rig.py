@@ -43,9 +43,10 @@ async def until(condition, what: str, timeout: float = 30.0, every: float = 0.1)
         await asyncio.sleep(every)
 
 
-async def register(park: TestPark, device_id: str, kind: int, *, direction: int = common_pb2.IN) -> str:
+async def register(park: TestPark, device_id: str, kind: int, *, direction: int = common_pb2.IN,
+                   site: str = SITE) -> str:
     reply = await park.admin.admin.RegisterDevice(admin_pb2.RegisterDeviceRequest(device=admin_pb2.Device(
-        id=device_id, kind=kind, site=SITE, park_id=park.park_id, direction=direction)),
+        id=device_id, kind=kind, site=site, park_id=park.park_id, direction=direction)),
         metadata=park.admin.metadata)
     park.secrets[device_id] = reply.secret
     return reply.secret

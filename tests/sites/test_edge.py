@@ -9,6 +9,7 @@ Read as a runbook:
 * the edge is killed with kill -9 in the middle of forwarding and started again: everything it had
   acknowledged reaches the cluster exactly once;
 * a ticket refunded before the cut is refused at the gate while the cluster is away;
+* one ticket shown at two sites while both are cut off: admitted once at each, one conflict recorded;
 * the edge's clock is a few seconds off: decisions and forwarding still hold (limits in docs/sites.md).
 """
 
@@ -26,7 +27,7 @@ from parkgate.clients.gate.agent import GateAgent
 from parkgate.clients.gate.config import load_config
 from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.clients.pos.window import Window
-from parkgate.v1 import admin_pb2, sales_pb2, site_pb2
+from parkgate.v1 import admin_pb2, sales_pb2, site_pb2, site_pb2_grpc
 from tests.fixtures.park import TestPark, open_park, rid
 from tests.fixtures.serial import PtyPair
 from tests.gate_agent.conftest import PARK, BoardSim, Rig, toml_config
@@ -52,8 +53,11 @@ async def park(cluster: Cluster, module_dsn: str) -> TestPark:
     await register(p, EDGE_ID, admin_pb2.SITE_EDGE)
     await register(p, "east-window", admin_pb2.SALES_WINDOW)
     # One gate per test beyond the first two: each test's edge starts with a fresh store.
-    for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6"):
+    for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6",
+                 "east-gate-7"):
         await register(p, gate, admin_pb2.GATE)
+    await register(p, "west-edge", admin_pb2.SITE_EDGE, site="west")
+    await register(p, "west-gate-1", admin_pb2.GATE, site="west")
     return p
 
 
@@ -255,3 +259,34 @@ async def test_an_edge_whose_clock_is_a_few_seconds_off_still_decides_and_forwar
         edge.stop()
         if cluster.running is None:
             await cluster.start()
+
+
+async def test_one_ticket_at_two_sites_during_a_partition_is_one_admission_per_site_and_one_conflict(
+        park: TestPark, cluster: Cluster, edge: Edge, tmp_path: Path) -> None:
+    west = Edge(tmp_path / "west", [cluster.address], "west-edge", park.secrets["west-edge"])
+    west.start()
+    try:
+        await west.ready()
+        (ticket,) = await park.sell("single", 1)
+        await cluster.stop()
+        answers = []
+        for site_edge, gate in ((edge, "east-gate-7"), (west, "west-gate-1")):
+            link = GateLink(site_edge.address, Hello(gate, park.secrets[gate]))
+            await link.open()
+            answers.append(await link.validate(f"{gate}-p1", code=ticket.code, timeout=10))
+            answers.append(await link.validate(f"{gate}-p2", code=ticket.code, timeout=10))
+            await link.close()
+        assert [(a.allow, a.reason) for a in answers] == [
+            (True, "OK"), (False, "ALREADY_USED"), (True, "OK"), (False, "ALREADY_USED")]
+        await cluster.start()
+        await until(lambda: edge.queued == 0 and west.queued == 0, "both sites to forward", timeout=60)
+        assert edge.store_value("SELECT count(*) FROM rejected") == west.store_value(
+            "SELECT count(*) FROM rejected") == 0
+        assert admissions(park, ticket.id) == 2  # never dropped: one per site
+        conflicts = await site_pb2_grpc.SiteStub(park.admin.channel).ListConflicts(
+            site_pb2.ListConflictsRequest(park_id=park.park_id), metadata=park.admin.metadata)
+        mine = [c for c in conflicts.conflicts if c.ticket_id == ticket.id]
+        assert len(mine) == 1
+        assert {mine[0].first_site, mine[0].second_site} == {"east", "west"}
+    finally:
+        west.stop()
