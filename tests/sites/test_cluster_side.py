@@ -144,6 +144,15 @@ async def test_only_a_site_edge_with_its_secret_may_call(sites: Sites) -> None:
     assert await _refused(sites.site.ListConflicts(site_pb2.ListConflictsRequest(),
                                                    metadata=sites.north.metadata)) == (
         grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
+    # a disabled edge, and an edge registered without a site
+    off = await _register(sites.park, "edge-off", admin_pb2.SITE_EDGE, "north")
+    await sites.park.admin.admin.UpdateDevice(admin_pb2.UpdateDeviceRequest(id=off.device_id, disabled=True),
+                                              metadata=sites.park.admin.metadata)
+    assert await _refused(sites.site.Provision(request, metadata=off.metadata)) == (
+        grpc.StatusCode.UNAUTHENTICATED, "DEVICE_DISABLED")
+    nowhere = await _register(sites.park, "edge-nowhere", admin_pb2.SITE_EDGE, "")
+    assert await _refused(sites.site.Provision(request, metadata=nowhere.metadata)) == (
+        grpc.StatusCode.PERMISSION_DENIED, "NO_SITE")
 
 
 async def test_nul_bytes_and_garbage_get_a_clear_error(sites: Sites) -> None:
