@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from parkgate.clients.connection import CallError
 from parkgate.clients.gate.agent import GateAgent
 from parkgate.clients.gate.config import load_config
 from parkgate.clients.gate.link import GateLink, Hello
@@ -141,20 +142,29 @@ async def test_the_site_keeps_admitting_and_selling_while_the_cluster_is_away(
     assert offline_order.tickets[0].serial >= 2**40
     shift = await asyncio.to_thread(window.shift)
     assert shift.tickets >= 2
+    # A log-in while the cluster is away: checked at the edge against the feed's argon2id hashes.
+    with pytest.raises(CallError) as wrong:
+        await asyncio.to_thread(window.login, f"{PARK}-seller", "not-the-password", "east-window",
+                                park.secrets["east-window"])
+    assert wrong.value.reason == "BAD_CREDENTIALS"
+    relogin = await asyncio.to_thread(window.login, f"{PARK}-seller", "seller-password-1", "east-window",
+                                      park.secrets["east-window"])
+    assert relogin.token.startswith("edge-")
+    offline_order2 = await asyncio.to_thread(window.quick_sell, "single", 1)
     mark2 = gate2.board.mark()
     gate2.scan(offline_order.tickets[0].code)
     await gate2.board.wait_for(r"OPEN", mark2)
     gate1.scan(third.code)
     await gate1.board.wait_for(r"OPEN", mark1, times=2)
-    assert edge.queued == 4 + 0  # 3 admissions + 1 sale (refusals are not forwarded)
+    assert edge.queued == 3 + 2  # 3 admissions + 2 sales (refusals are not forwarded)
 
     # The cluster is back: everything is forwarded, once.
     await cluster.start()
     await until(lambda: edge.queued == 0, "the forward queue to empty", timeout=60)
     for ticket in (first, second, third):
         assert admissions(park, ticket.id) == 1, ticket.id
-    rows = park.sql("SELECT count(*) FROM orders WHERE request_id = %s", offline_order.request_id)
-    assert rows == [(1,)]
+    for order in (offline_order, offline_order2):
+        assert park.sql("SELECT count(*) FROM orders WHERE request_id = %s", order.request_id) == [(1,)]
     sold = park.sql("SELECT id::text FROM tickets WHERE serial = %s", offline_order.tickets[0].serial)
     assert sold and admissions(park, sold[0][0]) == 1
     window.close()

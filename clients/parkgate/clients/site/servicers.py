@@ -83,6 +83,7 @@ class EdgeHandler(grpc.GenericRpcHandler):
         self._local: dict[str, Callable[..., Awaitable[bytes]]] = {
             "/parkgate.v1.Auth/Login": self._login,
             "/parkgate.v1.Auth/WhoAmI": self._whoami,
+            "/parkgate.v1.Auth/Logout": self._logout,
             "/parkgate.v1.Sales/QuickSell": self._quick_sell,
             "/parkgate.v1.Sales/CreateOrder": self._create_order,
             "/parkgate.v1.Sales/ShiftTotals": self._shift_totals,
@@ -196,6 +197,13 @@ class EdgeHandler(grpc.GenericRpcHandler):
             return await _refuse(context, grpc.StatusCode.PERMISSION_DENIED, Reason.PERMISSION_DENIED,
                                  f"needs the permission {permission}")
         return session
+
+    async def _logout(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        token = _token(context)
+        self.store.drop_session(token)  # the edge forgets it either way
+        if token.startswith("edge-"):
+            return auth_pb2.LogoutResponse().SerializeToString()
+        return await self._pass("/parkgate.v1.Auth/Logout", raw, context)
 
     async def _whoami(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         if not _token(context).startswith("edge-"):

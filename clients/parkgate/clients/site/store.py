@@ -22,12 +22,14 @@ Tables (one module owns all the SQL):
 * ``outbox`` + ``sequences`` -- the forward queue: records per device with gap-free sequences;
 * ``rejected`` -- records the cluster refused for good (kept for people, never dropped silently);
 * ``sales`` -- orders sold here (offline) with their session, for idempotency and shift totals;
-* ``sessions`` -- window sessions the edge knows (opened through it online, or offline);
+* ``sessions`` -- window sessions the edge knows (opened through it online, or offline), by the
+  SHA-256 of their token: a copied site.db gives no usable session token;
 * ``serials`` + ``meta.site_key`` -- the provisioned signing key and serial ranges.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -67,6 +69,11 @@ CREATE TABLE IF NOT EXISTS serials (first INTEGER PRIMARY KEY, last INTEGER NOT 
 
 #: Tables that hold the feed's picture; a full resync empties them.
 FEED_TABLES = ("parks", "keys", "tickets", "cards", "products", "prices", "holidays", "operators", "devices")
+
+
+def _token_key(token: str) -> str:
+    """What the store keeps of a session token (and returns as ``Session.token``): its SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class StoreError(Exception):
@@ -269,11 +276,11 @@ class SiteStore:
     def put_session(self, s: Session) -> None:
         with self.transaction() as tx:
             tx.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (s.token, s.user_name, s.device_id, "\n".join(s.permissions), s.display_name, s.started_at,
+                       (_token_key(s.token), s.user_name, s.device_id, "\n".join(s.permissions), s.display_name, s.started_at,
                         s.expires_at, int(s.offline)))
 
     def session(self, token: str) -> Session | None:
-        row = self.db.execute("SELECT * FROM sessions WHERE token = ?", (token,)).fetchone()
+        row = self.db.execute("SELECT * FROM sessions WHERE token = ?", (_token_key(token),)).fetchone()
         if row is None:
             return None
         return Session(str(row[0]), str(row[1]), str(row[2] or ""), tuple(p for p in str(row[3] or "").split("\n") if p),
@@ -281,7 +288,7 @@ class SiteStore:
 
     def drop_session(self, token: str) -> None:
         with self.transaction() as tx:
-            tx.execute("DELETE FROM sessions WHERE token = ?", (token,))
+            tx.execute("DELETE FROM sessions WHERE token = ?", (_token_key(token),))
 
     # --- signing key and serials -------------------------------------------------------------------
 
