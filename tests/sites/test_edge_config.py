@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,14 @@ def test_an_empty_secret_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "edge.secret").write_text("\n")
     with pytest.raises(SiteConfigError, match="is empty"):
         config.site.secret()
+
+
+def test_check_config_prints_the_configuration_or_names_the_bad_key(tmp_path: Path) -> None:
+    good = subprocess.run([sys.executable, "-m", "parkgate.common.cli", "site", "check-config",
+                           str(write(tmp_path, ""))], capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0, good.stderr
+    assert '"decision_deadline_ms": 300' in good.stdout
+    bad = subprocess.run([sys.executable, "-m", "parkgate.common.cli", "site", "check-config",
+                          str(write(tmp_path, "batch_max = 0\n"))], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "site.batch_max" in bad.stderr
