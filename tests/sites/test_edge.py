@@ -10,6 +10,7 @@ Read as a runbook:
   acknowledged reaches the cluster exactly once;
 * a ticket refunded before the cut is refused at the gate while the cluster is away;
 * one ticket shown at two sites while both are cut off: admitted once at each, one conflict recorded;
+* the first server in the edge's list is dead: the edge uses the next one (feed, key, online decisions);
 * the edge's clock is a few seconds off: decisions and forwarding still hold (limits in docs/sites.md).
 """
 
@@ -28,6 +29,7 @@ from parkgate.clients.gate.agent import GateAgent
 from parkgate.clients.gate.config import load_config
 from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.clients.pos.window import Window
+from parkgate.server.pg import free_port
 from parkgate.v1 import admin_pb2, sales_pb2, site_pb2, site_pb2_grpc
 from tests.fixtures.park import TestPark, open_park, rid
 from tests.fixtures.serial import PtyPair
@@ -55,7 +57,7 @@ async def park(cluster: Cluster, module_dsn: str) -> TestPark:
     await register(p, "east-window", admin_pb2.SALES_WINDOW)
     # One gate per test beyond the first two: each test's edge starts with a fresh store.
     for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6",
-                 "east-gate-7"):
+                 "east-gate-7", "east-gate-8"):
         await register(p, gate, admin_pb2.GATE)
     await register(p, "west-edge", admin_pb2.SITE_EDGE, site="west")
     await register(p, "west-gate-1", admin_pb2.GATE, site="west")
@@ -300,3 +302,23 @@ async def test_one_ticket_at_two_sites_during_a_partition_is_one_admission_per_s
         assert {mine[0].first_site, mine[0].second_site} == {"east", "west"}
     finally:
         west.stop()
+
+
+async def test_a_dead_first_server_in_the_list_is_passed_over(park: TestPark, cluster: Cluster,
+                                                              tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    edge = Edge(tmp_path / "failover", [dead, cluster.address], EDGE_ID, park.secrets[EDGE_ID])
+    edge.start()
+    try:
+        await edge.ready()  # the feed and the site key came from the second server
+        (ticket,) = await park.sell("single", 1)
+        link = GateLink(edge.address, Hello("east-gate-8", park.secrets["east-gate-8"]))
+        await link.open()
+        result = await link.validate("fo-1", code=ticket.code, timeout=10)
+        await link.close()
+        assert result.allow
+        await until(lambda: admissions(park, ticket.id) == 1, "the admission decided by the cluster")
+        # Decided by the cluster, not by the edge alone: the edge kept the answer as an online one.
+        assert edge.store_value("SELECT count(*) FROM decisions WHERE request_id = 'fo-1' AND offline = 0") == 1
+    finally:
+        edge.stop()
