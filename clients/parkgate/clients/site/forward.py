@@ -12,9 +12,10 @@ acknowledged (``accepted``, now or as a replay). So:
   request id, so a batch sent again after a crash or a lost answer is a replay;
 * resumable after kill -9: a record leaves the queue only in the transaction
   that saw its acknowledgement;
-* backpressure: one call in flight, at most ``forward_batch`` records in it, a
-  pause with backoff when the cluster is away or busy (RESOURCE_EXHAUSTED,
-  SERVER_OVERLOADED), and the decisions at the gates never wait for it.
+* backpressure: one call in flight, at most ``forward_batch`` records in it
+  (halved each time the cluster misses the call's deadline or says it is
+  busy, doubled back on success), a pause with backoff when the cluster is
+  away or busy, and the decisions at the gates never wait for it.
 
 A record the cluster refuses for good (a reason, not accepted: the cluster
 keeps such records too) moves to ``rejected`` with its reason and is logged as
@@ -46,6 +47,8 @@ class Forwarder:
         self.forwarded = 0
         self.conflicts = 0
         self.refused = 0
+        # Shrinks by half when the cluster is too slow for a batch (deadline, busy), grows back on success.
+        self.batch = cluster.config.forward_batch
 
     def kick(self) -> None:
         """Something new was queued: forward soon."""
@@ -62,6 +65,8 @@ class Forwarder:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE:
                     await self.cluster.next_server(address)
+                elif exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                    self.batch = max(1, self.batch // 2)
                 level = logging.INFO if transient(exc) else logging.ERROR
                 log.log(level, "forwarding paused: %s %s (%s); again in %.1fs", exc.code().name, exc.details(),
                         reason_of(exc) or "-", delay)
@@ -75,6 +80,7 @@ class Forwarder:
                 continue
             delay = cfg.reconnect_min_seconds
             if sent:
+                self.batch = min(cfg.forward_batch, self.batch * 2)
                 await asyncio.sleep(0)  # let the gates' validations run between batches
                 continue
             self.wake.clear()
@@ -86,7 +92,7 @@ class Forwarder:
     async def forward_once(self) -> int:
         """Send the oldest batch and drop what the cluster acknowledged; how many left the queue."""
         cfg = self.cluster.config
-        batch = self.store.pending(cfg.forward_batch)
+        batch = self.store.pending(self.batch)
         if not batch:
             return 0
         log.debug("forwarding %d record(s) to %s", len(batch), self.cluster.address)
