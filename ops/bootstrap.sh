@@ -19,6 +19,8 @@ PACKAGES=(
   socat
   # UPS events through Network UPS Tools
   nut-server nut-client
+  # the site edge tests run an edge whose clock is off by some seconds
+  faketime
   # process tools the embedded runner and the tests rely on
   procps util-linux passwd
   # the live flow monitor is tested in a real headless browser (playwright drives Debian's chromium;

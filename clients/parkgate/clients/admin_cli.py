@@ -33,7 +33,7 @@ from parkgate.v1 import (
     sales_pb2_grpc,
 )
 
-from . import catalog_cli, connection, gates_cli
+from . import catalog_cli, connection, gates_cli, sites_cli
 from .commands import command_group
 
 
@@ -274,7 +274,7 @@ def add_parser(subparsers: Any) -> None:
     cmd("devices", cmd_devices, "list registered devices")
     sp = cmd("device-register", cmd_device_register, "register a gate, handheld or window (secret shown once)")
     sp.add_argument("id")
-    sp.add_argument("--kind", required=True, choices=["gate", "handheld", "sales_window", "kiosk"])
+    sp.add_argument("--kind", required=True, choices=["gate", "handheld", "sales_window", "kiosk", "site_edge"])
     sp.add_argument("--park")
     sp.add_argument("--attraction")
     sp.add_argument("--direction", choices=["in", "out"])
@@ -292,6 +292,7 @@ def add_parser(subparsers: Any) -> None:
     cmd("sessions", cmd_sessions, "who is online")
     catalog_cli.add_commands(cmd)
     gates_cli.add_commands(cmd)
+    sites_cli.add_commands(cmd)
 
 
 def run(args: argparse.Namespace) -> int:

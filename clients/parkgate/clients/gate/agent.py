@@ -68,6 +68,9 @@ from .turnstile import Turnstile
 log = logging.getLogger("parkgate.gate")
 
 TICK_SECONDS = 0.25
+#: While the link stays up but the server decides nothing (its database away), offline admissions are
+#: offered again this often; a new link offers them at once.
+FORWARD_RETRY_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -137,6 +140,8 @@ class GateAgent:
         self._background: set[asyncio.Task[None]] = set()
         self.metrics_endpoint: metrics.MetricsEndpoint | None = None
         self._link_gauge = metrics.CONNECTED_STREAMS.labels("server_link")
+        self._forwarding: asyncio.Task[None] | None = None
+        self._next_forward = 0.0
 
     # --- the one place decisions are announced --------------------------------------------
 
@@ -310,6 +315,7 @@ class GateAgent:
 
     async def _handle(self, event: object) -> str:
         if isinstance(event, Tick):
+            self._keep_forwarding()
             return await self._expire()
         if isinstance(event, BoardEvent):
             return await self._board(event)
@@ -365,10 +371,8 @@ class GateAgent:
         for request_id, passed in self.unsent:
             link.passage(request_id, passed)
         self.unsent.clear()
-        if self.disk.admissions:
-            task = asyncio.create_task(self._forward_offline(link))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        self._next_forward = 0.0
+        self._keep_forwarding()
         self.online.set()
         return ""
 
@@ -664,6 +668,23 @@ class GateAgent:
         await self._show(self.cfg.display.offline_welcome)
         return f"{held.request_id}: checker confirmed ({by}); relay OPEN x{held.persons}"
 
+    def _keep_forwarding(self) -> None:
+        """Offer the offline admissions to the server whenever a link is up and no offer is running.
+
+        An admission made alone while the link stayed up (the server answered
+        that it could not decide) waits for no reconnection: it goes as soon as
+        the server decides again.
+        """
+        link = self.link
+        if link is None or not self.disk.admissions or time.monotonic() < self._next_forward:
+            return
+        if self._forwarding is not None and not self._forwarding.done():
+            return
+        self._next_forward = time.monotonic() + FORWARD_RETRY_SECONDS
+        self._forwarding = asyncio.create_task(self._forward_offline(link))
+        self._background.add(self._forwarding)
+        self._forwarding.add_done_callback(self._background.discard)
+
     async def _forward_offline(self, link: GateLink) -> None:
         """Hand the offline admissions to the server, one by one, while this link lasts."""
         for item in list(self.disk.admissions):
@@ -673,6 +694,9 @@ class GateAgent:
                 self.disk.remove(item.request_id)
                 self.say(f"{item.request_id}: offline admission nobody used; dropped")
                 continue
+            if item.passed is None and any(a.request_id == item.request_id and a.outcome is None
+                                           for a in self.admissions):
+                continue  # the person is still at the turnstile: offered once the board has reported
             try:
                 result = await link.validate(item.request_id, code=item.code, scanned_at=item.scanned_at,
                                              timeout=max(5.0, self.cfg.gate.request_deadline_seconds))

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 Direction = Literal["in", "out"]
 _DIRECTIONS = {"in": common_pb2.IN, "out": common_pb2.OUT}
 
+#: Answers that say nothing about the ticket: the server could not decide (its database away, overloaded,
+#: out of time). A gate never shows them to the visitor as a refusal; it decides alone instead.
+NO_DECISION = frozenset({Reason.DATABASE_UNAVAILABLE.value, Reason.SERVER_OVERLOADED.value,
+                         Reason.DEADLINE_EXCEEDED.value, Reason.INTERNAL.value})
+
 
 class LinkError(Exception):
     """The stream could not be opened or broke; ``reason`` is the contract's reason name when the server gave one."""
@@ -138,7 +143,8 @@ class GateLink:
     async def validate(self, request_id: str, *, code: str = "", card_uid: str = "",
                        direction: Direction | None = None, timeout: float = 2.0,
                        scanned_at: float | None = None) -> Result:
-        """Ask for a decision; LinkError when the stream is down or no answer came within ``timeout``."""
+        """Ask for a decision; LinkError when the stream is down, no answer came within ``timeout``, or the
+        answer was no decision at all (:data:`NO_DECISION`)."""
         if self.closed.is_set():
             raise LinkError(f"{self.address}: the stream is closed")
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -155,11 +161,14 @@ class GateLink:
             request.scanned_at.FromNanoseconds(int(scanned_at * 1e9))
         self._outgoing.put_nowait(gate_pb2.GateMessage(validation=request))
         try:
-            return await asyncio.wait_for(future, timeout)
+            result = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise LinkError(f"{self.address}: no decision within {timeout:.1f}s", "DEADLINE_EXCEEDED") from None
         finally:
             self._waiting.pop(request_id, None)
+        if not result.allow and result.reason in NO_DECISION:
+            raise LinkError(f"{self.address}: the server could not decide ({result.reason})", result.reason)
+        return result
 
     async def validate_many(self, requests: Sequence[tuple[str, str]], timeout: float = 5.0) -> list[Result]:
         """Several codes at once (request id, code): for handhelds checking a group, and for tests."""

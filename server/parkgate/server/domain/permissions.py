@@ -45,6 +45,8 @@ PERMISSIONS: Mapping[str, str] = {
     "admin.sessions.read": "See who is online",
     "admin.sessions.write": "End other operators' sessions",
     "ops.read": "See server, cluster and power status",
+    "sites.read": "See tickets admitted at two sites during a partition (site conflicts)",
+    "sites.write": "Revoke a signing key (a site's or the cluster's) centrally",
 }
 
 

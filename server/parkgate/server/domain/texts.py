@@ -15,6 +15,8 @@ DEFAULT_PARAMETERS: dict[str, tuple[Any, str]] = {
     "gate.passage_timeout_seconds": (10, "An admission whose passage is not confirmed by then is annulled"),
     "sales.default_payment_method": ("CASH", "Payment method of a quick sale"),
     "reports.live_interval_seconds": (5, "How often the live flow feed refreshes"),
+    "site.feed_history_seconds": (7 * 24 * 3600, "How long the site feed keeps removal marks; an edge further "
+                                  "behind gets a full resync"),
 }
 
 #: The refund reasons a new installation starts with (S18); admins change them.

@@ -77,7 +77,7 @@ def audit_record(row: AuditRecord) -> admin_pb2.AuditRecord:
 
 
 _DEVICE_KINDS = {"gate": admin_pb2.GATE, "handheld": admin_pb2.HANDHELD, "sales_window": admin_pb2.SALES_WINDOW,
-                 "kiosk": admin_pb2.KIOSK}
+                 "kiosk": admin_pb2.KIOSK, "site_edge": admin_pb2.SITE_EDGE}
 _DIRECTIONS = {"in": common_pb2.IN, "out": common_pb2.OUT}
 
 
@@ -101,7 +101,7 @@ def device(row: Device) -> admin_pb2.Device:
 def device_spec(msg: admin_pb2.Device) -> DeviceSpec:
     kind = device_kind_name(msg.kind)
     if kind is None:
-        raise InvalidArgument("device kind is required (gate, handheld, sales_window, kiosk)")
+        raise InvalidArgument("device kind is required (gate, handheld, sales_window, kiosk, site_edge)")
     if not msg.id:
         raise InvalidArgument("a device needs an id")
     return DeviceSpec(

@@ -18,7 +18,7 @@ from parkgate.server.store import devices as device_store
 from parkgate.server.store import settings as settings_store
 from parkgate.server.store.rows.admin import AuditRecord, Device, DeviceSpec, DictionaryEntry, Parameter
 
-DEVICE_KINDS = ("gate", "handheld", "sales_window", "kiosk")
+DEVICE_KINDS = ("gate", "handheld", "sales_window", "kiosk", "site_edge")
 
 
 class AdminService:

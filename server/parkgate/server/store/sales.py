@@ -30,7 +30,7 @@ from .rows.sales import (
 
 async def active_signing_key(conn: Connection) -> SigningKeyRow | None:
     return await fetch_one(conn, SigningKeyRow,
-                           "SELECT key_id, seed, public_key FROM signing_keys WHERE state = 'active'")
+                           "SELECT key_id, seed, public_key FROM signing_keys WHERE state = 'active' AND site = ''")
 
 
 async def add_signing_key(conn: Connection, key_id: int, seed: bytes, public_key: bytes) -> bool:

@@ -1,0 +1,168 @@
+"""What the edge knows of its site (from the feed) and the decision it makes alone with the one engine.
+
+:class:`SitePicture` is the in-memory part of the feed (keyring, parks,
+devices), rebuilt after each feed batch; tickets and uses are read from the
+store per decision. :func:`local_decision` builds the engine's
+:class:`parkgate.rules.TicketState` from the signed code (or the card's
+binding), the feed's record of the ticket (refunds, voids, its uses at the
+cluster) and this edge's own uses, and calls :func:`parkgate.rules.decide`.
+Nothing here writes: the caller makes the answer durable before the gate acts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import date
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from parkgate import native
+from parkgate.common.reason import Reason
+from parkgate.rules import (
+    AdmissionTerms,
+    Direction,
+    GatePlace,
+    LocalTime,
+    ParkState,
+    TicketState,
+    Verdict,
+    decide,
+    ticket_from_code,
+)
+from parkgate.v1 import common_pb2, gate_pb2, sales_pb2, site_pb2
+
+from .store import SiteStore
+
+log = logging.getLogger(__name__)
+
+_STATUS = {sales_pb2.REFUNDED_STATE: "refunded", sales_pb2.VOIDED_STATE: "voided"}
+
+
+@dataclass(slots=True)
+class SitePicture:
+    """The feed's keys, parks and devices in memory: read on every decision, rebuilt on every feed batch."""
+
+    keyring: native.Keyring = field(default_factory=native.Keyring)
+    parks: dict[str, site_pb2.SitePark] = field(default_factory=dict)
+    parks_by_number: dict[int, site_pb2.SitePark] = field(default_factory=dict)
+    devices: dict[str, site_pb2.GateDevice] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, store: SiteStore) -> SitePicture:
+        keyring = native.Keyring()
+        for key_id, public_key, state in store.keys():
+            try:
+                keyring.add(key_id, public_key, native.KeyState(state))
+            except ValueError as exc:
+                log.warning("feed key %d ignored: %s", key_id, exc)
+        parks = {p.park_id: p for p in (site_pb2.SitePark.FromString(b) for b in store.bodies("parks"))}
+        devices = {d.device_id: d for d in (site_pb2.GateDevice.FromString(b) for b in store.bodies("devices"))}
+        return cls(keyring, parks, {p.park_number: p for p in parks.values()}, devices)
+
+    def place(self, device: site_pb2.GateDevice, direction: Direction) -> GatePlace | None:
+        park = self.parks.get(device.park_id)
+        if park is None:
+            return None
+        slot = next((s for s, a in park.attraction_slots.items() if a == device.attraction_id), 0)
+        return GatePlace(device.device_id, park.park_id, park.park_number, park.time_zone or "UTC",
+                         device.attraction_id, slot if device.attraction_id else 0, direction)
+
+
+def terms_of(park: site_pb2.SitePark, product_number: int) -> AdmissionTerms:
+    for t in park.products:
+        if t.product_number == product_number:
+            return AdmissionTerms(t.entries_total, t.entries_per_day, t.reentry_allowed, t.hold_for_check,
+                                  t.valid_days)
+    return AdmissionTerms(entries_total=1)  # an unknown product admits once: the safe side
+
+
+def use_to_json(t: TicketState) -> bytes:
+    return orjson.dumps({"entries_used": t.entries_used, "entries_today": t.entries_today,
+                         "entries_day": t.entries_day.isoformat() if t.entries_day else None,
+                         "first_used_at": t.first_used_at, "inside": t.inside, "last_entry_at": t.last_entry_at,
+                         "last_exit_at": t.last_exit_at})
+
+
+def _merge(ticket: TicketState, fed: site_pb2.TicketUse | None, mine: bytes | None) -> TicketState:
+    """The ticket with the uses the cluster reported and the uses this edge made, whichever went further."""
+    if fed is not None:
+        first = fed.first_used_at.ToSeconds() if fed.HasField("first_used_at") else None
+        ticket = replace(
+            ticket, ticket_id=fed.ticket_id or ticket.ticket_id, status=_STATUS.get(fed.state, "valid"),
+            entries_used=fed.entries_used, entries_today=fed.entries_today,
+            entries_day=date.fromisoformat(fed.entries_day) if fed.entries_day else None,
+            inside=fed.inside, first_used_at=float(first) if first is not None else None)
+    if mine is not None:
+        m = orjson.loads(mine)
+        if m["entries_used"] >= ticket.entries_used:
+            ticket = replace(
+                ticket, entries_used=m["entries_used"], entries_today=m["entries_today"],
+                entries_day=date.fromisoformat(m["entries_day"]) if m["entries_day"] else None,
+                first_used_at=m["first_used_at"] if m["first_used_at"] is not None else ticket.first_used_at,
+                inside=m["inside"], last_entry_at=m["last_entry_at"], last_exit_at=m["last_exit_at"])
+    return ticket
+
+
+def _from_use(fed: site_pb2.TicketUse, park: site_pb2.SitePark) -> TicketState:
+    terms = terms_of(park, fed.product_number)
+    return TicketState(
+        ticket_id=fed.ticket_id, serial=fed.serial, park_id=fed.park_id,
+        valid_from=float(fed.valid_from.ToSeconds()), valid_until=float(fed.valid_until.ToSeconds()),
+        entries_total=terms.entries_total, entries_per_day=terms.entries_per_day,
+        reentry_allowed=terms.reentry_allowed, hold_for_check=terms.hold_for_check, valid_days=terms.valid_days)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalOutcome:
+    """The engine's verdict here, or the reason none could be made, with the ticket's serial."""
+
+    verdict: Verdict
+    serial: int
+
+
+def _fed(store: SiteStore, serial: int) -> site_pb2.TicketUse | None:
+    body = store.body("tickets", "serial", serial)
+    return None if body is None else site_pb2.TicketUse.FromString(body)
+
+
+def local_decision(store: SiteStore, picture: SitePicture, place: GatePlace,
+                   request: gate_pb2.ValidationRequest, now: float) -> LocalOutcome:
+    """The decision this edge makes alone for ``request`` at ``place`` at ``now`` (epoch seconds)."""
+    direction: Direction = "out" if request.direction == common_pb2.OUT else place.direction
+    park = picture.parks[place.park_id]
+    if request.WhichOneof("credential") == "card_uid":
+        bound = store.card(request.card_uid.strip().upper())
+        if bound is None:
+            return LocalOutcome(Verdict(False, Reason.UNKNOWN_CARD), 0)
+        if bound[1]:
+            return LocalOutcome(Verdict(False, Reason.CARD_BLOCKED), 0)
+        body = store.body("tickets", "ticket_id", bound[0])
+        if body is None:
+            return LocalOutcome(Verdict(False, Reason.UNKNOWN_TICKET), 0)
+        fed = site_pb2.TicketUse.FromString(body)
+        ticket = _merge(_from_use(fed, park), fed, store.use(fed.serial))
+    else:
+        checked = native.authenticate_batch([request.code.strip()], picture.keyring)[0]
+        if not checked.ok or checked.ticket is None:
+            return LocalOutcome(Verdict(False, checked.reason), 0)
+        code = checked.ticket
+        code_park = picture.parks_by_number.get(code.park_id)
+        if code_park is None or code_park.park_id != place.park_id:
+            return LocalOutcome(Verdict(False, Reason.NOT_VALID_FOR_PARK), code.serial)
+        slots = frozenset(park.attraction_slots[s] for s in code.attraction_slots if s in park.attraction_slots)
+        base = ticket_from_code(code, terms_of(park, code.product_id), park.park_id, slots, code.all_attractions)
+        ticket = _merge(base, _fed(store, code.serial), store.use(code.serial))
+    clock = LocalTime(now, ZoneInfo(place.time_zone))
+    return LocalOutcome(decide(ticket, place, direction, ParkState(place.park_id), clock), ticket.serial)
+
+
+def result_of(request_id: str, verdict: Verdict) -> gate_pb2.ValidationResult:
+    """The answer a gate gets for a verdict made here (the same fields the cluster fills)."""
+    ticket = verdict.ticket
+    return gate_pb2.ValidationResult(
+        request_id=request_id, allow=verdict.allow, reason=verdict.reason.number,
+        display_text="Welcome" if verdict.allow else verdict.reason.value.replace("_", " ").capitalize(),
+        entries_left=verdict.entries_left, persons=verdict.persons or (ticket.persons if ticket else 0),
+        ticket_id=ticket.ticket_id if ticket else "", hold_for_check=verdict.hold_for_check)

@@ -1,0 +1,324 @@
+"""A site behind its edge, on real components: a real PostgreSQL, a real server, a real ``parkgate site run``
+process, the real gate agent (scanner and relay board on socat pty pairs) and the real window client.
+
+Read as a runbook:
+
+* the cluster goes away while the gates admit through the edge and the window sells: decisions continue,
+  one admission per ticket within the site, the window's sales are signed by the site's own key and admit
+  at the gates; when the cluster is back everything is forwarded and nothing is lost or doubled;
+* the edge is killed with kill -9 in the middle of forwarding and started again: everything it had
+  acknowledged reaches the cluster exactly once;
+* a ticket refunded before the cut is refused at the gate while the cluster is away;
+* one ticket shown at two sites while both are cut off: admitted once at each, one conflict recorded;
+* the first server in the edge's list is dead: the edge uses the next one (feed, key, online decisions);
+* the edge's clock is a few seconds off: decisions and forwarding still hold (limits in docs/sites.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from parkgate.clients.connection import CallError
+from parkgate.clients.gate.agent import GateAgent
+from parkgate.clients.gate.config import load_config
+from parkgate.clients.gate.link import GateLink, Hello
+from parkgate.clients.pos.window import Window
+from parkgate.server.pg import free_port
+from parkgate.v1 import admin_pb2, sales_pb2, site_pb2, site_pb2_grpc
+from tests.fixtures.park import TestPark, open_park, rid
+from tests.fixtures.serial import PtyPair
+from tests.gate_agent.conftest import PARK, BoardSim, Rig, toml_config
+
+from .edge_rig import Cluster, Edge, register, until
+
+EDGE_ID = "east-edge"
+
+
+@pytest.fixture(scope="module")
+async def cluster(module_dsn: str) -> AsyncIterator[Cluster]:
+    c = Cluster(module_dsn)
+    await c.start()
+    yield c
+    await c.close()
+
+
+@pytest.fixture(scope="module")
+async def park(cluster: Cluster, module_dsn: str) -> TestPark:
+    assert cluster.running is not None
+    p = await open_park([cluster.running], module_dsn, PARK, "Edge Park", time_zone="UTC")
+    await p.product("single", entries_total=1)
+    await register(p, EDGE_ID, admin_pb2.SITE_EDGE)
+    await register(p, "east-window", admin_pb2.SALES_WINDOW)
+    # One gate per test beyond the first two: each test's edge starts with a fresh store.
+    for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6",
+                 "east-gate-7", "east-gate-8"):
+        await register(p, gate, admin_pb2.GATE)
+    await register(p, "west-edge", admin_pb2.SITE_EDGE, site="west")
+    await register(p, "west-gate-1", admin_pb2.GATE, site="west")
+    return p
+
+
+@pytest.fixture
+async def edge(park: TestPark, cluster: Cluster, tmp_path: Path) -> AsyncIterator[Edge]:
+    e = Edge(tmp_path / "edge", [cluster.address], EDGE_ID, park.secrets[EDGE_ID])
+    e.start()
+    await e.ready()
+    yield e
+    e.stop()
+    if cluster.running is None:
+        await cluster.start()
+
+
+@pytest.fixture
+async def gates(park: TestPark, edge: Edge, make_pty_pair: Callable[[], PtyPair], tmp_path: Path
+                ) -> AsyncIterator[list[Rig]]:
+    """Two real gate agents with relay boards, pointed at the edge (they know no other server)."""
+    rigs = []
+    for device in ("east-gate-1", "east-gate-2"):
+        scanner, relay = make_pty_pair(), make_pty_pair()
+        secret = tmp_path / f"{device}.secret"
+        secret.write_text(park.secrets[device] + "\n")
+        config = tmp_path / f"{device}.toml"
+        config.write_text(toml_config(device, secret, [edge.address], scanner=scanner.device, relay=relay.device,
+                                      relay_extra="open_ms = 3000\nconfirm_passage = false")
+                          # a loaded test machine: the edge's own deadline (400 ms) decides, not the gate's
+                          .replace("request_deadline_seconds = 1.5", "request_deadline_seconds = 5.0"))
+        rig = Rig(config, scanner.open_far(), BoardSim(relay, 200))
+        rig.agent = GateAgent(load_config(config))
+        rig.task = asyncio.create_task(rig.agent.run())
+        await asyncio.wait_for(rig.agent.online.wait(), 20)
+        rigs.append(rig)
+    yield rigs
+    for rig in rigs:
+        await rig.stop()
+        assert rig.scanner is not None
+        rig.scanner.close()
+        rig.board.stop()
+
+
+async def window_at(edge: Edge, park: TestPark, config_home: Path, monkeypatch: pytest.MonkeyPatch) -> Window:
+    """The real window client (blocking: it runs in a thread), logged in at the edge as the park's seller."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
+    window = Window(edge.address, call_timeout=5.0, retry_for=10.0)
+    await asyncio.to_thread(window.login, f"{PARK}-seller", "seller-password-1", "east-window",
+                            park.secrets["east-window"])
+    return window
+
+
+def admissions(park: TestPark, ticket_id: str) -> int:
+    return int(park.sql("SELECT count(*) FROM validations WHERE ticket_id = %s AND allow AND direction = 'in' "
+                        "AND annulled_at IS NULL", ticket_id)[0][0])
+
+
+async def test_the_site_keeps_admitting_and_selling_while_the_cluster_is_away(
+        park: TestPark, cluster: Cluster, edge: Edge, gates: list[Rig], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    gate1, gate2 = gates
+    window = await window_at(edge, park, tmp_path / "window", monkeypatch)
+    # Online: the window sells through the edge, and a gate admits the ticket through the edge.
+    online_order = await asyncio.to_thread(window.quick_sell, "single", 3)
+    first, second, third = online_order.tickets
+    mark = gate1.board.mark()
+    gate1.scan(first.code)
+    await gate1.board.wait_for(r"OPEN", mark)
+    await until(lambda: admissions(park, first.id) == 1, "the online admission in the cluster")
+
+    # The cluster goes away.
+    await cluster.stop()
+    mark1, mark2 = gate1.board.mark(), gate2.board.mark()
+    gate1.scan(second.code)
+    await gate1.board.wait_for(r"OPEN", mark1)
+    gate2.scan(second.code)          # the same ticket at the other gate of the site: refused
+    await gate2.board.wait_for(r"display: .*(lready|used)", mark2)
+    gate2.scan(first.code)           # admitted online before the cut: refused offline too
+    await gate2.board.wait_for(r"display: .*(lready|used)", mark2, times=2)
+    assert gate2.board.count(r"OPEN", mark2) == 0
+    # The window sells alone: tickets signed with the site's key, serials from its range.
+    offline_order = await asyncio.to_thread(window.quick_sell, "single", 2)
+    assert offline_order.tickets[0].serial >= 2**40
+    shift = await asyncio.to_thread(window.shift)
+    assert shift.tickets >= 2
+    # A log-in while the cluster is away: checked at the edge against the feed's argon2id hashes.
+    with pytest.raises(CallError) as wrong:
+        await asyncio.to_thread(window.login, f"{PARK}-seller", "not-the-password", "east-window",
+                                park.secrets["east-window"])
+    assert wrong.value.reason == "BAD_CREDENTIALS"
+    relogin = await asyncio.to_thread(window.login, f"{PARK}-seller", "seller-password-1", "east-window",
+                                      park.secrets["east-window"])
+    assert relogin.token.startswith("edge-")
+    offline_order2 = await asyncio.to_thread(window.quick_sell, "single", 1)
+    mark2 = gate2.board.mark()
+    gate2.scan(offline_order.tickets[0].code)
+    await gate2.board.wait_for(r"OPEN", mark2)
+    gate1.scan(third.code)
+    await gate1.board.wait_for(r"OPEN", mark1, times=2)
+    assert edge.queued == 3 + 2  # 3 admissions + 2 sales (refusals are not forwarded)
+
+    # The cluster is back: everything is forwarded, once.
+    await cluster.start()
+    await until(lambda: edge.queued == 0, "the forward queue to empty", timeout=60)
+    for ticket in (first, second, third):
+        assert admissions(park, ticket.id) == 1, ticket.id
+    for order in (offline_order, offline_order2):
+        assert park.sql("SELECT count(*) FROM orders WHERE request_id = %s", order.request_id) == [(1,)]
+    sold = park.sql("SELECT id::text FROM tickets WHERE serial = %s", offline_order.tickets[0].serial)
+    assert sold and admissions(park, sold[0][0]) == 1
+    window.close()
+
+
+async def test_kill_9_of_the_edge_mid_forward_loses_and_doubles_nothing(
+        park: TestPark, cluster: Cluster, edge: Edge) -> None:
+    tickets = await park.sell("single", 120)
+    edge.stop()
+    edge.forward_batch = 4  # many small forward calls, so the kill lands in the middle of them
+    edge.start()
+    await edge.ready()
+    await cluster.stop()
+    link = GateLink(edge.address, Hello("east-gate-3", park.secrets["east-gate-3"]))
+    await link.open()
+    results = await asyncio.gather(*(link.validate(f"k9-{i}", code=t.code, timeout=10)
+                                     for i, t in enumerate(tickets)))
+    await link.close()
+    admitted = [t for t, r in zip(tickets, results, strict=True) if r.allow]
+    assert len(admitted) == len(tickets)
+    assert edge.queued == len(tickets)
+    await cluster.start()
+    await until(lambda: 0 < edge.queued < len(tickets), "forwarding to begin", every=0.002)
+    edge.kill9()
+    left = edge.queued
+    assert left > 0
+    edge.start()
+    await edge.ready(feed=False, provisioned=False)
+    await until(lambda: edge.queued == 0, "the forward queue to empty after the restart", timeout=60)
+    ids = [t.id for t in admitted]
+    counted = park.sql("SELECT ticket_id::text, count(*) FROM validations WHERE ticket_id = ANY(%s::uuid[]) "
+                       "AND allow AND direction = 'in' GROUP BY ticket_id", ids)
+    assert len(counted) == len(ids), "an acknowledged admission was lost"
+    assert all(n == 1 for _, n in counted), "an admission was counted twice"
+
+
+async def test_a_ticket_refunded_before_the_cut_is_refused_offline(
+        park: TestPark, cluster: Cluster, edge: Edge) -> None:
+    refunded, kept = await park.sell("single", 2)
+    await park.admin.sales.PutRefundReason(sales_pb2.RefundReason(id="changed", label="Changed mind",
+                                                                  refund_percent=100), metadata=park.admin.metadata)
+    await park.admin.sales.Refund(sales_pb2.RefundRequest(request_id=rid(), ticket_ids=[refunded.id],
+                                                          reason_id="changed"), metadata=park.admin.metadata)
+    await until(lambda: edge.store_value("SELECT count(*) FROM tickets WHERE ticket_id = ?", refunded.id) > 0,
+                "the refund to reach the edge through the feed")
+    await until(lambda: _state(edge, refunded.id) == sales_pb2.REFUNDED_STATE, "the refunded state at the edge")
+    await cluster.stop()
+    link = GateLink(edge.address, Hello("east-gate-4", park.secrets["east-gate-4"]))
+    await link.open()
+    refused = await link.validate("refund-1", code=refunded.code, timeout=10)
+    admitted = await link.validate("refund-2", code=kept.code, timeout=10)
+    await link.close()
+    assert (refused.allow, refused.reason) == (False, "REFUNDED")
+    assert admitted.allow
+
+
+def _decided_at(edge: Edge) -> float:
+    """When the edge says it made the newest decision in its forward queue (epoch seconds)."""
+    db = sqlite3.connect(f"file:{edge.folder / 'state' / 'site.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        row = db.execute("SELECT body FROM outbox ORDER BY id DESC LIMIT 1").fetchone()
+    finally:
+        db.close()
+    return site_pb2.ForwardedRecord.FromString(row[0]).decision.decided_at.ToNanoseconds() / 1e9
+
+
+def _state(edge: Edge, ticket_id: str) -> int:
+    db = sqlite3.connect(f"file:{edge.folder / 'state' / 'site.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        row = db.execute("SELECT body FROM tickets WHERE ticket_id = ?", (ticket_id,)).fetchone()
+    finally:
+        db.close()
+    return site_pb2.TicketUse.FromString(row[0]).state if row else 0
+
+
+@pytest.mark.parametrize(("skew", "gate"), [("+8s", "east-gate-5"), ("-8s", "east-gate-6")])
+async def test_an_edge_whose_clock_is_a_few_seconds_off_still_decides_and_forwards(
+        park: TestPark, cluster: Cluster, tmp_path: Path, skew: str, gate: str) -> None:
+    """libfaketime moves the edge's clock; the cluster's stays right. Limits in docs/sites.md."""
+    edge = Edge(tmp_path / "skewed", [cluster.address], EDGE_ID, park.secrets[EDGE_ID], faketime=skew)
+    edge.start()
+    try:
+        await edge.ready()
+        tickets = await park.sell("single", 3)
+        await cluster.stop()
+        link = GateLink(edge.address, Hello(gate, park.secrets[gate]))
+        await link.open()
+        first = [await link.validate(f"{gate}-{i}", code=t.code, timeout=10) for i, t in enumerate(tickets)]
+        again = await link.validate(f"{gate}-again", code=tickets[0].code, timeout=10)
+        await link.close()
+        assert [r.allow for r in first] == [True, True, True]
+        assert (again.allow, again.reason) == (False, "ALREADY_USED")
+        # The edge really judged by its own (skewed) clock: its records say when it thought it decided.
+        offset = _decided_at(edge) - time.time()
+        assert (offset > 4) if skew.startswith("+") else (offset < -4), offset
+        await cluster.start()
+        await until(lambda: edge.queued == 0, "the skewed edge's queue to empty", timeout=60)
+        assert edge.store_value("SELECT count(*) FROM rejected") == 0
+        for ticket in tickets:
+            assert admissions(park, ticket.id) == 1
+    finally:
+        edge.stop()
+        if cluster.running is None:
+            await cluster.start()
+
+
+async def test_one_ticket_at_two_sites_during_a_partition_is_one_admission_per_site_and_one_conflict(
+        park: TestPark, cluster: Cluster, edge: Edge, tmp_path: Path) -> None:
+    west = Edge(tmp_path / "west", [cluster.address], "west-edge", park.secrets["west-edge"])
+    west.start()
+    try:
+        await west.ready()
+        (ticket,) = await park.sell("single", 1)
+        await cluster.stop()
+        answers = []
+        for site_edge, gate in ((edge, "east-gate-7"), (west, "west-gate-1")):
+            link = GateLink(site_edge.address, Hello(gate, park.secrets[gate]))
+            await link.open()
+            answers.append(await link.validate(f"{gate}-p1", code=ticket.code, timeout=10))
+            answers.append(await link.validate(f"{gate}-p2", code=ticket.code, timeout=10))
+            await link.close()
+        assert [(a.allow, a.reason) for a in answers] == [
+            (True, "OK"), (False, "ALREADY_USED"), (True, "OK"), (False, "ALREADY_USED")]
+        await cluster.start()
+        await until(lambda: edge.queued == 0 and west.queued == 0, "both sites to forward", timeout=60)
+        assert edge.store_value("SELECT count(*) FROM rejected") == west.store_value(
+            "SELECT count(*) FROM rejected") == 0
+        assert admissions(park, ticket.id) == 2  # never dropped: one per site
+        conflicts = await site_pb2_grpc.SiteStub(park.admin.channel).ListConflicts(
+            site_pb2.ListConflictsRequest(park_id=park.park_id), metadata=park.admin.metadata)
+        mine = [c for c in conflicts.conflicts if c.ticket_id == ticket.id]
+        assert len(mine) == 1
+        assert {mine[0].first_site, mine[0].second_site} == {"east", "west"}
+    finally:
+        west.stop()
+
+
+async def test_a_dead_first_server_in_the_list_is_passed_over(park: TestPark, cluster: Cluster,
+                                                              tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    edge = Edge(tmp_path / "failover", [dead, cluster.address], EDGE_ID, park.secrets[EDGE_ID])
+    edge.start()
+    try:
+        await edge.ready()  # the feed and the site key came from the second server
+        (ticket,) = await park.sell("single", 1)
+        link = GateLink(edge.address, Hello("east-gate-8", park.secrets["east-gate-8"]))
+        await link.open()
+        result = await link.validate("fo-1", code=ticket.code, timeout=10)
+        await link.close()
+        assert result.allow
+        await until(lambda: admissions(park, ticket.id) == 1, "the admission decided by the cluster")
+        # Decided by the cluster, not by the edge alone: the edge kept the answer as an online one.
+        assert edge.store_value("SELECT count(*) FROM decisions WHERE request_id = 'fo-1' AND offline = 0") == 1
+    finally:
+        edge.stop()
