@@ -97,6 +97,7 @@ async def cat(parkgate_server: RunningServer, module_dsn: str) -> AsyncIterator[
         username="clerk", password="clerk-password-1", roles=["clerk"]), metadata=md)
     window = await c.admin.admin.RegisterDevice(admin_pb2.RegisterDeviceRequest(device=admin_pb2.Device(
         id=f"{PARK}-window2", kind=admin_pb2.SALES_WINDOW, park_id=PARK)), metadata=md)
+    c.window_secret = window.secret
     c.clerk = await second.login("clerk", "clerk-password-1", f"{PARK}-window2", window.secret)
     yield c
     for link in c.links:

@@ -98,3 +98,25 @@ async def test_count_card_per_attraction_and_overall_shows_what_is_left(cat: Cat
     balance = await cat.seller.sales.CardHistory(sales_pb2.CardHistoryRequest(card_uid="04C3000001"),
                                                  metadata=cat.seller.metadata)
     assert balance.balance.entries_left == 3 and dict(balance.balance.entries_left_by_attraction) == {"coaster": 0}
+
+
+async def test_the_fare_follows_the_attraction_and_the_day_type(cat: Catalogue) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from parkgate.v1 import catalog_pb2
+
+    fares = {catalog_pb2.WEEKDAY: 120, catalog_pb2.WEEKEND: 180}
+    for day_type, amount in fares.items():
+        await cat.admin.catalog.SetAttractionFare(catalog_pb2.AttractionFare(
+            attraction_id="wheel", day_type=day_type, price=common_pb2.Money(minor_units=amount, currency="CNY")),
+            metadata=cat.admin.metadata)
+    assert await refused(cat.admin.catalog.SetAttractionFare(catalog_pb2.AttractionFare(
+        attraction_id="wheel", day_type=catalog_pb2.WEEKDAY, price=common_pb2.Money(minor_units=-1)),
+        metadata=cat.admin.metadata)) == "INVALID_ARGUMENT"
+    weekend = datetime.now(ZoneInfo("Asia/Shanghai")).isoweekday() >= 6
+    wheel = await cat.gate("sv-wheel", attraction="wheel")
+    await cat.sell_card("purse", "04B2200001")
+    await top_up(cat, "04B2200001", 1000)
+    ride = await wheel.validate(rid(), card_uid="04B2200001")
+    assert ride.balance == 1000 - fares[catalog_pb2.WEEKEND if weekend else catalog_pb2.WEEKDAY]

@@ -114,6 +114,16 @@ class Window:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
+    def call_sales(self, name: str, request: R, *, mutating: bool = False) -> Any:
+        """Any Sales RPC by name (the catalogue's commands): a mutating one is resent with its request id."""
+        method = getattr(self.sales, name)
+        return self._call_idempotent(method, request) if mutating else self._call(method, request)
+
+    def zone(self) -> ZoneInfo:
+        """The zone people at this window read times in: the parks' zone (UTC if parks differ)."""
+        zones = {p.time_zone for p in self.parks().values()}
+        return ZoneInfo(zones.pop()) if len(zones) == 1 else ZoneInfo("UTC")
+
     # --- session ----------------------------------------------------------------------
 
     def login(self, username: str, password: str, device_id: str, device_secret: str) -> auth_pb2.LoginResponse:

@@ -1,0 +1,74 @@
+"""`parkgate pos member|topup|card|group|voucher|backentry` as a cashier types them: real subprocesses against a
+real server; money is typed and printed as money, times in the park's zone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+
+from .conftest import PARK, Catalogue, jpeg
+
+
+async def pos(cat: Catalogue, env: dict[str, str], *args: str, stdin: str = "", ok: bool = True) -> str:
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "parkgate.common.cli", "pos", "--server", cat.servers[1].address, *args],
+        input=stdin, capture_output=True, text=True, env=env, timeout=120)
+    assert (result.returncode == 0) == ok, result.stderr
+    return result.stdout if ok else result.stderr
+
+
+async def test_the_catalogue_at_the_window_from_the_command_line(cat: Catalogue, tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "home"), "PARKGATE_DEVICE_SECRET": cat.window_secret,
+           "COLUMNS": "200"}
+    await pos(cat, env, "login", "--user", "clerk", "--device", f"{PARK}-window2", "--password-stdin",
+              stdin="clerk-password-1\n")
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(jpeg())
+    out = await pos(cat, env, "member", "register", "--product", "member", "--name", "Qian Yu", "--card", "04D4000001",
+                    "--name", "Qian Bo", "--card", "04D4000002", "--photo", str(photo), "--phone", "13900000009")
+    assert "Qian Yu" in out and "Qian Bo" in out and "(hidden)" in out  # the clerk lacks members.personal
+    found = orjson.loads(await pos(cat, env, "--json", "member", "find", "--phone", "13900000009"))
+    assert [m["name"] for m in found] == ["Qian Yu"]
+
+    await cat.sell_card("purse", "04D4000010")
+    assert "balance CNY 120.50" in await pos(cat, env, "topup", "04D4000010", "120.50")
+    err = await pos(cat, env, "topup", "04D4000010", "-5", ok=False)
+    assert "INVALID_ARGUMENT" in err or "INVALID_AMOUNT" in err
+    history = await pos(cat, env, "card", "04D4000010")
+    assert "top_up" in history and "CNY 120.50" in history and "CST" in history  # Asia/Shanghai's own zone
+
+    vouchers = orjson.loads(await pos(cat, env, "--json", "voucher", "issue", "--product", "day", "--count", "2",
+                                      "--series", "cli-series"))
+    assert len(vouchers) == 2
+    out = await pos(cat, env, "voucher", "find", "--series", "cli-series")
+    assert vouchers[0]["code"] in out
+
+    out = await pos(cat, env, "group", "reserve", "--company", "CLI Tours", "--line", "tour:6@8.00", "--deposit", "10")
+    assert "CNY 8.00" in out and "CNY 10.00" in out
+    reservation, = orjson.loads(await pos(cat, env, "--json", "group", "find", "--company", "CLI Tours"))
+    out = await pos(cat, env, "group", "pickup", "--reservation", reservation["id"], "--one-code")
+    assert "admits 6" in out and "CNY 38.00" in out
+
+    sold = (datetime.now(ZoneInfo("Asia/Shanghai")) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
+    out = await pos(cat, env, "backentry", "add", "--product", "day", "--sold-at", sold, "--quantity", "2",
+                    "--note", "printer down, paper tickets 1-2")
+    assert "CNY 20.00" in out and sold.replace("T", " ") in out
+    assert "printer down" in await pos(cat, env, "backentry", "list")
+    shift = await pos(cat, env, "shift")
+    assert "CST" in shift and "UTC" not in shift
+
+
+@pytest.mark.parametrize("args", [("member", "register", "--product", "member"), ("topup", "04D4000010", "abc")])
+async def test_bad_input_at_the_command_line_says_why(cat: Catalogue, tmp_path: Path, args: tuple[str, ...]) -> None:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "home"), "PARKGATE_DEVICE_SECRET": cat.window_secret}
+    await pos(cat, env, "login", "--user", "clerk", "--device", f"{PARK}-window2", "--password-stdin",
+              stdin="clerk-password-1\n")
+    assert "INVALID_ARGUMENT" in await pos(cat, env, *args, ok=False)
