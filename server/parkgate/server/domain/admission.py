@@ -15,7 +15,7 @@ Nothing here knows SQL or gRPC.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from zoneinfo import ZoneInfo
@@ -40,6 +40,7 @@ class Decision:
     balance: int | None = None   # a stored-value card's balance after this decision (S8)
     photo_ref: str = ""          # a member card held for a check: whose photo to look at (S15)
     charged: int = 0
+    swallow_card: bool = False   # S21: the exit's card collector takes this used-up single-use card
 
     @classmethod
     def deny(cls, reason: Reason) -> Decision:
@@ -110,6 +111,7 @@ def decide_batch(
     fares: Mapping[str, Mapping[str, int]] | None = None,
     calendar: Mapping[str, Mapping[date, CalendarEntry]] | None = None,
     photos: Mapping[str, str] | None = None,
+    swallow: Collection[str] = (),
 ) -> BatchOutcome:
     """Decide ``admissions`` in order at ``now`` (one clock for the whole batch).
 
@@ -119,7 +121,8 @@ def decide_batch(
     by the IC card bound to them. ``fares`` gives each attraction's stored-value
     price by day type ("" = its flat price), ``calendar`` each park's holidays
     near today (the day type decides the fare, S7/S8), ``photos`` the member
-    photo of a ticket held for a check.
+    photo of a ticket held for a check, ``swallow`` the tickets of products
+    whose single-use cards the exit's collector takes once used up (S21).
     """
     fares = fares or {}
     calendar = calendar or {}
@@ -164,7 +167,9 @@ def decide_batch(
         decision = Decision(verdict.allow, verdict.reason, ticket.ticket_id, verdict.entries_left,
                             verdict.persons if verdict.allow else 0, verdict.hold_for_check,
                             balance=verdict.balance, charged=verdict.charged,
-                            photo_ref=photos.get(ticket.ticket_id, "") if verdict.hold_for_check else "")
+                            photo_ref=photos.get(ticket.ticket_id, "") if verdict.hold_for_check else "",
+                            swallow_card=(item.direction == "out" and verdict.allow and bool(item.card_uid)
+                                          and ticket.ticket_id in swallow and verdict.entries_left == 0))
         outcome.decisions.append(decision)
         outcome.recorded.append(Recorded(item, decision, park_id, verdict.moved, verdict.counted))
     return outcome

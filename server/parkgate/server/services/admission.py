@@ -260,7 +260,7 @@ class AdmissionPipeline:
         outcome = decide_batch(
             admissions, now, parks={p: (lp.state, lp.time_zone) for p, lp in locked.parks.items()},
             prior=locked.prior, by_serial=locked.by_serial, by_card=locked.by_card,
-            fares=locked.fares, calendar=locked.calendar, photos=locked.photos,
+            fares=locked.fares, calendar=locked.calendar, photos=locked.photos, swallow=locked.swallow,
         )
         rows = [store.DecisionRow(
             device_id=r.admission.place.device_id, request_id=r.admission.request_id,

@@ -109,6 +109,7 @@ class Locked:
     fares: dict[str, dict[str, int]] = field(default_factory=dict)
     calendar: dict[str, dict[date, CalendarEntry]] = field(default_factory=dict)  # park -> holidays near today
     photos: dict[str, str] = field(default_factory=dict)  # ticket id -> photo ref of its member (S15)
+    swallow: set[str] = field(default_factory=set)  # tickets whose used-up card the exit collector takes (S21)
 
 
 async def lock_batch(conn: Connection, park_ids: Iterable[str], keys: Sequence[tuple[str, str]],
@@ -131,7 +132,9 @@ async def lock_batch(conn: Connection, park_ids: Iterable[str], keys: Sequence[t
         ([k[0] for k in keys], [k[1] for k in keys]),
     )
     tickets_cur = await conn.execute(
-        f"""SELECT {_TICKET_COLUMNS}, b.card_uid
+        f"""SELECT {_TICKET_COLUMNS}, b.card_uid, coalesce((
+                SELECT (v.rules->>'swallow_card_at_exit')::boolean FROM product_versions v
+                WHERE v.product_id = t.product_id AND v.version = t.product_version), false) AS swallow
             FROM tickets t LEFT JOIN card_bindings b ON b.ticket_id = t.id
             WHERE t.id IN (SELECT id FROM tickets WHERE serial = ANY(%s::bigint[])
                            UNION ALL SELECT ticket_id FROM card_bindings WHERE card_uid = ANY(%s::text[]))
@@ -145,15 +148,18 @@ async def lock_batch(conn: Connection, park_ids: Iterable[str], keys: Sequence[t
         retried=True, balance=r["balance"]) for r in await prior_cur.fetchall()}
     by_serial: dict[int, TicketState] = {}
     by_card: dict[str, TicketState] = {}
+    swallow: set[str] = set()
     for row in await tickets_cur.fetchall():
         ticket = ticket_state(row)
+        if row["swallow"]:
+            swallow.add(ticket.ticket_id)
         by_serial[ticket.serial] = ticket
         if row["card_uid"]:
             by_card[row["card_uid"]] = ticket
     lost, fares, calendar, photos = await _catalogue_rows(*extra)
     for uid, ticket_row in lost.items():
         by_card.setdefault(uid, replace(ticket_state(ticket_row), blocked=True))
-    return Locked(parks, prior, by_serial, by_card, fares, calendar, photos)
+    return Locked(parks, prior, by_serial, by_card, fares, calendar, photos, swallow)
 
 
 async def _catalogue_queries(conn: Connection, park_ids: list[str], cards: Sequence[str],

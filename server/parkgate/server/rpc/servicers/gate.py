@@ -55,7 +55,7 @@ def _outgoing(message: GateResult | GateCommand) -> gate_pb2.ServerMessage:
     return gate_pb2.ServerMessage(result=gate_pb2.ValidationResult(
         request_id=message.request_id, allow=d.allow, reason=d.reason.number,
         display_text=message.display_text, entries_left=d.entries_left, persons=d.persons, ticket_id=d.ticket_id,
-        hold_for_check=d.hold_for_check, photo_ref=d.photo_ref,
+        hold_for_check=d.hold_for_check, photo_ref=d.photo_ref, swallow_card=d.swallow_card,
         balance=convert.money(d.balance, message.currency) if d.balance is not None else None,
     ))
 
