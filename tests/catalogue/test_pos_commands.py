@@ -72,3 +72,21 @@ async def test_bad_input_at_the_command_line_says_why(cat: Catalogue, tmp_path: 
     await pos(cat, env, "login", "--user", "clerk", "--device", f"{PARK}-window2", "--password-stdin",
               stdin="clerk-password-1\n")
     assert "INVALID_ARGUMENT" in await pos(cat, env, *args, ok=False)
+
+
+async def test_admin_prints_prices_and_fares_as_money(cat: Catalogue, tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+
+    async def admin(*args: str, stdin: str = "") -> str:
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "parkgate.common.cli", "admin", "--server",
+                             cat.servers[0].address, *args],
+            input=stdin, capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    await admin("login", "--user", "admin", "--password-stdin", stdin=cat.server.admin_password + "\n")
+    out = await admin("price-set", "plain", "weekday", "10.00")
+    assert "CNY 10.00" in out and "minor_units" not in out
+    out = await admin("fare-set", "wheel", "holiday", "2.50")
+    assert "CNY 2.50" in out and "minor_units" not in out
