@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -58,6 +59,7 @@ class WindowScreen(App[None]):
         self.window = window
         self.wanted_keys = [k.strip() for k in product_keys.split(",")] if product_keys else []
         self.printer = printer
+        self.zone: ZoneInfo | None = None
         self.keys: list[PriceLine] = []
         self.quantity = 1
         self.method = METHODS[0]
@@ -160,7 +162,10 @@ class WindowScreen(App[None]):
         except CallError as exc:
             self._status(f"{exc.reason}: {exc.message}", error=True)
             return
-        lines = [f"[b]Shift[/b] since {totals.since.ToDatetime():%H:%M} UTC",
+        if self.zone is None:  # people at the window read the park's clock, not UTC
+            self.zone = await asyncio.to_thread(self.window.zone)
+        since = totals.since.ToDatetime(tzinfo=UTC).astimezone(self.zone)
+        lines = [f"[b]Shift[/b] since {since:%H:%M %Z}",
                  f"{totals.orders} orders, {totals.tickets} tickets"]
         for m in totals.by_method:
             lines.append(f"{common_pb2.PaymentMethod.Name(m.method).lower():<10} "
