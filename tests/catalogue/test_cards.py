@@ -47,9 +47,15 @@ async def test_top_up_charge_per_attraction_insufficient_balance_refund_and_hist
     await cat.sell_card("count", "04B2000002")
     assert await refused(top_up(cat, "04B2000002", 100)) == "NOT_A_STORED_VALUE_CARD"
 
-    paid = await cat.admin.sales.RefundBalance(sales_pb2.RefundBalanceRequest(request_id=rid(), card_uid="04B2000001"),
-                                               metadata=cat.admin.metadata)
+    before = await cat.seller.sales.ShiftTotals(sales_pb2.ShiftTotalsRequest(), metadata=cat.seller.metadata)
+    assert await refused(cat.seller.sales.RefundBalance(sales_pb2.RefundBalanceRequest(
+        request_id=rid(), card_uid="04B2000001"), metadata=cat.seller.metadata)) == "PERMISSION_DENIED"
+    assert cat.clerk is not None  # the clerk holds sales.refund
+    paid = await cat.clerk.sales.RefundBalance(sales_pb2.RefundBalanceRequest(request_id=rid(), card_uid="04B2000001"),
+                                               metadata=cat.clerk.metadata)
     assert paid.balance.minor_units == 0
+    drawer = await cat.clerk.sales.ShiftTotals(sales_pb2.ShiftTotalsRequest(), metadata=cat.clerk.metadata)
+    assert drawer.refunded.minor_units >= 100 and before.refunds == 0  # the payout leaves the clerk's drawer
     history = await cat.seller.sales.CardHistory(sales_pb2.CardHistoryRequest(card_uid="04B2000001"),
                                                  metadata=cat.seller.metadata)
     assert [(e.kind, e.amount.minor_units) for e in history.events if e.kind != "entry"] == [

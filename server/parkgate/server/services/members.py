@@ -287,7 +287,7 @@ class MemberService:
                 await store.insert_event(conn, NewCardEvent(
                     request_id=request_id, ticket_id=card.ticket_id, card_uid=uid, kind="refund", amount=-paid_out,
                     balance_after=0, order_id=None, device_id=operator.device_id or "", operator=operator.username,
-                    note=note))
+                    note=note, operator_id=operator.user_id))
             after = await store.card_ticket(conn, uid)
             assert after is not None
             return _card_view(after)

@@ -148,9 +148,9 @@ async def insert_event(conn: Connection, event: NewCardEvent) -> bool:
     """Record an event; False when its request id is recorded already (a retry)."""
     cur = await conn.execute(
         """INSERT INTO card_events (request_id, ticket_id, card_uid, kind, amount, balance_after, order_id,
-                                    device_id, operator, note)
+                                    device_id, operator, note, operator_id)
            VALUES (%(request_id)s, %(ticket_id)s, %(card_uid)s, %(kind)s, %(amount)s, %(balance_after)s,
-                   %(order_id)s, %(device_id)s, %(operator)s, %(note)s)
+                   %(order_id)s, %(device_id)s, %(operator)s, %(note)s, %(operator_id)s)
            ON CONFLICT (request_id) DO NOTHING RETURNING id""",
         params_of(event),
     )

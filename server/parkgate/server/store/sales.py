@@ -324,11 +324,16 @@ async def shift_totals(conn: Connection, session_id: str, operator_id: str) -> S
            GROUP BY p.method, o.currency ORDER BY p.method""",
         {"op": operator_id, "since": since},
     )
+    # Refunds of orders, and stored-value balances paid out (S8): both leave this operator's drawer.
     cur = await conn.execute(
-        """SELECT count(*) AS refunds, coalesce(sum(r.amount + r.deposit_refunded), 0)::bigint AS refunded,
-                  max(o.currency) AS currency
-           FROM refunds r JOIN orders o ON o.id = r.order_id
-           WHERE r.operator_id = %(op)s AND r.at >= %(since)s""",
+        """SELECT count(*) AS refunds, coalesce(sum(paid), 0)::bigint AS refunded, max(currency) AS currency FROM (
+               SELECT r.amount + r.deposit_refunded AS paid, o.currency
+               FROM refunds r JOIN orders o ON o.id = r.order_id
+               WHERE r.operator_id = %(op)s AND r.at >= %(since)s
+               UNION ALL
+               SELECT -e.amount, pk.currency FROM card_events e JOIN tickets t ON t.id = e.ticket_id
+               JOIN parks pk ON pk.id = t.park_id
+               WHERE e.kind = 'refund' AND e.operator_id = %(op)s AND e.at >= %(since)s) paid_out""",
         {"op": operator_id, "since": since},
     )
     refunds = await cur.fetchone()

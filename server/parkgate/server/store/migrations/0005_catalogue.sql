@@ -50,10 +50,12 @@ CREATE TABLE card_events (
     order_id      uuid REFERENCES orders,
     device_id     text NOT NULL DEFAULT '',
     operator      text NOT NULL DEFAULT '',
+    operator_id   uuid REFERENCES users,      -- who paid out a refund: it counts in that shift's takings
     note          text NOT NULL DEFAULT '',
     at            timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX card_events_ticket ON card_events (ticket_id, at);
+CREATE INDEX card_events_refunds ON card_events (operator_id, at) WHERE kind = 'refund';
 
 -- A card reported lost and replaced: its UID is refused (CARD_BLOCKED), not
 -- unknown, and never takes over the member's new card.

@@ -79,6 +79,7 @@ class NewCardEvent:
     device_id: str
     operator: str
     note: str = ""
+    operator_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
