@@ -90,3 +90,43 @@ async def test_admin_prints_prices_and_fares_as_money(cat: Catalogue, tmp_path: 
     assert "CNY 10.00" in out and "minor_units" not in out
     out = await admin("fare-set", "wheel", "holiday", "2.50")
     assert "CNY 2.50" in out and "minor_units" not in out
+
+
+async def test_the_window_screen_tops_up_and_shows_a_card(cat: Catalogue, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from textual.widgets import Input
+
+    from parkgate.clients.pos.screen import WindowScreen
+    from parkgate.clients.pos.window import Window
+
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "home"), "PARKGATE_DEVICE_SECRET": cat.window_secret}
+    await pos(cat, env, "login", "--user", "clerk", "--device", f"{PARK}-window2", "--password-stdin",
+              stdin="clerk-password-1\n")
+    monkeypatch.setenv("XDG_CONFIG_HOME", env["XDG_CONFIG_HOME"])  # the session `pos login` stored
+    await cat.sell_card("purse", "04D4000020")
+    window = Window(cat.servers[1].address)
+    try:
+        app = WindowScreen(window, product_keys="day")
+        async with app.run_test() as pilot:
+            await until(pilot, lambda: "Shift" in str(app.query_one("#totals").render()))
+            assert "CST" in str(app.query_one("#totals").render())  # the park's clock, not UTC
+            for typed, expect in (("04D4000020 25.00", "TOPPED UP 04D4000020: balance CNY 25.00"),
+                                  ("04D4000020", "balance CNY 25.00, entries left unlimited"),
+                                  ("04D4000020 -1", "INVALID_ARGUMENT")):
+                await pilot.press("c")
+                field = app.query_one("#card", Input)
+                assert field.display and field.has_focus
+                field.value = typed  # what the cashier typed
+                await pilot.press("enter")
+                await until(pilot, lambda expect=expect: expect in app.status_text)
+    finally:
+        window.close()
+
+
+async def until(pilot: object, condition: object, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():  # type: ignore[operator]
+        if loop.time() > deadline:
+            pytest.fail(f"the screen did not get there in time: {pilot.app.status_text!r}")  # type: ignore[attr-defined]
+        await pilot.pause(0.1)  # type: ignore[attr-defined]

@@ -125,11 +125,7 @@ def _balance_line(b: sales_pb2.CardBalance) -> str:
 
 
 def cmd_topup(w: Window, a: argparse.Namespace) -> Any:
-    currency = _currency(w)
-    payment = sales_pb2.Payment(method=payment_method(a.method), reference=a.reference or "",
-                                amount=common_pb2.Money(minor_units=parse_amount(a.amount, currency), currency=currency))
-    balance = w.call_sales("TopUpCard", sales_pb2.TopUpCardRequest(
-        request_id=a.request_id or new_request_id(), card_uid=a.card, payment=payment), mutating=True)
+    balance = w.top_up(a.card, a.amount, a.method, request_id=a.request_id)
     return describe(balance) if a.json else print(_balance_line(balance))
 
 
@@ -138,7 +134,7 @@ def cmd_card(w: Window, a: argparse.Namespace) -> Any:
         balance = w.call_sales("RefundBalance", sales_pb2.RefundBalanceRequest(
             request_id=a.request_id or new_request_id(), card_uid=a.card, note=a.note or ""), mutating=True)
         return describe(balance) if a.json else print(f"paid out; {_balance_line(balance)}")
-    history = w.call_sales("CardHistory", sales_pb2.CardHistoryRequest(card_uid=a.card))
+    history = w.card(a.card)
     if a.json:
         return describe(history)
     console = Console()
@@ -285,7 +281,6 @@ def add_commands(cmd: Cmd) -> None:
     sp.add_argument("card")
     sp.add_argument("amount", help="e.g. 100.00")
     sp.add_argument("--method", default="cash")
-    sp.add_argument("--reference")
     sp.add_argument("--request-id")
     sp = cmd("card", cmd_card, "a card's balance, counts and history (or --refund its balance)")
     sp.add_argument("card")
