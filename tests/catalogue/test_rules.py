@@ -68,3 +68,21 @@ def test_a_photo_is_stored_as_a_small_jpeg_whatever_came_in() -> None:
     stored = store_photo(out.getvalue())
     with Image.open(io.BytesIO(stored)) as image:
         assert image.format == "JPEG" and max(image.size) == STORED_SIDE
+
+
+def test_in_one_batch_the_old_card_of_a_reissue_is_refused_and_the_new_one_admitted() -> None:
+    from dataclasses import replace
+
+    from parkgate.rules import GatePlace, ParkState, TicketState
+    from parkgate.server.domain.admission import Admission, decide_batch
+
+    member = TicketState(ticket_id="t1", serial=7, park_id="p", valid_from=0.0, valid_until=4e9,
+                         reentry_allowed=True)
+    place = GatePlace("g", "p", 1, "Asia/Shanghai")
+    out_place = GatePlace("g-out", "p", 1, "Asia/Shanghai", direction="out")
+    batch = [Admission(place, "r1", "in", card_uid="NEW"), Admission(out_place, "r2", "out", card_uid="NEW"),
+             Admission(place, "r3", "in", card_uid="OLD"), Admission(place, "r4", "in", card_uid="NEW")]
+    outcome = decide_batch(batch, 1.8e9, parks={"p": (ParkState("p"), "Asia/Shanghai")}, prior={},
+                           by_serial={7: member}, by_card={"NEW": member, "OLD": replace(member, blocked=True)})
+    assert [d.reason.value for d in outcome.decisions] == ["OK", "OK", "CARD_BLOCKED", "OK"]
+    assert not outcome.tickets["t1"].blocked

@@ -148,6 +148,8 @@ def decide_batch(
             outcome.recorded.append(Recorded(item, decision, park_id, 0, False))
             continue
         ticket = tickets.get(found.ticket_id, found)
+        if found.blocked and not ticket.blocked:  # a lost card stays refused whatever its ticket did in this batch
+            ticket = replace(ticket, blocked=True)
         if item.serial and (item.code_valid_from > ticket.valid_from or item.code_valid_until < ticket.valid_until):
             ticket = replace(ticket, valid_from=max(ticket.valid_from, item.code_valid_from),
                              valid_until=min(ticket.valid_until, item.code_valid_until))
@@ -160,8 +162,11 @@ def decide_batch(
                               calendar.get(park_id, {}).get(clock.day))
         verdict = decide(ticket, item.place, item.direction, park, clock, fare)
         if verdict.ticket is not None and verdict.ticket is not ticket:
-            tickets[ticket.ticket_id] = verdict.ticket
-            outcome.tickets[ticket.ticket_id] = verdict.ticket
+            after = verdict.ticket
+            if item.card_uid and ticket.serial in by_serial:  # the old card of a reissue blocks only itself
+                after = replace(after, blocked=by_serial[ticket.serial].blocked)
+            tickets[ticket.ticket_id] = after
+            outcome.tickets[ticket.ticket_id] = after
         if verdict.moved:
             live_parks[park_id] = outcome.parks[park_id] = move_park(park, verdict.moved)
         decision = Decision(verdict.allow, verdict.reason, ticket.ticket_id, verdict.entries_left,

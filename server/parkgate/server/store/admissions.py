@@ -137,9 +137,10 @@ async def lock_batch(conn: Connection, park_ids: Iterable[str], keys: Sequence[t
                 WHERE v.product_id = t.product_id AND v.version = t.product_version), false) AS swallow
             FROM tickets t LEFT JOIN card_bindings b ON b.ticket_id = t.id
             WHERE t.id IN (SELECT id FROM tickets WHERE serial = ANY(%s::bigint[])
-                           UNION ALL SELECT ticket_id FROM card_bindings WHERE card_uid = ANY(%s::text[]))
+                           UNION ALL SELECT ticket_id FROM card_bindings WHERE card_uid = ANY(%s::text[])
+                           UNION ALL SELECT ticket_id FROM lost_cards WHERE card_uid = ANY(%s::text[]))
             ORDER BY t.id FOR UPDATE OF t""",
-        (list(serials), list(cards)),
+        (list(serials), list(cards), list(cards)),
     )
     extra = await _catalogue_queries(conn, sorted(set(park_ids)), cards, attractions)
     parks = {r["park_id"]: _park(r) for r in await parks_cur.fetchall()}
@@ -157,8 +158,10 @@ async def lock_batch(conn: Connection, park_ids: Iterable[str], keys: Sequence[t
         if row["card_uid"]:
             by_card[row["card_uid"]] = ticket
     lost, fares, calendar, photos = await _catalogue_rows(*extra)
-    for uid, ticket_row in lost.items():
-        by_card.setdefault(uid, replace(ticket_state(ticket_row), blocked=True))
+    by_id = {t.ticket_id: t for t in by_serial.values()}
+    for uid, ticket_id in lost.items():  # the old card of a reissue: its ticket (locked above), refused
+        if ticket_id in by_id:
+            by_card.setdefault(uid, replace(by_id[ticket_id], blocked=True))
     return Locked(parks, prior, by_serial, by_card, fares, calendar, photos, swallow)
 
 
@@ -166,9 +169,9 @@ async def _catalogue_queries(conn: Connection, park_ids: list[str], cards: Seque
                              attractions: Sequence[str]) -> tuple[AsyncCursor, AsyncCursor, AsyncCursor, AsyncCursor]:
     """Sent in the same round trip as the locks: lost cards, today's fares, the calendar, members' photos."""
     lost_cur = await conn.execute(
-        f"""SELECT l.card_uid, {_TICKET_COLUMNS} FROM lost_cards l JOIN tickets t ON t.id = l.ticket_id
-            WHERE l.card_uid = ANY(%s::text[]) AND NOT EXISTS (SELECT 1 FROM card_bindings b
-                                                             WHERE b.card_uid = l.card_uid)""",
+        """SELECT l.card_uid, l.ticket_id::text AS ticket_id FROM lost_cards l
+           WHERE l.card_uid = ANY(%s::text[]) AND NOT EXISTS (SELECT 1 FROM card_bindings b
+                                                            WHERE b.card_uid = l.card_uid)""",
         (list(cards),),
     )
     fares_cur = await conn.execute(
@@ -194,8 +197,8 @@ async def _catalogue_queries(conn: Connection, park_ids: list[str], cards: Seque
 
 async def _catalogue_rows(
     lost_cur: AsyncCursor, fares_cur: AsyncCursor, calendar_cur: AsyncCursor, photos_cur: AsyncCursor,
-) -> tuple[dict[str, dict], dict[str, dict[str, int]], dict[str, dict[date, CalendarEntry]], dict[str, str]]:
-    lost = {r["card_uid"]: r for r in await lost_cur.fetchall()}
+) -> tuple[dict[str, str], dict[str, dict[str, int]], dict[str, dict[date, CalendarEntry]], dict[str, str]]:
+    lost = {r["card_uid"]: r["ticket_id"] for r in await lost_cur.fetchall()}
     fares: dict[str, dict[str, int]] = {}
     for r in await fares_cur.fetchall():
         fares.setdefault(r["attraction_id"], {})[r["day_type"]] = int(r["amount"])
