@@ -299,3 +299,30 @@ def test_simulator_queues_opens_and_lock_cancels_them(simulated: tuple[SerialRel
     sim.type("pass")  # someone pushes through a locked gate
     assert relay.next_event(timeout=5) == RelayEvent(EventKind.PASSED, 0)
     sim.stop()
+
+
+def test_simulator_card_collector_swallows_until_its_bin_is_full(pty_pair: PtyPair) -> None:
+    """S21: single-use IC cards go into the collector on the way out; a full bin refuses with FULL."""
+    relay = SerialRelay(SerialSettings(pty_pair.device), ack_timeout=1.0)
+    sim = SimProcess(pty_pair.far, "--collector-capacity", "2")
+    try:
+        ready = relay.next_event(timeout=20)
+        assert ready is not None and ready.kind is EventKind.READY
+        relay.swallow_card()
+        assert relay.next_event(timeout=5) == RelayEvent(EventKind.CARD_SWALLOWED)
+        relay.swallow_card()
+        assert relay.next_event(timeout=5) == RelayEvent(EventKind.CARD_SWALLOWED)
+        with pytest.raises(CommandRefused) as caught:
+            relay.swallow_card()
+        assert caught.value.code == "FULL"
+        sim.type("empty collector")
+        relay.ping()  # the operator's input is read before the next command
+        relay.swallow_card()
+        assert relay.next_event(timeout=5) == RelayEvent(EventKind.CARD_SWALLOWED)
+        out = sim.stop()
+        assert "collector emptied: 2 cards out for recycling" in out and "(1/2)" in out
+    finally:
+        if sim.process.poll() is None:
+            sim.process.kill()
+            sim.process.wait()
+        relay.close()

@@ -365,3 +365,41 @@ def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
         (tmp_path / "bad.toml").write_text(text)
         result = _parkgate("gate", "check-config", str(tmp_path / "bad.toml"))
         assert result.returncode == 2 and key in result.stderr, result.stderr
+
+
+async def test_a_used_up_single_use_card_is_swallowed_by_the_exit_card_collector(
+        site: Site, make_pty_pair: Callable[[], PtyPair], pcsc_stack: PcscStack,
+        virtual_card: Callable[..., object], tmp_path: Path) -> None:
+    """S21: a one-entry IC card leaves through the exit, and its collector takes it for recycling."""
+    from parkgate.clients.gate.link import GateLink, Hello
+    from parkgate.v1 import catalog_pb2
+
+    uid = "04C0FFEE5A110A"
+    await site.product("oneride", catalog_pb2.COUNT_CARD, entries_total=1, card_bound=True, swallow_card_at_exit=True)
+    await site.sell("oneride", cards=[uid])
+    entrance = GateLink(site.server.address, Hello("ag-swallow-in", await site.register_gate("ag-swallow-in"), "in",
+                                                   PARK))
+    await entrance.open()
+    try:
+        assert (await entrance.validate("in-1", card_uid=uid)).allow
+    finally:
+        await entrance.close()
+    relay = make_pty_pair()
+    board = BoardSim(relay, auto_pass_ms=200)
+    secret = tmp_path / "ag-swallow-out.secret"
+    secret.write_text(await site.register_gate("ag-swallow-out", direction="out") + "\n")
+    path = tmp_path / "swallow.toml"
+    path.write_text(toml_config("ag-swallow-out", secret, [site.server.address], scanner=None, relay=relay.device,
+                                card_reader=pcsc_stack.reader_name(0)).replace("[gate]\n", '[gate]\ndirection = "out"\n'))
+    rig = Rig(path, None, board)
+    try:
+        agent = await rig.start()
+        mark = board.mark()
+        card = virtual_card(uid)
+        await board.wait_for(OPENED, mark)
+        await board.wait_for(r"^SWALLOW \d+: card taken into the collector \(1/500\)", mark)
+        card.remove()  # type: ignore[attr-defined]
+        assert agent.cards_collected == 1 and not agent.collector_full
+    finally:
+        await rig.stop()
+        board.stop()

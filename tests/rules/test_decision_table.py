@@ -43,7 +43,8 @@ from tests.fixtures.server import RunningServer, start_server, stop_server
 TABLE = tomllib.loads((Path(__file__).parent / "decisions.toml").read_text())["scenario"]
 PLACES = ("engine", "central", "offline")
 KINDS = {"single": catalog_pb2.SINGLE, "multi_person": catalog_pb2.MULTI_PERSON, "member": catalog_pb2.MEMBER,
-         "count_card": catalog_pb2.COUNT_CARD, "complimentary": catalog_pb2.COMPLIMENTARY}
+         "count_card": catalog_pb2.COUNT_CARD, "complimentary": catalog_pb2.COMPLIMENTARY,
+         "stored_value": catalog_pb2.STORED_VALUE}
 
 
 def cases(places: tuple[str, ...]) -> list[Any]:
@@ -86,8 +87,9 @@ def product_rules(scenario: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def check(step: dict[str, Any], allow: bool, reason: str, entries_left: int, moved: int, hold: bool,
-          where: str) -> None:
-    got = {"allow": allow, "reason": reason, "entries_left": entries_left, "moved": moved, "hold_for_check": hold}
+          where: str, balance: int | None = None) -> None:
+    got = {"allow": allow, "reason": reason, "entries_left": entries_left, "moved": moved, "hold_for_check": hold,
+           "balance": balance}
     want = {k: step[k] for k in got if k in step}
     assert {k: got[k] for k in want} == want, f"{where} at {step['at']} {step['gate']}"
 
@@ -103,7 +105,8 @@ def run_engine(scenario: dict[str, Any]) -> None:
         ticket_id="t1", serial=1, park_id="p", valid_from=t.valid_from.timestamp(),
         valid_until=t.valid_until.timestamp(), valid_days=t.valid_days, persons=t.persons,
         entries_total=t.entries_total, entries_per_day=t.entries_per_day, reentry_allowed=t.reentry_allowed,
-        hold_for_check=t.hold_for_check, attraction_ids=frozenset(t.attraction_ids), window=t.night_window)
+        hold_for_check=t.hold_for_check, attraction_ids=frozenset(t.attraction_ids), window=t.night_window,
+        attraction_limits=dict(t.attraction_limits or {}), balance=scenario.get("balance"))
     cap = scenario.get("park", {})
     park = ParkState("p", capacity=cap.get("capacity", 0), resume_margin=cap.get("margin", 0))
     park = move_park(park, cap.get("others", 0))
@@ -112,15 +115,19 @@ def run_engine(scenario: dict[str, Any]) -> None:
         if step.get("refund"):
             ticket = replace(ticket, status="refunded")
             continue
+        if step.get("block"):
+            ticket = replace(ticket, blocked=True)
+            continue
         if "others_leave" in step:
             park = move_park(park, -step["others_leave"])
             continue
         gate = step["gate"]
         place = GatePlace("g", "p", 1, zone.key, attraction_id="ride" if gate == "ride-in" else "")
         direction = "out" if gate == "out" else "in"
-        verdict = decide(ticket, place, direction, park, LocalTime.at(now, zone))
+        fare = scenario.get("fare", 0) if gate == "ride-in" else 0
+        verdict = decide(ticket, place, direction, park, LocalTime.at(now, zone), fare)
         check(step, verdict.allow, verdict.reason.value, verdict.entries_left, verdict.moved,
-              verdict.hold_for_check, "engine")
+              verdict.hold_for_check, "engine", verdict.balance)
         if verdict.ticket is not None:
             ticket = verdict.ticket
         park = move_park(park, verdict.moved) if verdict.moved else park
@@ -144,7 +151,7 @@ def run_offline(scenario: dict[str, Any], folder: Path) -> None:
     places = {gate: CachedKeys(keyring, 3, 1 if gate == "ride-in" else 0, "p", "ride" if gate == "ride-in" else "",
                                zone.key, {1: "ride"}, terms) for gate in ("in", "out", "ride-in")}
     for step in scenario["steps"]:
-        assert "refund" not in step and "others_leave" not in step, "offline cannot judge these: use where"
+        assert not {"refund", "block", "others_leave"} & set(step), "offline cannot judge these: use where"
         cached = places[step["gate"]]
         decider = OfflineDecider(folder)  # what the gates wrote so far, read back from disk
         direction = "out" if step["gate"] == "out" else "in"
@@ -189,9 +196,12 @@ async def run_central(scenario: dict[str, Any], c: Central) -> None:
     park: TestPark = await open_park([c.server], c.dsn, park_id, park_id, time_zone=zone_name)
     md = park.admin.metadata
     await park.admin.catalog.PutAttraction(catalog_pb2.PutAttractionRequest(attraction=catalog_pb2.Attraction(
-        id=f"{park_id}-ride", park_id=park_id, name="ride")), metadata=md)  # attraction ids are installation-wide
+        id=f"{park_id}-ride", park_id=park_id, name="ride", stored_value_price=common_pb2.Money(
+            minor_units=scenario.get("fare", 0), currency="CNY"))), metadata=md)  # attraction ids are installation-wide
     kind, rules = product_rules(scenario)
     rules["attraction_ids"] = [f"{park_id}-{a}" for a in rules.get("attraction_ids", [])]
+    if "entries_per_attraction" in rules:
+        rules["entries_per_attraction"] = {f"{park_id}-{a}": n for a, n in rules["entries_per_attraction"].items()}
     validity = {"days_from_first_use": catalog_pb2.DAYS_FROM_FIRST_USE}.get(rules.pop("validity", ""),
                                                                            catalog_pb2.VISIT_DATE)
     await park.admin.catalog.PutProduct(catalog_pb2.PutProductRequest(product=catalog_pb2.Product(
@@ -207,6 +217,8 @@ async def run_central(scenario: dict[str, Any], c: Central) -> None:
                                                                                      currency="CNY"))]),
         metadata=park.seller.metadata)
     ticket, = order.tickets
+    if "balance" in scenario:
+        park.sql("UPDATE tickets SET balance = %s WHERE id = %s", scenario["balance"], ticket.id)
     cap = scenario.get("park", {})
     if cap:
         await park.control().SetCapacity(gate_pb2.SetCapacityRequest(
@@ -225,6 +237,9 @@ async def run_central(scenario: dict[str, Any], c: Central) -> None:
             if step.get("refund"):
                 park.sql("UPDATE tickets SET state = 'refunded' WHERE id = %s", ticket.id)
                 continue
+            if step.get("block"):
+                park.sql("UPDATE tickets SET blocked_at = now() WHERE id = %s", ticket.id)
+                continue
             if "others_leave" in step:
                 (inside, paused), = park.sql("SELECT inside, paused FROM park_state WHERE park_id = %s", park_id)
                 inside -= step["others_leave"]
@@ -235,7 +250,7 @@ async def run_central(scenario: dict[str, Any], c: Central) -> None:
             result = await links[step["gate"]].validate(rid(), code=ticket.code)
             (after,), = park.sql("SELECT inside FROM park_state WHERE park_id = %s", park_id)
             check(step, result.allow, result.reason, result.entries_left, after - before, result.hold_for_check,
-                  "central")
+                  "central", result.balance)
     finally:
         for link in links.values():
             await link.close()
@@ -260,5 +275,5 @@ def test_the_table_covers_what_it_must() -> None:
     names = " | ".join(s["name"] for s in TABLE)
     for must in ("expired day ticket after local midnight", "past its days", "DST night", "night tour across midnight",
                  "count card: the last entry", "re-entry after an exit", "cap", "refunded before",
-                 "refunded while inside", "ALREADY_USED"):
+                 "refunded while inside", "ALREADY_USED", "stored value", "blocked", "per attraction"):
         assert must in names, must

@@ -35,6 +35,7 @@ from parkgate.v1 import (
 
 from . import catalog_cli, connection, gates_cli, sites_cli
 from .commands import command_group
+from .money import format_money
 
 
 class Session:
@@ -226,6 +227,8 @@ def _show(result: Any, as_json: bool) -> None:
 def _cell(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
+    if isinstance(value, dict) and set(value) <= {"minor_units", "currency"} and "currency" in value:
+        return format_money(int(value.get("minor_units", 0)), value["currency"])  # a Money: read as money
     if isinstance(value, dict):
         return orjson.dumps(value).decode()
     return str(value)

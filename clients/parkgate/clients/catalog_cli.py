@@ -102,6 +102,18 @@ def cmd_price_set(s: Session, a: argparse.Namespace) -> Any:
     return s.catalog.SetPrice(catalog_pb2.SetPriceRequest(entry=entry), metadata=s.metadata, timeout=10)
 
 
+def cmd_fare_set(s: Session, a: argparse.Namespace) -> Any:
+    """S8: what an attraction charges a stored-value card on a day type."""
+    attractions = s.catalog.ListAttractions(catalog_pb2.ListAttractionsRequest(), metadata=s.metadata,
+                                            timeout=10).attractions
+    attraction = next((x for x in attractions if x.id == a.attraction), None)
+    currency = _park_currency(s, attraction.park_id) if attraction else ""
+    fare = catalog_pb2.AttractionFare(
+        attraction_id=a.attraction, day_type=catalog_pb2.DayType.Value(a.day_type.upper()),
+        price=common_pb2.Money(minor_units=parse_amount(a.amount, currency or "CNY"), currency=currency))
+    return s.catalog.SetAttractionFare(fare, metadata=s.metadata, timeout=10)
+
+
 def cmd_quote(s: Session, a: argparse.Namespace) -> Any:
     return s.catalog.QuotePrice(catalog_pb2.QuotePriceRequest(product_id=a.product, date=a.date, quantity=a.quantity),
                                 metadata=s.metadata, timeout=10)
@@ -164,6 +176,10 @@ def add_commands(cmd: Command) -> None:
     sp.add_argument("day_type", choices=["weekday", "weekend", "holiday", "peak"])
     sp.add_argument("amount", help="e.g. 120.00")
     sp.add_argument("--peak", help="the peak period's name (peak prices only)")
+    sp = cmd("fare-set", cmd_fare_set, "set what an attraction charges a stored-value card on a day type")
+    sp.add_argument("attraction")
+    sp.add_argument("day_type", choices=["weekday", "weekend", "holiday", "peak"])
+    sp.add_argument("amount", help="e.g. 15.00")
     sp = cmd("quote", cmd_quote, "the price of a product on a date")
     sp.add_argument("product")
     sp.add_argument("date", type=_date)

@@ -9,6 +9,7 @@ seconds (floats): one clock reading per decision, no time zones until
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Literal
@@ -69,11 +70,25 @@ class TicketState:
     inside: bool = False
     last_entry_at: float | None = None
     last_exit_at: float | None = None
+    # the rest of the catalogue (S8, S10, S15)
+    blocked: bool = False              # a card reported lost: refused everywhere at once (CARD_BLOCKED)
+    balance: int | None = None         # stored-value cards: minor units left; None = not a stored-value card
+    # count cards per attraction: attraction id -> entries it gives there, and how many were used
+    attraction_limits: Mapping[str, int] = field(default_factory=dict)
+    attraction_used: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def entries_left(self) -> int:
         """-1 for unlimited, else what remains of entries_total."""
         return -1 if self.entries_total == 0 else max(self.entries_total - self.entries_used, 0)
+
+    def entries_left_at(self, attraction_id: str) -> int:
+        """What a gate shows: the attraction's own count where the card has one, else the overall count."""
+        limit = self.attraction_limits.get(attraction_id, 0) if attraction_id else 0
+        if limit:
+            left = max(limit - self.attraction_used.get(attraction_id, 0), 0)
+            return left if self.entries_total == 0 else min(left, self.entries_left)
+        return self.entries_left
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +114,17 @@ class Verdict:
     moved: int = 0                      # change of the park's occupancy (+ in, - out)
     counted: bool = False               # consumed a use (a re-entry does not)
     hold_for_check: bool = False
+    charged: int = 0                    # taken from a stored-value balance by this decision
+    attraction_id: str = ""             # where it was decided ("" = the park gate): what entries_left counts
 
     @property
     def entries_left(self) -> int:
-        return -1 if self.ticket is None else self.ticket.entries_left
+        return -1 if self.ticket is None else self.ticket.entries_left_at(self.attraction_id)
+
+    @property
+    def balance(self) -> int | None:
+        """A stored-value card's balance after this decision (None for other tickets)."""
+        return None if self.ticket is None else self.ticket.balance
 
 
 @dataclass(slots=True)

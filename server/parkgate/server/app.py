@@ -30,9 +30,12 @@ from parkgate.server.services.bootstrap import prepare_database
 from parkgate.server.services.catalog import CatalogService
 from parkgate.server.services.flow import FlowRecorder, FlowWatch, LiveFlowService
 from parkgate.server.services.gates import GateHub
+from parkgate.server.services.groups import GroupService
+from parkgate.server.services.members import MemberService
 from parkgate.server.services.operators import OperatorService
 from parkgate.server.services.sales import SalesService
 from parkgate.server.services.sites import SiteService
+from parkgate.server.services.vouchers import VoucherService
 from parkgate.server.store import Database
 from parkgate.v1 import (
     admin_pb2_grpc,
@@ -86,6 +89,9 @@ class ParkgateServer:
         self.admin = AdminService(self.db)
         self.catalog = CatalogService(self.db)
         self.sales = SalesService(self.db)
+        self.members = MemberService(self.db, self.sales)
+        self.groups = GroupService(self.db, self.sales)
+        self.vouchers = VoucherService(self.db)
         gates = settings.gates
         self.pipeline = AdmissionPipeline(self.db, mode=gates.pipeline, max_batch=gates.max_batch, clock=clock)
         self.gates = GateHub(self.db, self.pipeline, settings.server_id, self.operators.verify_device,
@@ -121,7 +127,7 @@ class ParkgateServer:
         ops_pb2_grpc.add_OpsServicer_to_server(
             OpsServicer(self.db, self.settings.server_id, self.started_at, native.IMPLEMENTATION), s
         )
-        sales_pb2_grpc.add_SalesServicer_to_server(SalesServicer(self.sales), s)
+        sales_pb2_grpc.add_SalesServicer_to_server(SalesServicer(self.sales, self.members, self.groups, self.vouchers), s)
         gate_pb2_grpc.add_GateServicer_to_server(GateServicer(self.gates, self.settings.server_id), s)
         gate_pb2_grpc.add_GateControlServicer_to_server(GateControlServicer(self.gates), s)
         site_pb2_grpc.add_SiteServicer_to_server(SiteServicer(self.sites), s)

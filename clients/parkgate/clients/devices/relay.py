@@ -71,6 +71,10 @@ class Relay(Closeable):
         """Put one line on the gate's display (control characters removed, at most 64 characters)."""
         self._command("SHOW", text)
 
+    def swallow_card(self) -> None:
+        """S21: the card collector takes the single-use card in its slot (CommandRefused FULL: its bin is full)."""
+        self._command("SWALLOW")
+
     def ping(self) -> None:
         """Raise unless the board answers."""
         self._command("PING")

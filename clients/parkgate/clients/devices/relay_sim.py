@@ -78,6 +78,8 @@ class Board:
     pending: deque[_Open] = field(default_factory=deque)
     answered: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     auto_pass_at: float | None = None
+    collector_capacity: int = 500      # single-use cards the collector's bin holds (S21)
+    collected: int = 0
 
     def boot(self) -> bytes:
         self.lock, self.emergency, self.on_battery, self.display = LockState.LOCKED, False, False, ""
@@ -130,7 +132,20 @@ class Board:
             self.say(f"display: {command.text!r}")
         elif command.verb == "STATUS":
             return format_state(seq, self.state())
+        elif command.verb == "SWALLOW":
+            if self.collected >= self.collector_capacity:
+                self.say(f"SWALLOW {seq} refused: the collector bin is full ({self.collected} cards)")
+                return format_refusal(seq, "FULL", "card collector bin full")
+            self.collected += 1
+            self.say(f"SWALLOW {seq}: card taken into the collector ({self.collected}/{self.collector_capacity})")
+            return format_ack(seq) + format_event(RelayEvent(EventKind.CARD_SWALLOWED))
         return format_ack(seq)
+
+    def empty_collector(self) -> bytes:
+        """The attendant emptied the bin: its cards go back to the window for recycling."""
+        self.say(f"collector emptied: {self.collected} cards out for recycling")
+        self.collected = 0
+        return b""
 
     def passage(self, now: float) -> bytes:
         """The passage sensor fired."""
@@ -246,6 +261,7 @@ def _operator(board: Board, word: str, now: float) -> bytes:
         "power lost": lambda: board.set_power(True),
         "power ok": lambda: board.set_power(False),
         "reboot": board.boot,
+        "empty collector": lambda: board.empty_collector(),
     }
     if word == "state":
         board.say(f"state: {board.state()} display={board.display!r}")
@@ -253,7 +269,7 @@ def _operator(board: Board, word: str, now: float) -> bytes:
     action = actions.get(" ".join(word.split()))
     if action is None:
         if word:
-            board.say(f"unknown input {word!r}: pass, emergency on|off, power lost|ok, reboot, state, quit")
+            board.say(f"unknown input {word!r}: pass, emergency on|off, power lost|ok, empty collector, reboot, state, quit")
         return b""
     return action()
 
@@ -270,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "--open-ms", type=int, default=DEFAULT_OPEN_MS, help="OPEN time when the host gives none"
     )
     parser.add_argument("--auto-pass", type=int, metavar="MS", help="a person passes MS ms after each OPEN")
+    parser.add_argument("--collector-capacity", type=int, default=500, help="cards the collector bin holds (S21)")
     args = parser.parse_args(argv)
 
     def say(text: str) -> None:
@@ -283,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         # End of input (no terminal): keep serving until killed.
 
     threading.Thread(target=stdin_reader, daemon=True).start()
-    board = Board(say=say, default_open_ms=args.open_ms, auto_pass_ms=args.auto_pass)
+    board = Board(say=say, default_open_ms=args.open_ms, auto_pass_ms=args.auto_pass,
+                  collector_capacity=args.collector_capacity)
     try:
         run(SerialSettings(args.port, baudrate=args.baud), board, commands)
     except DeviceError as exc:

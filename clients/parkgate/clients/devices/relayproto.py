@@ -23,7 +23,9 @@ DEFAULT_OPEN_MS = 5000
 OPEN_MS_RANGE = (100, 60000)
 
 #: Commands the host sends (verb -> what follows the sequence number).
-HOST_VERBS = ("OPEN", "HOLD", "CLOSE", "SHOW", "STATUS", "PING")
+HOST_VERBS = ("OPEN", "HOLD", "CLOSE", "SHOW", "STATUS", "PING", "SWALLOW")
+#: SWALLOW (S21): the card collector takes the card in its slot into its bin; the board answers OK and then
+#: CARD SWALLOWED, or ERR FULL when its bin is full (the card stays in the slot for the attendant).
 
 
 class EventKind(enum.StrEnum):
@@ -36,6 +38,7 @@ class EventKind(enum.StrEnum):
     EMERGENCY_OFF = "EMERGENCY OFF"
     POWER_LOST = "POWER LOST"  # mains lost, the board runs on its reserve
     POWER_OK = "POWER OK"
+    CARD_SWALLOWED = "CARD SWALLOWED"  # the collector took a single-use card into its bin (S21)
 
 
 class LockState(enum.StrEnum):

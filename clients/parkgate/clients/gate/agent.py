@@ -47,7 +47,7 @@ from parkgate.common import __version__, metrics
 from parkgate.common.reason import Reason
 from parkgate.rules import AdmissionTerms, Verdict
 
-from ..devices import DeviceError, EventKind, SerialSettings
+from ..devices import CommandRefused, DeviceError, EventKind, SerialSettings
 from .config import GateConfig, GateConfigError
 from .inputs import (
     BoardEvent,
@@ -126,6 +126,9 @@ class GateAgent:
         self.emergency: set[str] = set()  # active sources: server, relay, signal, serial, power
         self.on_battery = False
         self.check: HeldCheck | None = None
+        # the card collector at an exit (S21): single-use cards it took since start, and whether its bin is full
+        self.cards_collected = 0
+        self.collector_full = False
         self.opens: dict[int, Admission] = {}  # relay seq -> admission
         self.admissions: list[Admission] = []
         self.unsent: list[tuple[str, bool]] = []  # passage reports made while no link was up
@@ -155,6 +158,8 @@ class GateAgent:
             return "paused"
         if self.disk.admissions:
             return "offline-buffering"
+        if self.collector_full:
+            return "collector-full"
         return "ok"
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -452,6 +457,8 @@ class GateAgent:
             if self.cfg.relay.on_power_loss == "open":
                 return await self._set_emergency("power", self.on_battery)
             return f"mains {'lost: on battery' if self.on_battery else 'back'}; the gate stays as it is"
+        if e.kind is EventKind.CARD_SWALLOWED:
+            return f"card collector: card in the bin ({self.cards_collected} since start)"
         if e.kind is EventKind.READY:
             lost = list({id(a): a for a in self.opens.values()}.values())
             self.opens.clear()
@@ -605,8 +612,29 @@ class GateAgent:
         except DeviceError as exc:
             self._send_passage(request_id, False)
             return f"{request_id} {what}: admitted but the relay did not open ({exc}): entry given back"
+        swallowed = await self._swallow(request_id) if result.swallow_card else ""
         return (f"{request_id} {what}: admitted {persons} (entries left {result.entries_left}), "
-                f"{'relay OPEN x' + str(persons) if self.turnstile else 'handheld: let them pass'}")
+                f"{'relay OPEN x' + str(persons) if self.turnstile else 'handheld: let them pass'}{swallowed}")
+
+    async def _swallow(self, request_id: str) -> str:
+        """S21: a used-up single-use card on its way out goes into the card collector, for recycling."""
+        if self.turnstile is None:
+            return "; a single-use card: keep it for recycling"
+        try:
+            await self.turnstile.swallow_card()
+        except CommandRefused as exc:
+            if exc.code == "FULL":
+                self.collector_full = True
+                if self.link is not None:
+                    self.link.heartbeat(self.state_word(), len(self.disk.admissions), self.on_battery)
+                self.say(f"ALERT {request_id}: the card collector is full: the card stays in the slot", logging.ERROR)
+                return "; card collector FULL: card left in the slot for the attendant"
+            return f"; card collector refused ({exc.code})"
+        except DeviceError as exc:
+            return f"; card collector did not answer ({exc})"
+        self.cards_collected += 1
+        self.collector_full = False
+        return f"; card swallowed ({self.cards_collected} collected)"
 
     def _fast_decided(self, admission: Admission, result: Result, what: str) -> str:
         admission.decided, admission.allowed = True, result.allow

@@ -64,11 +64,15 @@ class Result:
     persons: int
     ticket_id: str
     hold_for_check: bool
+    balance: int | None = None   # a stored-value card's balance in minor units (S8); None for other tickets
+    photo_ref: str = ""          # a member card held for a check: whose photo (S15)
+    swallow_card: bool = False   # S21: a used-up single-use card leaving: the card collector takes it
 
     @classmethod
     def from_message(cls, m: gate_pb2.ValidationResult) -> Result:
         return cls(m.request_id, m.allow, Reason.from_number(m.reason).value, m.display_text, m.entries_left,
-                   m.persons, m.ticket_id, m.hold_for_check)
+                   m.persons, m.ticket_id, m.hold_for_check,
+                   m.balance.minor_units if m.HasField("balance") else None, m.photo_ref, m.swallow_card)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,10 @@
 
 Each write replaces the file atomically (write a temporary file, fsync,
 rename), so a power cut leaves the old or the new list, never half of one.
+
+Stored value, blocked cards and per-attraction counts of IC cards (issue 15) live at the centre
+only: this path decides signed codes and knows no card balances, so a card is not charged offline.
+Charging within a configured limit at a site edge and reconciling later is the sites work (S29).
 """
 
 from __future__ import annotations

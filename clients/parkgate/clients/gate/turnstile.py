@@ -60,6 +60,9 @@ class Turnstile:
     async def lock(self) -> None:
         await asyncio.to_thread(self._require().lock)
 
+    async def swallow_card(self) -> None:
+        await asyncio.to_thread(self._require().swallow_card)
+
     async def show(self, text: str) -> None:
         await asyncio.to_thread(self._require().show, text)
 

@@ -26,7 +26,7 @@ from ..commands import command_group
 from ..connection import CallError
 from ..devices import DeviceError, PcscCardReader
 from ..money import format_money, parse_amount
-from . import output
+from . import catalogue_cli, output
 from .window import Window, describe, payment_method
 
 _LINE = re.compile(r"^(?P<product>[a-z0-9][a-z0-9_-]*)(?::(?P<quantity>\d+))?$")
@@ -241,7 +241,8 @@ def cmd_shift(w: Window, a: argparse.Namespace) -> Any:
     if a.json:
         return describe(totals)
     console = Console()
-    console.print(f"since {totals.since.ToDatetime():%Y-%m-%d %H:%M} UTC: {totals.orders} orders, "
+    since = totals.since.ToDatetime(tzinfo=UTC).astimezone(w.zone())
+    console.print(f"since {since:%Y-%m-%d %H:%M %Z}: {totals.orders} orders, "
                   f"{totals.tickets} tickets, {totals.refunds} refunds "
                   f"({format_money(totals.refunded.minor_units, totals.refunded.currency or 'CNY')} paid out)")
     for m in totals.by_method:
@@ -325,6 +326,7 @@ def add_parser(subparsers: Any) -> None:
     sp.add_argument("--reader")
     sp.add_argument("--timeout", type=float, default=30.0)
     cmd("shift", cmd_shift, "your takings since you logged in")
+    catalogue_cli.add_commands(cmd)
     sp = cmd("screen", cmd_screen, "the interactive window screen (one-key quick sale)")
     sp.add_argument("--keys", help="comma list of products for keys 1-9 (default: the first nine on sale)")
     _outputs(sp)

@@ -3,7 +3,9 @@
 One key sells: keys 1-9 sell the current quantity of the product on that key
 at today's price with the current payment method. ``*`` steps the quantity,
 ``m`` the payment method, ``p`` prints the last order again, ``r`` refreshes
-prices and totals. The screen shows the day's prices and the operator's
+prices and totals, ``c`` asks for a card: its UID alone shows its balance and
+counts, ``UID AMOUNT`` tops a stored-value card up with the current payment
+method (S8). The screen shows the day's prices and the operator's
 running totals (asked of the server, so they survive a restart of the screen).
 
 The gRPC calls are blocking; each runs in a worker thread so the screen keeps
@@ -15,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from parkgate.v1 import common_pb2, sales_pb2
 
@@ -49,6 +52,8 @@ class WindowScreen(App[None]):
         Binding("m", "next_method", "payment"),
         Binding("p", "print_last", "print again"),
         Binding("r", "refresh", "refresh"),
+        Binding("c", "card", "card / top-up"),
+        Binding("escape", "close_card", "close", show=False),
         Binding("q", "quit", "quit"),
     ]
 
@@ -58,6 +63,7 @@ class WindowScreen(App[None]):
         self.window = window
         self.wanted_keys = [k.strip() for k in product_keys.split(",")] if product_keys else []
         self.printer = printer
+        self.zone: ZoneInfo | None = None
         self.keys: list[PriceLine] = []
         self.quantity = 1
         self.method = METHODS[0]
@@ -72,12 +78,14 @@ class WindowScreen(App[None]):
                 yield Static(id="mode")
                 yield Static(id="totals")
                 yield Static(id="last")
+        yield Input(placeholder="card UID (balance)  or  card UID and amount (top-up), then Enter", id="card")
         yield Static("", id="status")
         yield Footer()
 
     async def on_mount(self) -> None:
         table = self.query_one("#prices", DataTable)
         table.add_columns("key", "product", "price today", "day")
+        self.action_close_card()
         await self.action_refresh()
 
     # --- actions ----------------------------------------------------------------------
@@ -127,6 +135,39 @@ class WindowScreen(App[None]):
                 await self._print(order)
             await self._show_totals()
 
+    def action_card(self) -> None:
+        field = self.query_one("#card", Input)
+        field.display = True
+        field.value = ""
+        field.focus()
+
+    def action_close_card(self) -> None:
+        self.query_one("#card", Input).display = False
+        self.set_focus(None)  # keys sell again (a hidden field must not swallow them)
+
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
+        words = event.value.split()
+        self.action_close_card()
+        if not words or len(words) > 2:
+            self._status("card: UID, or UID and a top-up amount", error=True)
+            return
+        async with self._busy:
+            try:
+                if len(words) == 2:
+                    balance = await asyncio.to_thread(self.window.top_up, words[0], words[1], self.method)
+                    money = format_money(balance.balance.minor_units, balance.balance.currency)
+                    self._status(f"TOPPED UP {words[0]}: balance {money} ({self.method})")
+                    await self._show_totals()
+                else:
+                    history = await asyncio.to_thread(self.window.card, words[0])
+                    b = history.balance
+                    left = "unlimited" if b.entries_left < 0 else str(b.entries_left)
+                    money = format_money(b.balance.minor_units, b.balance.currency)
+                    self._status(f"card {b.card_uid}: balance {money}, entries left {left}")
+            except (CallError, ValueError) as exc:
+                text = f"{exc.reason}: {exc.message}" if isinstance(exc, CallError) else f"INVALID_ARGUMENT: {exc}"
+                self._status(text, error=True)
+
     def action_next_quantity(self) -> None:
         self.quantity = QUANTITIES[(QUANTITIES.index(self.quantity) + 1) % len(QUANTITIES)]
         self._show_mode()
@@ -160,7 +201,10 @@ class WindowScreen(App[None]):
         except CallError as exc:
             self._status(f"{exc.reason}: {exc.message}", error=True)
             return
-        lines = [f"[b]Shift[/b] since {totals.since.ToDatetime():%H:%M} UTC",
+        if self.zone is None:  # people at the window read the park's clock, not UTC
+            self.zone = await asyncio.to_thread(self.window.zone)
+        since = totals.since.ToDatetime(tzinfo=UTC).astimezone(self.zone)
+        lines = [f"[b]Shift[/b] since {since:%H:%M %Z}",
                  f"{totals.orders} orders, {totals.tickets} tickets"]
         for m in totals.by_method:
             lines.append(f"{common_pb2.PaymentMethod.Name(m.method).lower():<10} "

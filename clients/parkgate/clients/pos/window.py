@@ -34,6 +34,7 @@ from parkgate.v1 import (
 
 from .. import connection
 from ..connection import CallError
+from ..money import parse_amount
 
 R = TypeVar("R", bound=Message)
 
@@ -113,6 +114,29 @@ class Window:
                     raise connection.call_error(exc) from None
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    def call_sales(self, name: str, request: R, *, mutating: bool = False) -> Any:
+        """Any Sales RPC by name (the catalogue's commands): a mutating one is resent with its request id."""
+        method = getattr(self.sales, name)
+        return self._call_idempotent(method, request) if mutating else self._call(method, request)
+
+    def top_up(self, card_uid: str, amount: str, method: str = "cash", *,
+               request_id: str | None = None) -> sales_pb2.CardBalance:
+        """Load ``amount`` (as typed, e.g. "100.00") onto a stored-value card (S8)."""
+        currencies = {p.currency for p in self.parks().values()}
+        currency = currencies.pop() if len(currencies) == 1 else "CNY"
+        payment = sales_pb2.Payment(method=payment_method(method), amount=common_pb2.Money(
+            minor_units=parse_amount(amount, currency), currency=currency))
+        return self._call_idempotent(self.sales.TopUpCard, sales_pb2.TopUpCardRequest(
+            request_id=request_id or new_request_id(), card_uid=card_uid, payment=payment))
+
+    def card(self, card_uid: str) -> sales_pb2.CardHistoryResponse:
+        return self._call(self.sales.CardHistory, sales_pb2.CardHistoryRequest(card_uid=card_uid))
+
+    def zone(self) -> ZoneInfo:
+        """The zone people at this window read times in: the parks' zone (UTC if parks differ)."""
+        zones = {p.time_zone for p in self.parks().values()}
+        return ZoneInfo(zones.pop()) if len(zones) == 1 else ZoneInfo("UTC")
 
     # --- session ----------------------------------------------------------------------
 

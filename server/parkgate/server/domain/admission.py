@@ -15,12 +15,15 @@ Nothing here knows SQL or gRPC.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date
 from zoneinfo import ZoneInfo
 
 from parkgate.common.reason import Reason
 from parkgate.rules import Direction, GatePlace, LocalTime, ParkState, TicketState, decide, move_park
+
+from .pricing import CalendarEntry, day_kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,10 @@ class Decision:
     persons: int = 0
     hold_for_check: bool = False
     retried: bool = False        # the first decision for this request id, returned again
+    balance: int | None = None   # a stored-value card's balance after this decision (S8)
+    photo_ref: str = ""          # a member card held for a check: whose photo to look at (S15)
+    charged: int = 0
+    swallow_card: bool = False   # S21: the exit's card collector takes this used-up single-use card
 
     @classmethod
     def deny(cls, reason: Reason) -> Decision:
@@ -101,14 +108,25 @@ def decide_batch(
     prior: Mapping[tuple[str, str], Decision],
     by_serial: Mapping[int, TicketState],
     by_card: Mapping[str, TicketState],
+    fares: Mapping[str, Mapping[str, int]] | None = None,
+    calendar: Mapping[str, Mapping[date, CalendarEntry]] | None = None,
+    photos: Mapping[str, str] | None = None,
+    swallow: Collection[str] = (),
 ) -> BatchOutcome:
     """Decide ``admissions`` in order at ``now`` (one clock for the whole batch).
 
     ``parks`` maps park id to (its locked state, its time zone); ``prior``
     holds decisions already recorded for these request ids, marked retried
     (a retry gets its first answer and consumes nothing); tickets are found by serial or
-    by the IC card bound to them.
+    by the IC card bound to them. ``fares`` gives each attraction's stored-value
+    price by day type ("" = its flat price), ``calendar`` each park's holidays
+    near today (the day type decides the fare, S7/S8), ``photos`` the member
+    photo of a ticket held for a check, ``swallow`` the tickets of products
+    whose single-use cards the exit's collector takes once used up (S21).
     """
+    fares = fares or {}
+    calendar = calendar or {}
+    photos = photos or {}
     live_parks = {pid: state for pid, (state, _zone_name) in parks.items()}
     outcome = BatchOutcome([], dict(live_parks), [])
     clocks: dict[str, LocalTime] = {}
@@ -130,20 +148,46 @@ def decide_batch(
             outcome.recorded.append(Recorded(item, decision, park_id, 0, False))
             continue
         ticket = tickets.get(found.ticket_id, found)
+        if found.blocked and not ticket.blocked:  # a lost card stays refused whatever its ticket did in this batch
+            ticket = replace(ticket, blocked=True)
         if item.serial and (item.code_valid_from > ticket.valid_from or item.code_valid_until < ticket.valid_until):
             ticket = replace(ticket, valid_from=max(ticket.valid_from, item.code_valid_from),
                              valid_until=min(ticket.valid_until, item.code_valid_until))
         clock = clocks.get(park_id)
         if clock is None:
             clock = clocks[park_id] = LocalTime(now, _zone(parks[park_id][1]))
-        verdict = decide(ticket, item.place, item.direction, park, clock)
+        fare = 0
+        if ticket.balance is not None and item.place.attraction_id:
+            fare = fare_today(fares.get(item.place.attraction_id, {}), clock.day,
+                              calendar.get(park_id, {}).get(clock.day))
+        verdict = decide(ticket, item.place, item.direction, park, clock, fare)
         if verdict.ticket is not None and verdict.ticket is not ticket:
-            tickets[ticket.ticket_id] = verdict.ticket
-            outcome.tickets[ticket.ticket_id] = verdict.ticket
+            after = verdict.ticket
+            if item.card_uid and ticket.serial in by_serial:  # the old card of a reissue blocks only itself
+                after = replace(after, blocked=by_serial[ticket.serial].blocked)
+            tickets[ticket.ticket_id] = after
+            outcome.tickets[ticket.ticket_id] = after
         if verdict.moved:
             live_parks[park_id] = outcome.parks[park_id] = move_park(park, verdict.moved)
         decision = Decision(verdict.allow, verdict.reason, ticket.ticket_id, verdict.entries_left,
-                            verdict.persons if verdict.allow else 0, verdict.hold_for_check)
+                            verdict.persons if verdict.allow else 0, verdict.hold_for_check,
+                            balance=verdict.balance, charged=verdict.charged,
+                            photo_ref=photos.get(ticket.ticket_id, "") if verdict.hold_for_check else "",
+                            swallow_card=(item.direction == "out" and verdict.allow and bool(item.card_uid)
+                                          and ticket.ticket_id in swallow and verdict.entries_left == 0))
         outcome.decisions.append(decision)
         outcome.recorded.append(Recorded(item, decision, park_id, verdict.moved, verdict.counted))
     return outcome
+
+
+def fare_today(by_day_type: Mapping[str, int], day: date, entry: CalendarEntry | None) -> int:
+    """What an attraction charges a stored-value card on ``day`` (S8 with S7's day types).
+
+    Its price for the day type; a peak day without one falls back to the
+    holiday price; then the attraction's flat price ("" key); no price is free.
+    """
+    kind = day_kind(day, entry).day_type
+    for key in (kind, "holiday" if kind == "peak" else kind, ""):
+        if key in by_day_type:
+            return by_day_type[key]
+    return 0

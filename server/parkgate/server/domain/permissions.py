@@ -28,9 +28,11 @@ PERMISSIONS: Mapping[str, str] = {
     "sales.groups": "Reserve group tickets",
     "sales.members": "Register and change member cards",
     "sales.backentry": "Enter sales made by hand during an outage",
+    "members.personal": "See members' ID documents and photos (personal data)",
     "gates.read": "See gates and occupancy",
     "gates.capacity": "Change a park's capacity cap",
     "gates.emergency": "Open all gates of a park in an emergency and release them",
+    "gates.checks": "Confirm a held check (a member's photo looked at) from the control room",
     "reports.read": "Run reports",
     "reports.live": "Watch the live visitor flow",
     "admin.users.read": "See operators",
@@ -68,7 +70,7 @@ ADMIN_ROLE = "admin"
 BUILTIN_ROLES: tuple[RoleTemplate, ...] = (
     RoleTemplate(ADMIN_ROLE, "Everything, including users and roles", frozenset(PERMISSIONS)),
     _role("manager", "Reports, live flow, capacity, refunds", "reports", "gates", "sales", "catalog.read"),
-    _role("seller", "Sells at a window", "sales.sell", "sales.read", "catalog.read"),
+    _role("seller", "Sells at a window", "sales.sell", "sales.read", "sales.members", "catalog.read"),
     _role("checker", "Checks tickets with a handheld", "gates.read", "catalog.read", "sales.read"),
     _role("sre", "Runs the servers", "ops", "gates.read", "admin.devices.read", "admin.sessions.read"),
 )

@@ -48,6 +48,18 @@ def check_quantity(quantity: int) -> None:
         )
 
 
+#: A ticket code carries its person count in one byte.
+MAX_CODE_PERSONS = 255
+
+
+def check_group_persons(persons: int) -> int:
+    """The head count one group code may admit (S16): its code carries it in a byte."""
+    if not 1 <= persons <= MAX_CODE_PERSONS:
+        raise InvalidArgument(f"one group code admits 1 to {MAX_CODE_PERSONS} people, not {persons}: "
+                              "pick up as separate tickets", Reason.INVALID_QUANTITY)
+    return persons
+
+
 def local_today(zone: ZoneInfo, now: datetime) -> date:
     return now.astimezone(zone).date()
 
@@ -79,6 +91,8 @@ class TicketTerms:
     deposit: int
     night_window: tuple[int, int] | None
     attraction_ids: tuple[str, ...]
+    attraction_limits: Mapping[str, int] | None = None  # count cards per attraction (S10)
+    stored_value: bool = False                          # a balance the attractions charge (S8)
 
 
 def ticket_terms(kind: str, rules: Mapping[str, Any], visit: date, zone: ZoneInfo) -> TicketTerms:
@@ -110,15 +124,18 @@ def ticket_terms(kind: str, rules: Mapping[str, Any], visit: date, zone: ZoneInf
         raise Conflict("a multi-person product needs a person_count of at least 2", Reason.BAD_CONFIGURATION)
     card_bound = bool(rules.get("card_bound", False))
     admits = effective_terms(kind, dict(rules))  # the kind's safe defaults where the product says nothing
-    if kind == "count_card" and not int(rules.get("entries_total", 0) or 0):
-        raise Conflict("a count card product needs entries_total (the number of entries it sells)",
+    limits = {str(k): int(v) for k, v in dict(rules.get("entries_per_attraction") or {}).items() if int(v) > 0}
+    if kind == "count_card" and not int(rules.get("entries_total", 0) or 0) and not limits:
+        raise Conflict("a count card product needs entries_total or entries_per_attraction (the entries it sells)",
                        Reason.BAD_CONFIGURATION)
+    attraction_ids = tuple(dict.fromkeys([*rules.get("attraction_ids", ()), *limits]))  # a count there admits there
     return TicketTerms(
         valid_from=start, valid_until=end, valid_days=valid_days, persons=persons,
         entries_total=admits.entries_total, entries_per_day=admits.entries_per_day,
         reentry_allowed=admits.reentry_allowed, hold_for_check=admits.hold_for_check,
         card_bound=card_bound, deposit=int(rules.get("deposit", 0)) if card_bound else 0,
-        night_window=night_window, attraction_ids=tuple(rules.get("attraction_ids", ())),
+        night_window=night_window, attraction_ids=attraction_ids,
+        attraction_limits=limits or None, stored_value=kind == "stored_value",
     )
 
 

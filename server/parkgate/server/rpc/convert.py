@@ -160,6 +160,8 @@ def rules_to_dict(rules: catalog_pb2.ProductRules) -> dict[str, Any]:
             out[field.name] = f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
         elif field.name == "attraction_ids":
             out[field.name] = list(value)
+        elif field.name == "entries_per_attraction":
+            out[field.name] = dict(value)
         else:
             out[field.name] = value
     return out
@@ -177,6 +179,8 @@ def rules_from_dict(data: dict[str, Any], currency: str) -> catalog_pb2.ProductR
             getattr(rules, key).CopyFrom(common_pb2.Date(year=y, month=m, day=d))
         elif key == "attraction_ids":
             rules.attraction_ids.extend(value)
+        elif key == "entries_per_attraction":
+            rules.entries_per_attraction.update(value)
         else:
             setattr(rules, key, value)
     return rules

@@ -282,11 +282,13 @@ class AdmissionPipeline:
         locked = await store.lock_batch(
             conn, {a.place.park_id for a in admissions}, [a.key for a in admissions],
             [a.serial for a in admissions if a.serial], [a.card_uid for a in admissions if a.card_uid],
+            sorted({a.place.attraction_id for a in admissions if a.place.attraction_id}),
         )
         now = self.clock()
         outcome = decide_batch(
             admissions, now, parks={p: (lp.state, lp.time_zone) for p, lp in locked.parks.items()},
             prior=locked.prior, by_serial=locked.by_serial, by_card=locked.by_card,
+            fares=locked.fares, calendar=locked.calendar, photos=locked.photos, swallow=locked.swallow,
         )
         rows = [store.DecisionRow(
             device_id=r.admission.place.device_id, request_id=r.admission.request_id,
@@ -294,7 +296,8 @@ class AdmissionPipeline:
             direction=r.admission.direction, allow=r.decision.allow, reason=r.decision.reason.value, moved=r.moved,
             counted=r.counted, entries_left=r.decision.entries_left, hold_for_check=r.decision.hold_for_check,
             awaiting_passage=(r.decision.allow and r.admission.direction == "in"
-                              and r.admission.place.confirms_passage)) for r in outcome.recorded]
+                              and r.admission.place.confirms_passage),
+            charged=r.decision.charged, balance=r.decision.balance) for r in outcome.recorded]
         await store.write_batch(conn, now, list(outcome.tickets.values()), rows, list(outcome.parks.values()),
                                 outcome.pause_changed)
         return outcome

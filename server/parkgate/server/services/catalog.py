@@ -104,6 +104,14 @@ class CatalogService:
             await product_or_refuse(conn, product_id)
             return await store.put_price(conn, product_id, day_type, peak_name, amount, by)
 
+    async def set_fare(self, attraction_id: str, day_type: str, amount: int) -> int:
+        """S8: an attraction's stored-value fare on a day type (the gate pipeline reads it per batch)."""
+        check_price_entry(day_type, "", amount)
+        async with self.db.transaction() as conn:
+            if not await store.put_fare(conn, attraction_id, day_type, amount):
+                raise NotFound(f"no attraction {attraction_id!r}", Reason.UNKNOWN_ATTRACTION)
+        return amount
+
     async def quote(self, product_id: str, day: date) -> tuple[Product, Quote]:
         async with self.db.connection() as conn:
             product = await product_or_refuse(conn, product_id)

@@ -68,6 +68,11 @@ class GateCommand:
     command_id: str
     kind: CommandKind
     text: str = ""
+    request_id: str = ""    # CONFIRM_CHECK: the held validation
+
+
+#: NOTIFY payloads on the park state channel that carry a control-room confirmation, not a park id.
+CONFIRM_PREFIX = "confirm-check\t"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +80,7 @@ class GateResult:
     request_id: str
     decision: Decision
     display_text: str
+    currency: str = ""
 
 
 @dataclass(eq=False)
@@ -91,6 +97,7 @@ class GateSession:
     paused: bool = False
     emergency: bool = False
     state: str = "ok"
+    currency: str = ""          # the park's: a stored-value balance is shown in it
     in_flight: int = 0          # validations submitted and not yet answered
     fast_mode: bool = False     # S24: the gate opens on a locally valid code before our answer
     reading_done: bool = False  # the gate half-closed its stream: end it once every answer went out
@@ -202,7 +209,7 @@ class GateHub:
         session = GateSession(place, device.language or str(default_language), software_version,
                               attraction_slots={slot: aid for aid, slot in slots_by_id.items()}, products=products,
                               paused=state.paused and place.direction == "in", emergency=state.emergency,
-                              fast_mode=fast_mode)
+                              fast_mode=fast_mode, currency=state.currency)
         previous = self.sessions.get(device_id)
         if previous is not None:  # the same gate reconnected before its old stream noticed it was gone
             previous.outbox.put_nowait(GATE_STREAM_END)
@@ -266,7 +273,8 @@ class GateHub:
             self.recorder.alert(kind, session.place, decision.reason, request_id, detail)
 
     def result(self, session: GateSession, request_id: str, decision: Decision) -> GateResult:
-        return GateResult(request_id, decision, self.display_text(decision.reason, session.language))
+        return GateResult(request_id, decision, self.display_text(decision.reason, session.language),
+                          session.currency)
 
     def display_text(self, reason: str, language: str) -> str:
         return (self._texts.get((reason, language)) or self._texts.get((reason, "en"))
@@ -297,7 +305,8 @@ class GateHub:
             if held is None:
                 return False
             if held.ticket is not None:
-                await admission_store.write_ticket_uses(conn, annul(held.ticket, held.moved, held.counted))
+                await admission_store.write_ticket_uses(conn, annul(held.ticket, held.moved, held.counted,
+                                                                           held.charged, held.attraction_id))
             if held.park_gate and held.moved:
                 park = await admission_store.lock_park(conn, held.park_id)
                 if park is not None:
@@ -346,7 +355,10 @@ class GateHub:
         while True:
             try:
                 async for park_id in store.notifications(self.db.conninfo, store.PARK_STATE_CHANNEL):
-                    await self.refresh([park_id])
+                    if park_id.startswith(CONFIRM_PREFIX):
+                        self._deliver_confirm(park_id)
+                    else:
+                        await self.refresh([park_id])
             except (ParkgateError, OSError) as exc:
                 log.warning("park state listener: %s; listening again in 1s (the poll covers the gap)", exc)
             await asyncio.sleep(1.0)
@@ -392,6 +404,37 @@ class GateHub:
             if set(expected) <= set(acked) or loop.time() >= deadline:
                 return len(expected), acked
             await asyncio.sleep(0.1)
+
+    async def confirm_check(self, device_id: str, request_id: str, note: str) -> tuple[bool, str]:
+        """S15: the control room confirms a held check; whichever server holds the gate's stream sends it.
+
+        Every server hears the NOTIFY; the one holding the gate sends
+        CONFIRM_CHECK; the answer is whether the gate acknowledged in time.
+        """
+        if not device_id or "\t" in device_id or "\t" in request_id or "\t" in note:
+            raise InvalidArgument("name the gate (device id) whose held check to confirm")
+        command_id = f"confirm-check:{device_id}:{request_id or uuid.uuid4()}"
+        async with self.db.transaction() as conn:
+            await admission_store.notify_park(conn, f"{CONFIRM_PREFIX}{device_id}\t{request_id}\t{command_id}\t{note}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ack_wait_seconds
+        while loop.time() < deadline:
+            async with self.db.connection() as conn:
+                if device_id in await store.acks_for(conn, command_id):
+                    return True, command_id
+            await asyncio.sleep(0.1)
+        return False, command_id
+
+    def _deliver_confirm(self, payload: str) -> None:
+        parts = payload[len(CONFIRM_PREFIX):].split("\t")
+        if len(parts) != 4:
+            return
+        device_id, request_id, command_id, note = parts
+        session = self.sessions.get(device_id)
+        if session is not None:
+            log.info("control room confirms the held check %s at gate %s", request_id or "(current)", device_id)
+            session.outbox.put_nowait(GateCommand(command_id, "CONFIRM_CHECK", note or "Checked by the control room",
+                                                  request_id))
 
     async def set_capacity(self, park_id: str, capacity: int, margin: int) -> ParkView:
         if capacity < 0 or margin < 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -42,6 +42,7 @@ from parkgate.server.store.rows.sales import (
 )
 
 from .catalog import price_on, product_or_refuse
+from .vouchers import redeem_vouchers
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,10 @@ class LineIn:
     quantity: int
     visit_date: date | None = None
     card_uids: tuple[str, ...] = ()
+    # set only by the catalogue's own use cases, never from a window's order:
+    unit_price: int | None = None   # a group's agreed price (S16)
+    persons: int = 0                # one group code admitting N people (S16)
+    past: bool = False              # back-entry (S19): a visit date before today is the point
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,9 @@ class OrderIn:
     payments: tuple[rules.PaymentIn, ...] = ()
     customer: str = ""
     kind: str = "sale"
+    credit: int = 0                 # paid before this order (a group's deposit): payments cover total - credit
+    pay_default: bool = False       # no payments given: the total in the window's default method
+    default_method: str = ""        # ... or in this one (a back-entry's hand sale)
 
     def fingerprint(self) -> bytes:
         data = asdict(self)
@@ -164,9 +172,12 @@ class SalesService:
         assert park is not None  # a foreign key
         zone = ZoneInfo(park.time_zone)
         visit = line.visit_date or rules.local_today(zone, now)
-        rules.check_visit_date(visit, rules.local_today(zone, now))
-        quote = await price_on(conn, product, visit)
+        if not line.past:
+            rules.check_visit_date(visit, rules.local_today(zone, now))
+        unit_price = line.unit_price if line.unit_price is not None else (await price_on(conn, product, visit)).unit_price
         terms = rules.ticket_terms(product.kind, product.rules, visit, zone)
+        if line.persons > 1:
+            terms = replace(terms, persons=rules.check_group_persons(line.persons))
         cards = tuple(rules.normalize_card_uid(uid) for uid in line.card_uids)
         if terms.card_bound and len(cards) != line.quantity:
             raise InvalidArgument(f"product {line.product_id!r} is sold onto IC cards: give one card UID per ticket "
@@ -174,7 +185,7 @@ class SalesService:
         if not terms.card_bound and cards:
             raise InvalidArgument(f"product {line.product_id!r} is not card-bound: sell it without card UIDs")
         slots = await catalog_store.attraction_slots(conn, park.id)
-        return _PreparedLine(product, park, visit, quote.unit_price, terms, line.quantity, cards,
+        return _PreparedLine(product, park, visit, unit_price, terms, line.quantity, cards,
                              [slots[a] for a in terms.attraction_ids if a in slots])
 
     async def create_order(self, seller: Principal, order: OrderIn) -> OrderView:
@@ -196,6 +207,54 @@ class SalesService:
                  result.order.total, result.order.currency, seller.username, result.order.window_device_id)
         return result
 
+    async def sell_in(self, conn: Connection, seller: Principal, order: OrderIn) -> OrderView:
+        """An order inside the caller's transaction: the catalogue's use cases (members, groups, back-entry)
+        sell through here, so their tickets are issued, priced and paid exactly like a window's."""
+        _check_request_id(order.request_id)
+        created: list[bool] = []
+        result = await self._create_order(conn, seller, order, order.fingerprint(), created)
+        if created[-1]:  # counted before the caller's commit: a use case that fails after this over-counts once
+            metrics.count_sale([(p.method, p.amount) for p in order.payments], result.order.currency)
+        return result
+
+    async def selling_device(self, conn: Connection, seller: Principal) -> str:
+        return await self._selling_device(conn, seller)
+
+    async def default_payments(self, conn: Connection, payments: tuple[rules.PaymentIn, ...],
+                               total: int, customer: str = "", method: str = "") -> tuple[rules.PaymentIn, ...]:
+        """The payments given, or the whole amount in the window's default method (as a quick sale pays)."""
+        if payments or total == 0:
+            return payments
+        if method:
+            return (rules.PaymentIn(method, total, customer if method == "on_account" else ""),)
+        if customer:
+            return (rules.PaymentIn("on_account", total, customer),)
+        method = str(await settings_store.get_parameter(conn, "sales.default_payment_method") or "cash").lower()
+        return (rules.PaymentIn(method, total),)
+
+    async def money_order(self, conn: Connection, seller: Principal, *, request_id: str, kind: str, currency: str,
+                          total: int, payments: tuple[rules.PaymentIn, ...], fingerprint: bytes,
+                          customer: str = "") -> tuple[str, bool]:
+        """An order that issues no ticket (a top-up, a replacement fee, a group's deposit): paid like a sale,
+        so it counts in the shift totals and the reports. Returns (order id, whether it is new)."""
+        _check_request_id(request_id)
+        existing = await store.order_by_request(conn, request_id)
+        if existing is None:
+            window = await self._selling_device(conn, seller)
+            payments = await self.default_payments(conn, payments, total, customer)
+            rules.check_payments(payments, total, customer)
+            order_id = await store.insert_order(conn, NewOrder(
+                request_id=request_id, request_hash=fingerprint, kind=kind, currency=currency, total=total,
+                window_device_id=window, operator_id=seller.user_id, operator=seller.username, customer=customer))
+            if order_id is not None:
+                await store.insert_payments(conn, order_id, payments)
+                return order_id, True
+            existing = await store.order_by_request(conn, request_id)
+            assert existing is not None
+        if bytes(existing.request_hash) != fingerprint:
+            raise Conflict(f"request id {request_id!r} was used for a different request", Reason.IDEMPOTENCY_CONFLICT)
+        return existing.id, False
+
     async def _create_order(self, conn: Connection, seller: Principal, order: OrderIn,
                             fingerprint: bytes, created: list[bool]) -> OrderView:
         created.append(False)
@@ -208,8 +267,11 @@ class SalesService:
         currencies = {line.park.currency for line in lines}
         if len(currencies) > 1:
             raise InvalidArgument(f"one order is paid in one currency; these lines are in {sorted(currencies)}")
-        total = sum((line.unit_price + line.terms.deposit) * line.quantity for line in lines)
-        rules.check_payments(order.payments, total, order.customer)
+        total = max(sum((line.unit_price + line.terms.deposit) * line.quantity for line in lines) - order.credit, 0)
+        payments = order.payments
+        if order.pay_default:
+            payments = await self.default_payments(conn, payments, total, order.customer, order.default_method)
+        rules.check_payments(payments, total, order.customer)
         order_id = await store.insert_order(conn, NewOrder(
             request_id=order.request_id, request_hash=fingerprint, kind=order.kind,
             currency=currencies.pop(), total=total, window_device_id=window,
@@ -219,12 +281,17 @@ class SalesService:
             existing = await store.order_by_request(conn, order.request_id)
             assert existing is not None
             return await self._replay(conn, existing, fingerprint)
-        await self._issue_tickets(conn, order_id, lines)
-        await store.insert_payments(conn, order_id, order.payments)
+        await self._issue_tickets(conn, order_id, lines, back_entered=order.kind == "back_entry")
+        await store.insert_payments(conn, order_id, payments)
+        await redeem_vouchers(conn, order_id, payments,
+                              [(line.product.id, bool(line.product.rules.get("voucher_redeemable")),
+                                line.unit_price, line.quantity) for line in lines],
+                              rules.local_today(ZoneInfo(lines[0].park.time_zone), now))
         created[-1] = True
         return await self._load_order(conn, order_id)
 
-    async def _issue_tickets(self, conn: Connection, order_id: str, lines: list[_PreparedLine]) -> None:
+    async def _issue_tickets(self, conn: Connection, order_id: str, lines: list[_PreparedLine], *,
+                             back_entered: bool = False) -> None:
         key = await self._signing_key(conn)
         serials = await store.next_serials(conn, sum(line.quantity for line in lines))
         rows: list[NewTicket] = []
@@ -249,6 +316,9 @@ class SalesService:
                     hold_for_check=t.hold_for_check, attraction_ids=list(t.attraction_ids),
                     window_start=t.night_window[0] if t.night_window else None,
                     window_end=t.night_window[1] if t.night_window else None,
+                    balance=0 if t.stored_value else None,
+                    attraction_limits=dict(t.attraction_limits) if t.attraction_limits else None,
+                    back_entered=back_entered,
                 ))
                 if card:
                     bindings.append((card, serial))

@@ -196,3 +196,14 @@ async def put_holiday(conn: Connection, park_id: str, day: date, day_type: str, 
 async def delete_holiday(conn: Connection, park_id: str, day: date) -> bool:
     cur = await conn.execute("DELETE FROM holidays WHERE park_id = %s AND day = %s", (park_id, day))
     return cur.rowcount > 0
+
+
+async def put_fare(conn: Connection, attraction_id: str, day_type: str, amount: int) -> bool:
+    """Set an attraction's stored-value fare for a day type; False when there is no such attraction."""
+    cur = await conn.execute(
+        """INSERT INTO attraction_fares (attraction_id, day_type, amount)
+           SELECT id, %s, %s FROM attractions WHERE id = %s
+           ON CONFLICT (attraction_id, day_type) DO UPDATE SET amount = excluded.amount""",
+        (day_type, amount, attraction_id),
+    )
+    return cur.rowcount == 1

@@ -32,7 +32,7 @@ async def confirm_passage(conn: Connection, device_id: str, request_id: str) -> 
 # --- park state (S25, S27) ------------------------------------------------------------------
 
 _STATE = """s.park_id, s.inside, s.paused, s.emergency, s.emergency_since, s.emergency_changed_at, pk.capacity,
-    pk.capacity_resume_margin, pk.number, pk.time_zone"""
+    pk.capacity_resume_margin, pk.number, pk.time_zone, pk.currency"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,7 @@ class ParkView:
     capacity_resume_margin: int
     number: int
     time_zone: str
+    currency: str = ""
 
 
 async def park_states(conn: Connection, park_ids: Sequence[str] = ()) -> list[ParkView]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from psycopg.types.json import Jsonb
+
 from parkgate.server.domain.sales import PaymentIn
 
 from .database import Connection
@@ -113,6 +115,7 @@ _TICKET_COLUMNS = (
     "serial", "order_id", "product_id", "product_version", "park_id", "key_id", "code", "card_uid", "price",
     "deposit", "visit_date", "valid_from", "valid_until", "valid_days", "persons", "entries_total",
     "entries_per_day", "reentry_allowed", "hold_for_check", "attraction_ids", "window_start", "window_end",
+    "balance", "attraction_limits", "back_entered",
 )
 
 _TICKET = """t.id::text AS id, t.serial, t.order_id::text AS order_id, t.product_id, t.product_version, t.park_id,
@@ -125,10 +128,17 @@ _TICKET = """t.id::text AS id, t.serial, t.order_id::text AS order_id, t.product
 
 async def insert_tickets(conn: Connection, tickets: Sequence[NewTicket]) -> None:
     columns = ", ".join(_TICKET_COLUMNS)
-    placeholders = ", ".join(f"%({c})s" for c in _TICKET_COLUMNS)
+    placeholders = ", ".join(f"coalesce(%({c})s, '{{}}'::jsonb)" if c == "attraction_limits" else f"%({c})s"
+                             for c in _TICKET_COLUMNS)
     async with conn.cursor() as cur:
         await cur.executemany(f"INSERT INTO tickets ({columns}) VALUES ({placeholders})",
-                              [params_of(t) for t in tickets])
+                              [_ticket_params(t) for t in tickets])
+
+
+def _ticket_params(ticket: NewTicket) -> dict:
+    params = params_of(ticket)
+    params["attraction_limits"] = Jsonb(ticket.attraction_limits) if ticket.attraction_limits else None
+    return params
 
 
 async def bind_card(conn: Connection, card_uid: str, serial: int) -> bool:
@@ -314,11 +324,16 @@ async def shift_totals(conn: Connection, session_id: str, operator_id: str) -> S
            GROUP BY p.method, o.currency ORDER BY p.method""",
         {"op": operator_id, "since": since},
     )
+    # Refunds of orders, and stored-value balances paid out (S8): both leave this operator's drawer.
     cur = await conn.execute(
-        """SELECT count(*) AS refunds, coalesce(sum(r.amount + r.deposit_refunded), 0)::bigint AS refunded,
-                  max(o.currency) AS currency
-           FROM refunds r JOIN orders o ON o.id = r.order_id
-           WHERE r.operator_id = %(op)s AND r.at >= %(since)s""",
+        """SELECT count(*) AS refunds, coalesce(sum(paid), 0)::bigint AS refunded, max(currency) AS currency FROM (
+               SELECT r.amount + r.deposit_refunded AS paid, o.currency
+               FROM refunds r JOIN orders o ON o.id = r.order_id
+               WHERE r.operator_id = %(op)s AND r.at >= %(since)s
+               UNION ALL
+               SELECT -e.amount, pk.currency FROM card_events e JOIN tickets t ON t.id = e.ticket_id
+               JOIN parks pk ON pk.id = t.park_id
+               WHERE e.kind = 'refund' AND e.operator_id = %(op)s AND e.at >= %(since)s) paid_out""",
         {"op": operator_id, "since": since},
     )
     refunds = await cur.fetchone()

@@ -54,6 +54,12 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
                                            e.price.minor_units, principal().username)
         return convert.price_entry(row)
 
+    async def SetAttractionFare(self, request: catalog_pb2.AttractionFare, context: Ctx) -> catalog_pb2.AttractionFare:
+        day_type = convert.day_type_name(request.day_type)
+        amount = await self.catalog.set_fare(request.attraction_id, day_type, request.price.minor_units)
+        return catalog_pb2.AttractionFare(attraction_id=request.attraction_id, day_type=request.day_type,
+                                          price=convert.money(amount, request.price.currency))
+
     async def QuotePrice(self, request: catalog_pb2.QuotePriceRequest, context: Ctx) -> catalog_pb2.QuotePriceResponse:
         day = convert.date_from(request.date, "date")
         if day is None:

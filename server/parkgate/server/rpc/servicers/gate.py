@@ -51,12 +51,14 @@ def _welcome(hub: GateHub, session: GateSession, server_id: str) -> gate_pb2.Ser
 def _outgoing(message: GateResult | GateCommand) -> gate_pb2.ServerMessage:
     if isinstance(message, GateCommand):
         return gate_pb2.ServerMessage(command=gate_pb2.GateCommand(
-            command_id=message.command_id, kind=gate_pb2.CommandKind.Value(message.kind), reason_text=message.text))
+            command_id=message.command_id, kind=gate_pb2.CommandKind.Value(message.kind), reason_text=message.text,
+            request_id=message.request_id))
     d = message.decision
     return gate_pb2.ServerMessage(result=gate_pb2.ValidationResult(
         request_id=message.request_id, allow=d.allow, reason=d.reason.number,
         display_text=message.display_text, entries_left=d.entries_left, persons=d.persons, ticket_id=d.ticket_id,
-        hold_for_check=d.hold_for_check,
+        hold_for_check=d.hold_for_check, photo_ref=d.photo_ref, swallow_card=d.swallow_card,
+        balance=convert.money(d.balance, message.currency) if d.balance is not None else None,
     ))
 
 
@@ -153,6 +155,11 @@ class GateControlServicer(gate_pb2_grpc.GateControlServicer):
         return gate_pb2.ListGatesResponse(gates=[gate_pb2.GateStatus(
             device_id=r.device_id, connected=r.connected, server_id=r.server_id, state=r.state,
             last_heartbeat=convert.ts(r.last_heartbeat)) for r in rows])
+
+
+    async def ConfirmCheck(self, request: gate_pb2.ConfirmCheckRequest, context: Ctx) -> gate_pb2.ConfirmCheckResponse:
+        delivered, command_id = await self.hub.confirm_check(request.device_id, request.request_id, request.note)
+        return gate_pb2.ConfirmCheckResponse(delivered=delivered, command_id=command_id)
 
 
 def _occupancy(state: ParkView) -> gate_pb2.Occupancy:

@@ -109,6 +109,9 @@ class NewTicket:
     attraction_ids: list[str]
     window_start: int | None
     window_end: int | None
+    balance: int | None = None                 # stored-value cards start at 0 (S8)
+    attraction_limits: dict[str, int] | None = None  # count cards: {attraction: entries} (S10)
+    back_entered: bool = False                 # S19
 
 
 @dataclass(frozen=True, slots=True)
