@@ -9,11 +9,19 @@ checked against SQL over the raw tables and against Sales.ShiftTotals.
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import os
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
 import grpc
+import matplotlib.image
+import openpyxl
 import pytest
 
 from parkgate.clients.gate.link import GateLink, Hello
@@ -237,3 +245,67 @@ async def test_periods_and_bad_requests(park) -> None:  # type: ignore[no-untype
     assert reason_of(err.value) == "PERMISSION_DENIED"
 
 
+
+
+async def _parkgate(server: str, token: str, *args: str) -> str:
+    """The real console command in its own process (the server runs on this test's event loop)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "parkgate.common.cli", "report", "--server", server, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PARKGATE_TOKEN": token, "COLUMNS": "200"})
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+def svg_texts(path: Path) -> list[str]:
+    return [t.strip() for t in "".join(
+        (el.text or "") + "\n" for el in ElementTree.parse(path).iter() if el.tag.endswith("text")).splitlines()
+        if t.strip()]
+
+
+async def test_the_console_prints_exports_xlsx_and_csv_and_draws_charts(park, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    p, _east, _sold = park
+    start, until = around_today()
+    period = f"{start.year:04d}-{start.month:02d}-{start.day:02d}..{until.year:04d}-{until.month:02d}-{until.day:02d}"
+    xlsx, csv_file, png, svg = (tmp_path / n for n in ("sales.xlsx", "sales.csv", "sales.png", "sales.svg"))
+    out = await _parkgate(p.server.address, p.admin.token, "sales", "--period", period, "--park", PARK,
+                          "--by", "product,payment,day", "--xlsx", str(xlsx), "--csv", str(csv_file),
+                          "--chart", str(png), "--chart", str(svg))
+    assert "Sales report" in out and "Sales by product" in out and "adult" in out
+
+    book = openpyxl.load_workbook(xlsx)
+    assert book.sheetnames == ["total", "product", "payment", "day"]
+    products = {row[0]: row for row in book["product"].iter_rows(min_row=2, values_only=True)}
+    assert products["adult"][2:4] == (4, 2) and products["adult"][4] == pytest.approx(4 * PRICE / 100)
+    assert products["card"][5] == pytest.approx(2 * DEPOSIT / 100)
+    header = [c.value for c in book["total"][1]]
+    total = dict(zip(header, next(book["total"].iter_rows(min_row=2, values_only=True)), strict=True))
+    assert total["takings"] == pytest.approx((9 * PRICE + 2 * DEPOSIT) / 100) and total["tickets"] == 9
+    paid = {row[0]: row[4] for row in book["payment"].iter_rows(min_row=2, values_only=True)}
+    assert paid == pytest.approx({m: a / 100 for m, a in p.sql("SELECT method, sum(amount) FROM payments "
+                                                                "GROUP BY method")})
+    assert len(list(book["day"].iter_rows(min_row=2))) == 3
+
+    with csv_file.open() as fh:
+        lines = list(csv.DictReader(fh))
+    assert {(r["table"], r["key"]): r for r in lines}[("product", "kid")]["tickets"] == "2"
+
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    height, width = matplotlib.image.imread(png).shape[:2]
+    assert width > 500 and height > 800  # two charts stacked: revenue per day, product mix
+    texts = svg_texts(svg)
+    assert "Revenue per day" in texts and "Product mix" in texts
+    assert "adult" in texts and "card" in texts  # the pie's labels (product names)
+
+    hours = tmp_path / "entries.svg"
+    out = await _parkgate(p.server.address, p.admin.token, "entries", "--period", period, "--park", PARK,
+                          "--by", "gate", "--chart", str(hours))
+    assert "Entries by gate" in out and "Entries per hour" in svg_texts(hours)
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "parkgate.common.cli", "report", "--server", p.server.address, "refunds",
+        "--park", "no-such-park", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PARKGATE_TOKEN": p.admin.token})
+    _, err = await proc.communicate()
+    assert proc.returncode == 2 and b"UNKNOWN_PARK" in err

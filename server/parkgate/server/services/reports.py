@@ -9,23 +9,16 @@ so the total and its breakdowns are one consistent snapshot and add up.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from parkgate.server.domain import reports as rules
 from parkgate.server.domain.errors import InvalidArgument, NotFound, Reason
-from parkgate.server.domain.reports import Dimension, Line, PeriodKind, Report, ReportKind
+from parkgate.server.domain.reports import PeriodKind, Report, ReportKind
 from parkgate.server.store import reports as store
 from parkgate.server.store.database import Connection
 from parkgate.server.store.report_reader import ReportReader
-
-_TOTALS: dict[ReportKind, Callable[[Connection, store.Scope], Awaitable[Line]]] = {
-    "sales": store.sales_total, "entries": store.entries_total, "refunds": store.refunds_total,
-}
-_BREAKDOWNS: dict[ReportKind, Callable[[Connection, store.Scope, Dimension], Awaitable[list[Line]]]] = {
-    "sales": store.sales_by, "entries": store.entries_by, "refunds": store.refunds_by,
-}
 
 
 class ReportService:
@@ -41,11 +34,11 @@ class ReportService:
             today = day or _today(zone)
             span = rules.span(zone, kind=period, day=today, until=until)
             scope = store.Scope(park_id, span.start, span.end, zone)
-            total = await _TOTALS[kind](conn, scope)
+            total = await store.total(conn, kind, scope)
             if kind == "sales":  # what the period paid back, so the total shows the net takings too
-                back = await store.refunds_total(conn, scope)
+                back = await store.total(conn, "refunds", scope)
                 total = rules.with_refunds(total, back.refunded, back.deposits_returned)
-            tables = [(d, rules.complete(d, await _BREAKDOWNS[kind](conn, scope, d), span)) for d in dimensions]
+            tables = [(d, rules.complete(d, await store.breakdown(conn, kind, scope, d), span)) for d in dimensions]
             return Report(kind, span, currency, total, tables, source="")
 
         report, source = await self.reader.read(work)

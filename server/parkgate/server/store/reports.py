@@ -17,7 +17,7 @@ from datetime import datetime
 
 from psycopg import sql
 
-from parkgate.server.domain.reports import Dimension, Line
+from parkgate.server.domain.reports import Dimension, Line, ReportKind
 
 from .database import Connection
 from .fetch import fetch_all, fetch_one
@@ -65,20 +65,6 @@ _SALES_MEASURES = """count(*) AS count, coalesce(sum(f.price + f.deposit), 0)::b
     count(*) AS tickets"""
 
 
-async def sales_total(conn: Connection, scope: Scope) -> Line:
-    row = await fetch_one(conn, Line, f"SELECT '' AS key, {_SALES_MEASURES} FROM ({_SOLD}) f", scope.params())
-    assert row is not None
-    return row
-
-
-async def sales_by(conn: Connection, scope: Scope, dimension: Dimension) -> list[Line]:
-    if dimension == "payment":
-        return await _payments_by_method(conn, scope)
-    key, label = _SALES_KEYS[dimension]
-    return await fetch_all(conn, Line, f"""SELECT {key} AS key, {label} AS label, {_SALES_MEASURES}
-                                           FROM ({_SOLD}) f GROUP BY 1""", scope.params())
-
-
 async def _payments_by_method(conn: Connection, scope: Scope) -> list[Line]:
     # Payments belong to orders, not tickets: an order is in a park's report when it holds a ticket of the park.
     return await fetch_all(conn, Line, """
@@ -118,18 +104,6 @@ _REFUND_MEASURES = """count(DISTINCT f.refund_id) AS count, coalesce(sum(f.amoun
     count(*) AS tickets"""
 
 
-async def refunds_total(conn: Connection, scope: Scope) -> Line:
-    row = await fetch_one(conn, Line, f"SELECT '' AS key, {_REFUND_MEASURES} FROM ({_REFUNDED}) f", scope.params())
-    assert row is not None
-    return row
-
-
-async def refunds_by(conn: Connection, scope: Scope, dimension: Dimension) -> list[Line]:
-    key, label = _REFUND_KEYS[dimension]
-    return await fetch_all(conn, Line, f"""SELECT {key} AS key, {label} AS label, {_REFUND_MEASURES}
-                                           FROM ({_REFUNDED}) f GROUP BY 1""", scope.params())
-
-
 # --- entries: one row per gate decision in the period --------------------------------------------
 
 _ENTRY_KEYS: dict[str, tuple[str, str]] = {
@@ -160,16 +134,36 @@ _ENTRY_MEASURES = """
     count(*) FILTER (WHERE NOT f.allow) AS refused"""
 
 
-async def entries_total(conn: Connection, scope: Scope) -> Line:
-    row = await fetch_one(conn, Line, f"SELECT '' AS key, {_ENTRY_MEASURES} FROM ({_DECIDED}) f", scope.params())
+# --- one total, one GROUP BY per breakdown, the same way for each report ----------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    rows: str                          # one row per fact (ticket sold, ticket refunded, decision) in the scope
+    measures: str
+    keys: dict[str, tuple[str, str]]   # dimension -> (key, label)
+
+
+_FACTS: dict[ReportKind, _Facts] = {
+    "sales": _Facts(_SOLD, _SALES_MEASURES, _SALES_KEYS),
+    "refunds": _Facts(_REFUNDED, _REFUND_MEASURES, _REFUND_KEYS),
+    "entries": _Facts(_DECIDED, _ENTRY_MEASURES, _ENTRY_KEYS),
+}
+
+
+async def total(conn: Connection, kind: ReportKind, scope: Scope) -> Line:
+    facts = _FACTS[kind]
+    row = await fetch_one(conn, Line, f"SELECT '' AS key, {facts.measures} FROM ({facts.rows}) f", scope.params())
     assert row is not None
     return row
 
 
-async def entries_by(conn: Connection, scope: Scope, dimension: Dimension) -> list[Line]:
-    key, label = _ENTRY_KEYS[dimension]
-    return await fetch_all(conn, Line, f"""SELECT {key} AS key, {label} AS label, {_ENTRY_MEASURES}
-                                           FROM ({_DECIDED}) f GROUP BY 1""", scope.params())
+async def breakdown(conn: Connection, kind: ReportKind, scope: Scope, dimension: Dimension) -> list[Line]:
+    if kind == "sales" and dimension == "payment":
+        return await _payments_by_method(conn, scope)
+    facts = _FACTS[kind]
+    key, label = facts.keys[dimension]
+    return await fetch_all(conn, Line, f"""SELECT {key} AS key, {label} AS label, {facts.measures}
+                                           FROM ({facts.rows}) f GROUP BY 1""", scope.params())
 
 
 # --- what a report needs to know about its parks -------------------------------------------------
