@@ -113,7 +113,9 @@ def locust_figures(csv_prefix: Path) -> dict[str, float]:
         # Locust keeps no percentile over a subset of names: the count-weighted median and the worst p99
         "p50": sum(float(r["50%"]) * int(r["Request Count"]) for r in gates) / max(count, 1),
         "p99": max((float(r["99%"]) for r in gates), default=0.0),
-        "other_failures": sum(int(r["Failure Count"]) for r in rows if r["Type"] == "grpc"),
+        "other_failures": sum(int(r["Failure Count"]) for r in rows if r["Type"] == "grpc"
+                              and r["Name"] != "Gate.Connect hello"),
+        "hellos_refused": sum(int(r["Failure Count"]) for r in rows if r["Name"] == "Gate.Connect hello"),
     }
 
 
@@ -164,11 +166,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{figures['validations']:,.0f} validations, {figures['rate']:,.1f}/s over the last "
           f"{figures['steady_seconds']:.0f} s (all gates connected), p50 {figures['p50']:.0f} ms, "
           f"p99 (worst kind) {figures['p99']:.0f} ms, {figures['failures']:.0f} unexpected decisions, "
-          f"{figures['other_failures']:.0f} failed calls")
+          f"{figures['other_failures']:.0f} failed calls, {figures['hellos_refused']:.0f} gate hellos refused and "
+          "tried again")
     if bench_rate:
         print(f"bench_gates batched at {a.bench_gates} gates (asyncio load generator, valid scans only): "
               f"{bench_rate}")
-    return code
+    if code > 1:  # Locust itself failed (1 only says some request failed: the figures above tell which)
+        return code
+    # the run's verdict is correctness: a wrong decision fails `make load`; a slow or refused call is a figure
+    return 1 if figures["failures"] else 0
 
 
 if __name__ == "__main__":

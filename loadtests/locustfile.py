@@ -274,11 +274,32 @@ class GateUser(GrpcUser):
     def on_start(self) -> None:
         pools = _pools()
         devices = _share(list(pools.state.gates.items()), self.environment)
-        self.device_id, secret = devices[next(pools.gate_numbers) % len(devices)]
+        self.device_id, self.secret = devices[next(pools.gate_numbers) % len(devices)]
+        self.park = pools.state.park
+        # Like the gate agent: a hello the server cannot take now (argon2 for every hello, a pool drained by a
+        # connection storm) is tried again after a pause; each attempt is a line of its own in Locust's table.
+        for attempt in range(10):
+            started = time.perf_counter()
+            try:
+                self._connect()
+            except (grpc.RpcError, RuntimeError, gevent.Timeout) as exc:
+                self._fire_hello(started, exc)
+                gevent.sleep(random.uniform(1.0, 3.0) * (attempt + 1))
+                continue
+            self._fire_hello(started, None)
+            return
+        raise StopUser()
+
+    def _fire_hello(self, started: float, exc: BaseException | None) -> None:
+        self.environment.events.request.fire(
+            request_type="grpc", name="Gate.Connect hello", response_time=(time.perf_counter() - started) * 1000,
+            response_length=0, response=None, context=None, exception=exc)
+
+    def _connect(self) -> None:
         self.outbox: Queue = Queue()
         self.waiting: dict[str, AsyncResult] = {}
         self.outbox.put(gate_pb2.GateMessage(hello=gate_pb2.Hello(
-            device_id=self.device_id, device_secret=secret, direction=common_pb2.IN, park_id=pools.state.park)))
+            device_id=self.device_id, device_secret=self.secret, direction=common_pb2.IN, park_id=self.park)))
         self.welcome = AsyncResult()
         self.stream = gate_pb2_grpc.GateStub(self.channel).Connect(iter(self.outbox.get, None))
         self.reader = gevent.spawn(self._read)

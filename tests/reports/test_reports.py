@@ -25,9 +25,10 @@ import openpyxl
 import pytest
 
 from parkgate.clients.gate.link import GateLink, Hello
+from parkgate.server.pg import free_port
 from parkgate.v1 import admin_pb2, catalog_pb2, common_pb2, reports_pb2, reports_pb2_grpc, sales_pb2
 from tests.fixtures.park import PRICE, TestPark, open_park, rid
-from tests.fixtures.server import Client, RunningServer, reason_of
+from tests.fixtures.server import Client, RunningServer, reason_of, start_server, stop_server
 
 PARK = "rpark"
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -309,3 +310,19 @@ async def test_the_console_prints_exports_xlsx_and_csv_and_draws_charts(park, tm
         env={**os.environ, "PARKGATE_TOKEN": p.admin.token})
     _, err = await proc.communicate()
     assert proc.returncode == 2 and b"UNKNOWN_PARK" in err
+
+
+async def test_a_replica_that_does_not_answer_leaves_reports_to_the_primary(park, module_dsn: str) -> None:  # type: ignore[no-untyped-def]
+    p, _east, _sold = park
+    nobody = free_port()  # a replica address where nothing listens
+    second = await start_server(module_dsn, **{"reports.dsn": f"host=127.0.0.1 port={nobody} dbname=parkgate "
+                                                              "connect_timeout=1",
+                                               "reports.replica_wait_seconds": 0.5})
+    try:
+        admin = await second.login("admin", p.server.admin_password)
+        start, until = around_today()
+        reply = await reports_pb2_grpc.ReportsStub(admin.channel).SalesReport(reports_pb2.ReportRequest(
+            park_id=PARK, date=start, until=until), metadata=admin.metadata, timeout=30)
+        assert reply.source == "primary" and reply.total.count == 9
+    finally:
+        await stop_server(second)
