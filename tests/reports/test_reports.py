@@ -25,6 +25,8 @@ import openpyxl
 import pytest
 
 from parkgate.clients.gate.link import GateLink, Hello
+from parkgate.clients.reports.charts import CHARTS
+from parkgate.clients.reports.cli import CHART_NEEDS
 from parkgate.server.pg import free_port
 from parkgate.v1 import admin_pb2, catalog_pb2, common_pb2, reports_pb2, reports_pb2_grpc, sales_pb2
 from tests.fixtures.park import PRICE, TestPark, open_park, rid
@@ -299,6 +301,7 @@ async def test_the_console_prints_exports_xlsx_and_csv_and_draws_charts(park, tm
     assert "Revenue per day" in texts and "Product mix" in texts
     assert "adult" in texts and "card" in texts  # the pie's labels (product names)
 
+    assert {kind: charts[0][0] for kind, charts in CHARTS.items()} == CHART_NEEDS  # what the command asks for
     hours = tmp_path / "entries.svg"
     out = await _parkgate(p.server.address, p.admin.token, "entries", "--period", period, "--park", PARK,
                           "--by", "gate", "--chart", str(hours))

@@ -29,11 +29,6 @@ CHARTS: dict[str, list[tuple[str, str, int, str]]] = {
 }
 
 
-def needed(kind: str) -> list[str]:
-    """The breakdowns the charts of this report are drawn from (always the first; the rest when asked for)."""
-    return [CHARTS[kind][0][0]]
-
-
 def _draw(ax: Axes, table: Table, title: str, column: int, style: str, unit: str) -> None:
     keys = [label or key or "(none)" for key, label, _ in table.rows]
     values = [float(v[column]) for _, _, v in table.rows]
@@ -61,7 +56,7 @@ def draw(report: Report, path: Path) -> list[str]:
     charts = [(report.table(dim), title, col, style) for dim, title, col, style in CHARTS[report.kind]
               if report.table(dim) is not None]
     if not charts:
-        raise ValueError(f"no breakdown to draw a {report.kind} chart from (--by {needed(report.kind)[0]})")
+        raise ValueError(f"no breakdown to draw a {report.kind} chart from (--by {CHARTS[report.kind][0][0]})")
     fig, axes = plt.subplots(len(charts), 1, figsize=(10, 4.2 * len(charts)), squeeze=False)
     titles = []
     for ax, (table, title, column, style) in zip(axes[:, 0], charts, strict=True):

@@ -24,8 +24,11 @@ from parkgate.v1 import common_pb2, reports_pb2, reports_pb2_grpc
 
 from .. import connection
 from ..commands import command_group
-from . import charts, output
 from .model import DIMENSIONS, Kind, from_message
+
+#: The breakdown each report's first chart is drawn from (charts.CHARTS; not imported here: matplotlib is
+#: loaded only by a command that draws, so `parkgate --help` stays instant).
+CHART_NEEDS: dict[str, str] = {"sales": "day", "entries": "hour", "refunds": "reason"}
 
 PERIODS = {"day": reports_pb2.DAY, "week": reports_pb2.WEEK, "month": reports_pb2.MONTH,
            "quarter": reports_pb2.QUARTER, "year": reports_pb2.YEAR}
@@ -54,7 +57,7 @@ def build_request(a: argparse.Namespace, kind: str) -> reports_pb2.ReportRequest
         raise SystemExit(f"error: --period {a.period!r}: day, week, month, quarter, year or FROM..UNTIL")
     names = [n.strip() for n in (a.by or BY_DEFAULT[kind]).split(",") if n.strip()]
     if a.chart:
-        names += [n for n in charts.needed(kind) if n not in names]
+        names += [CHART_NEEDS[kind]] if CHART_NEEDS[kind] not in names else []
     for name in names:
         if name not in DIMENSIONS:
             raise SystemExit(f"error: --by {name!r}: one of {', '.join(DIMENSIONS)}")
@@ -80,6 +83,8 @@ def run_report(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(MessageToDict(reply, preserving_proto_field_name=True),
                            option=orjson.OPT_INDENT_2).decode())
+    from . import charts, output  # matplotlib and openpyxl: only for a command that reports
+
     report = from_message(kind, args.park or "", reply)
     if not args.json:
         output.print_report(report)
