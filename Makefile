@@ -13,7 +13,7 @@ SOURCES_OF_BUILD := pyproject.toml setup.py ops/bootstrap.sh $(wildcard */pyproj
 # the five distributions (README: a gate box installs proto native clients only)
 PARTS := proto native clients server ha
 
-.PHONY: setup run test lint clean bench
+.PHONY: setup run test lint clean bench load
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ test: setup lint
 bench: setup
 	$(PY) -m loadtests.bench_native
 	$(PY) -m loadtests.bench_gates
+
+# The "peak morning" (S32): Locust headless against `parkgate up --demo`, then bench_gates (docs/load.md).
+load: setup
+	$(PY) -m loadtests.load
 
 clean:
 	rm -rf build $(VENV) *.egg-info */*.egg-info native/parkgate/native/*.c native/parkgate/native/*.so \

@@ -1,4 +1,4 @@
-"""The client subcommands of ``parkgate``: ``admin``, ``pos`` and ``gate`` (entry point ``parkgate.commands``)."""
+"""The client subcommands of ``parkgate``: ``admin``, ``pos``, ``gate`` and ``report`` (entry point ``parkgate.commands``)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,17 @@ def _pos(args: argparse.Namespace) -> int:
     return pos_cli.run(args)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .reports import cli as report_cli
+
+    return report_cli.run_report(args)
+
+
 def register(sub: Any) -> None:
     from . import admin_cli
     from .gate import cli as gate_cli
     from .pos import cli as pos_cli
+    from .reports import cli as report_cli
 
     admin_cli.add_parser(sub)
     sub.choices["admin"].set_defaults(func=_admin)
@@ -31,3 +38,5 @@ def register(sub: Any) -> None:
     from .monitor import cli as monitor_cli
 
     monitor_cli.add_parser(sub)
+    report_cli.add_parser(sub)
+    sub.choices["report"].set_defaults(func=_report)

@@ -120,6 +120,28 @@ class LiveFlowSettings(_Section):
     retention_hours: float = Field(48.0, gt=0)
     # A site edge is shown online when it spoke to the central system at most this long ago.
     site_online_seconds: float = Field(90.0, gt=0)
+class ReportSettings(_Section):
+    # libpq DSN of a read-only replica (hot standby) reports read from; empty: the primary (database.dsn).
+    # A multi-host DSN with target_session_attrs=prefer-standby lets libpq pick a standby itself.
+    dsn: str = ""
+    # Reports have pools of their own (replica and primary), this small: they never take the gates' connections.
+    pool_max_size: int = Field(2, ge=1, le=20)
+    # A report's statement is cancelled after this long (DEADLINE_EXCEEDED): a huge period never hogs the database.
+    statement_timeout_seconds: float = Field(30.0, gt=0)
+    # How long a report waits for the replica before reading on the primary.
+    replica_wait_seconds: float = Field(1.0, gt=0)
+
+
+class PartitionSettings(_Section):
+    # validations and command_acks (one row per gate decision / acknowledgement) are partitioned by time.
+    interval: Literal["day", "month"] = "month"
+    # Partitions wholly older than this are dropped by the maintenance job. Must exceed the longest a gate may
+    # stay offline and forward its journal later: a retried request older than this is decided anew.
+    retention_days: int = Field(400, ge=7)
+    # Partitions made ahead of time (intervals after the current one), so no decision waits for DDL.
+    create_ahead: int = Field(2, ge=1, le=60)
+    # How often one server (under an advisory lock) runs the maintenance job.
+    maintenance_interval_seconds: float = Field(3600.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -140,6 +162,8 @@ class Settings(BaseSettings):
     gates: GateSettings = GateSettings()
     metrics: MetricsSettings = MetricsSettings()
     live_flow: LiveFlowSettings = LiveFlowSettings()
+    reports: ReportSettings = ReportSettings()
+    partitions: PartitionSettings = PartitionSettings()
 
     @classmethod
     def settings_customise_sources(

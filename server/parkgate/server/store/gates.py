@@ -148,16 +148,21 @@ async def connected_gates(conn: Connection, park_id: str) -> list[str]:
 
 
 async def record_ack(conn: Connection, command_id: str, device_id: str, done: bool, detail: str) -> None:
+    # command_acks is partitioned by time (0005): its key holds "at", so there is no ON CONFLICT on
+    # (command, device). A gate acknowledges a command on its one stream, one ack after the other.
     await conn.execute(
-        """INSERT INTO command_acks (command_id, device_id, done, detail) VALUES (%s, %s, %s, %s)
-           ON CONFLICT (command_id, device_id) DO UPDATE SET done = excluded.done, detail = excluded.detail""",
-        (command_id, device_id, done, detail),
+        """WITH changed AS (UPDATE command_acks SET done = %(done)s, detail = %(detail)s
+                            WHERE command_id = %(command)s AND device_id = %(device)s RETURNING 1)
+           INSERT INTO command_acks (command_id, device_id, done, detail)
+           SELECT %(command)s, %(device)s, %(done)s, %(detail)s WHERE NOT EXISTS (SELECT 1 FROM changed)""",
+        {"command": command_id, "device": device_id, "done": done, "detail": detail},
     )
 
 
 async def acks_for(conn: Connection, command_id: str) -> list[str]:
     cur = await conn.execute(
-        "SELECT device_id FROM command_acks WHERE command_id = %s AND done ORDER BY device_id", (command_id,)
+        "SELECT DISTINCT device_id FROM command_acks WHERE command_id = %s AND done ORDER BY device_id",
+        (command_id,)
     )
     return [r["device_id"] for r in await cur.fetchall()]
 

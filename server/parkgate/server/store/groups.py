@@ -75,13 +75,16 @@ async def record_hand_entries(conn: Connection, *, device_id: str, request_ids: 
                               park_id: str, ticket_ids: list[str | None]) -> int:
     """Entries checked by hand, as the gate's own decisions: a (device, request id) the gate already forwarded
     (or forwards later) is the same entry, so it is counted once. Returns how many were new."""
+    # validations is partitioned by time (0008), so no unique key spans (device, request id): like the gate
+    # pipeline, whoever records a decision of this park holds the park's row first, then looks for the request.
+    await conn.execute("SELECT 1 FROM park_state WHERE park_id = %s FOR UPDATE", (park_id,))
     cur = await conn.execute(
         """INSERT INTO validations (device_id, request_id, at, ticket_id, park_id, direction, allow, reason, persons,
                                     counted, back_entered)
            SELECT %s, x.request, %s, x.ticket, %s, 'in', true, 'OK', 1, true, true
            FROM unnest(%s::text[], %s::uuid[]) AS x(request, ticket)
-           ON CONFLICT (device_id, request_id) DO NOTHING""",
-        (device_id, at, park_id, request_ids, ticket_ids),
+           WHERE NOT EXISTS (SELECT 1 FROM validations v WHERE v.device_id = %s AND v.request_id = x.request)""",
+        (device_id, at, park_id, request_ids, ticket_ids, device_id),
     )
     return cur.rowcount
 

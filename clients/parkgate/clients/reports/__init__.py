@@ -1,0 +1,1 @@
+"""``parkgate report``: sales, entries and refunds reports as tables, CSV, XLSX and charts (S28)."""
