@@ -80,7 +80,7 @@ class DummyUps:
             as_user = ["-u", "nut"]
         os.chmod(f, 0o750)
         os.chmod(f / "upsd.users", 0o600)
-        logs = open(f / "nut.log", "ab")  # noqa: SIM115 - kept open for the children's lifetime
+        logs = open(f / "nut.log", "ab")
         for argv in ([str(driver), "-a", self.name, *as_user, "-F"], [str(upsd), "-F", *as_user]):
             self._procs.append(subprocess.Popen(argv, env=self._env(), stdin=subprocess.DEVNULL, stdout=logs,
                                                 stderr=logs, start_new_session=True))
@@ -112,7 +112,9 @@ class DummyUps:
         client = PyNUTClient(host="127.0.0.1", port=self.port, login=USER, password=PASSWORD, timeout=3)
         for key, value in values.items():
             var = key.replace("_", ".")
-            client.SetRWVar(self.name, var, str(value))
+            # The client sends the value as it is; upsd splits on spaces unless it is quoted ("OB LB").
+            quoted = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+            client.SetRWVar(self.name, var, quoted)
             self.values[var] = str(value)
 
     def set_status(self, status: str, charge: int | None = None) -> None:
