@@ -34,6 +34,7 @@ class PowerWatcher:
         self.who = who
         self.handlers: list[Handler] = []
         self._pending: list[Transition] = []
+        self._delivering = False
         machine.add_listener(self._pending.append)
         if source is None:
             machine.state = PowerState.ONLINE
@@ -67,24 +68,31 @@ class PowerWatcher:
         return await self._deliver()
 
     async def begin_shutdown(self, why: str) -> None:
+        """SHUTTING_DOWN; from inside a handler, delivered after the transition being handled."""
         self.machine.begin_shutdown(why)
-        await self._deliver()
+        if not self._delivering:
+            await self._deliver()
 
     async def _deliver(self) -> Transition | None:
         last = None
-        while self._pending:
-            t = self._pending.pop(0)
-            last = t
-            log.log(logging.WARNING if t.new != PowerState.ONLINE else logging.INFO, "%s%s",
-                    self._prefix, t.sentence())
-            for handler in self.handlers:
-                try:
-                    result = handler(t)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    log.exception("%spower: a handler of %s failed", self._prefix, t.sentence())
+        self._delivering = True
+        try:
+            while self._pending:
+                last = await self._deliver_one(self._pending.pop(0))
+        finally:
+            self._delivering = False
         return last
+
+    async def _deliver_one(self, t: Transition) -> Transition:
+        log.log(logging.WARNING if t.new != PowerState.ONLINE else logging.INFO, "%s%s", self._prefix, t.sentence())
+        for handler in self.handlers:
+            try:
+                result = handler(t)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("%spower: a handler of %s failed", self._prefix, t.sentence())
+        return t
 
     @property
     def _prefix(self) -> str:

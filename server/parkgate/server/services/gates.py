@@ -244,10 +244,13 @@ class GateHub:
         return (self._texts.get((reason, language)) or self._texts.get((reason, "en"))
                 or reason.replace("_", " ").capitalize())
 
-    async def heartbeat(self, session: GateSession, state: str) -> None:
+    async def heartbeat(self, session: GateSession, state: str, on_battery: bool = False) -> None:
         session.state = state or "ok"
         async with self.db.transaction() as conn:
-            await store.gate_heartbeat(conn, session.device_id, self.server_id, session.state)
+            changed = await store.gate_heartbeat(conn, session.device_id, self.server_id, session.state, on_battery)
+        if changed:  # S30: a gate's mains going or coming back is worth one line
+            log.warning("gate %s: %s", session.device_id,
+                        "on battery (its mains are out)" if on_battery else "back on mains")
 
     async def passage(self, session: GateSession, request_id: str, passed: bool) -> bool:
         """The relay board's report: passed confirms the admission; not passed gives the entry back."""
