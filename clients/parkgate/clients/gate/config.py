@@ -26,6 +26,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from parkgate.common.power import PowerSettings
+
 from ..devices import Framing, SerialSettings
 
 
@@ -151,6 +153,14 @@ class DisplaySection(_Section):
     offline_welcome: str = "Welcome"
 
 
+class GatePowerSection(PowerSettings):
+    """The gate's UPS (docs/power.md): the shared ``[power]`` keys, plus what the gate does on battery."""
+
+    # On battery (the UPS's word, or the relay board's POWER LOST): decide every person locally with the
+    # decision engine, each admission in the durable journal, forwarded when the mains are back (S30).
+    decide_locally_on_battery: bool = True
+
+
 class GateConfig(_Section):
     gate: GateSection
     scanner: ScannerSection | None = None
@@ -160,6 +170,7 @@ class GateConfig(_Section):
     emergency: EmergencySection = EmergencySection()
     check: CheckSection = CheckSection()
     display: DisplaySection = DisplaySection()
+    power: GatePowerSection = GatePowerSection()
 
     @model_validator(mode="after")
     def _inputs(self) -> GateConfig:
