@@ -19,7 +19,7 @@ def _pos(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    from . import admin_cli
+    from . import admin_cli, power_cli
     from .gate import cli as gate_cli
     from .pos import cli as pos_cli
 
@@ -28,3 +28,4 @@ def register(sub: Any) -> None:
     pos_cli.add_parser(sub)
     sub.choices["pos"].set_defaults(func=_pos)
     gate_cli.add_parser(sub)
+    power_cli.add_parser(sub)
