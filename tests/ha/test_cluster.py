@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -229,11 +231,33 @@ def test_the_drill_reports_rto_and_zero_loss(cluster: Cluster, kind: str) -> Non
     report = orjson.loads(res.stdout)
     (round_,) = report["rounds"]
     print(f"\ndrill {kind}: {round_}")
+    assert "fork_posix" not in res.stderr and "fork()" not in res.stderr, res.stderr  # only the drill's own lines
     assert report["summary"]["ok"] is True and round_["lost"] == 0 and round_["duplicates"] == 0
     assert round_["acked"] > 0 and round_["rto_seconds"] is not None
     if kind == "primary":
         assert round_["new_leader"] != round_["victim"] and round_["rto_seconds"] > 5  # a lease had to expire
     cluster.wait_healthy()
+
+
+def test_power_drill_hands_over_on_low_battery_and_the_node_rejoins(cluster: Cluster) -> None:
+    """The leader's UPS (dummy-ups behind upsd) goes OL -> OB -> OB LB -> OL under gate and sales load."""
+    before = cluster.wait_healthy()
+    res = subprocess.run([sys.executable, "-m", "parkgate.common.cli", "power", "drill", "--data-dir",
+                          str(cluster.data_dir), "--clients", "2", "--gates", "2", "--json"],
+                         capture_output=True, text=True, timeout=400, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = orjson.loads(res.stdout)
+    print(f"\npower drill: {report}")
+    assert report["victim"] == before.leader.name and report["switchover"] is True
+    assert report["new_leader"] != report["victim"]
+    assert report["sales"]["lost"] == 0 and report["sales"]["duplicates"] == 0 and report["sales"]["acked"] > 0
+    assert report["admissions"]["lost"] == 0 and report["admissions"]["duplicates"] == 0
+    assert report["admissions"]["acked"] > 0 and report["low_battery_to_clean_stop_seconds"] is not None
+    assert report["rejoined"].startswith("rejoined as")
+    # Lines for people only: the drill's own, no grpc fork-handler noise.
+    assert all(line.startswith("parkgate power: ") for line in res.stderr.splitlines()), res.stderr
+    view = cluster.wait_healthy()
+    assert any(m.name == report["victim"] and m.role != "leader" for m in view.members)
 
 
 def test_down_stops_every_process(cluster: Cluster) -> None:

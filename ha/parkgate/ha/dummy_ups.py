@@ -27,11 +27,13 @@ from pathlib import Path
 
 from PyNUTClient.PyNUT import PyNUTClient, PyNUTError
 
+from .supervisor import ClusterError
+
 DRIVER_DIRS = (Path("/lib/nut"), Path("/usr/lib/nut"), Path("/usr/libexec/nut"))
 USER, PASSWORD = "drill", "drill-secret"
 
 
-class DummyUpsError(RuntimeError):
+class DummyUpsError(ClusterError):
     """NUT is missing or did not start; the message says which program and why."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ def _data_dir(args: argparse.Namespace) -> Path:
 def cmd_watch(args: argparse.Namespace) -> int:
     from .power import NodePower, settings_from
 
+    _quiet_watcher()
     settings = settings_from(args.nut, args.q1, poll_seconds=args.poll, settle_seconds=args.settle,
                              low_charge_percent=args.low_charge)
     node = NodePower(_data_dir(args), args.node, settings, say=_say, timeout=args.timeout)
@@ -42,6 +44,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_drill(args: argparse.Namespace) -> int:
     from .power_drill import PowerDrill, ok, render
 
+    _quiet_watcher()
     drill = PowerDrill(_data_dir(args), clients=args.clients, gates=args.gates, settle=args.settle,
                        timeout=args.timeout, say=_say)
     rep = asyncio.run(drill.run())
@@ -50,27 +53,18 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return 0 if ok(rep) else 1
 
 
-def _guarded(func: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        import logging
+def _quiet_watcher() -> None:
+    """The watcher's transitions are said once, by ``say``; its logger keeps only errors."""
+    import logging
 
-        from .dummy_ups import DummyUpsError
-        from .patroni_api import PatroniError
-        from .supervisor import ClusterError
-
-        logging.basicConfig(level=logging.WARNING, format="%(message)s")
-        logging.getLogger("parkgate.power").setLevel(logging.ERROR)  # the watcher's steps are said once, by say
-        try:
-            return int(func(args))
-        except (ClusterError, PatroniError, DummyUpsError, ValueError) as exc:
-            print(f"parkgate power: {exc}", file=sys.stderr)
-            return 2
-
-    return run
+    logging.getLogger("parkgate.power").setLevel(logging.ERROR)
 
 
-def add_commands(sub: Any) -> None:
-    """Add ``watch`` and ``drill`` to ``parkgate power`` (made here if the clients did not make it)."""
+def add_commands(sub: Any, guarded: Callable[[Callable[[argparse.Namespace], int]], Any]) -> None:
+    """Add ``watch`` and ``drill`` to ``parkgate power`` (made here if the clients did not make it).
+
+    ``guarded`` wraps a command like the cluster commands: logging set up, known errors as one line.
+    """
     group = sub.choices.get("power")
     if group is None:
         group = sub.add_parser("power", help="UPS power of the database machines (S30)")
@@ -93,7 +87,7 @@ def add_commands(sub: Any) -> None:
     watch.add_argument("--q1", help="serial device of a Megatec/Q1 UPS")
     watch.add_argument("--poll", type=float, default=2.0, help="seconds between readings (default 2)")
     watch.add_argument("--low-charge", type=int, default=-1, help="treat this charge (%%) as low battery")
-    watch.set_defaults(handler=_guarded(cmd_watch))
+    watch.set_defaults(handler=guarded(cmd_watch))
 
     drill = commands.add_parser("drill", help="the leader's machine goes OL -> OB -> OB LB -> OL under gate and "
                                 "sales load; report switchover, stop time, losses, gate waits, rejoin")
@@ -101,4 +95,4 @@ def add_commands(sub: Any) -> None:
     drill.add_argument("--clients", type=int, default=4, help="selling windows (default 4)")
     drill.add_argument("--gates", type=int, default=4, help="turnstiles (default 4)")
     drill.add_argument("--json", dest="drill_json", action="store_true", help="print the report as JSON")
-    drill.set_defaults(handler=_guarded(cmd_drill))
+    drill.set_defaults(handler=guarded(cmd_drill))

@@ -38,6 +38,7 @@ class PowerWatcher:
         machine.add_listener(self._pending.append)
         if source is None:
             machine.state = PowerState.ONLINE
+            machine.error = ""
 
     @classmethod
     def from_settings(cls, settings: PowerSettings, *, who: str = "") -> PowerWatcher:
