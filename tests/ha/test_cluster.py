@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import grpc
 import orjson
@@ -68,6 +69,27 @@ def test_up_brings_up_a_synchronous_cluster_and_status_reports_it(cluster: Clust
         st = os.stat(f"/proc/{p.pid}")
         assert st.st_uid != 0 if expected_uid is None else st.st_uid == expected_uid.uid
         assert os.getsid(p.pid) == p.pid
+
+
+def test_ops_cluster_status_over_grpc_shows_members_servers_and_power(cluster: Cluster, tmp_path: Path) -> None:
+    """What `parkgate power cluster` shows an admin with no shell on the database machines."""
+    view = cluster.wait_healthy()
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path)}  # the admin session file
+    res = subprocess.run([sys.executable, "-m", "parkgate.common.cli", "admin", "--server", cluster.servers[0],
+                          "login", "-u", "admin", "--password-stdin"], input=cluster.admin_password + "\n",
+                         capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([sys.executable, "-m", "parkgate.common.cli", "power", "--server", cluster.servers[0],
+                          "--json", "cluster"], capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert res.returncode == 0, res.stderr
+    status = orjson.loads(res.stdout)
+    assert status["managed"] is True and status["leader"] == view.leader.name
+    assert status["sync_standby"] == [m.name for m in view.sync_standbys]
+    assert sorted((m["name"], m["role"]) for m in status["members"]) == sorted(
+        (m.name, "leader" if m.is_leader else "sync_standby" if m.is_sync else "replica") for m in view.members)
+    assert sorted(s["address"] for s in status["servers"]) == sorted(cluster.servers)
+    assert {s["health"] for s in status["servers"]} == {"SERVING"}
+    assert {p["machine"] for p in status["power"]} >= {"srv1", "srv2"}  # each server publishes its power
 
 
 def test_up_with_another_description_is_refused_while_running(cluster: Cluster) -> None:

@@ -54,10 +54,11 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 
 def _quiet_watcher() -> None:
-    """The watcher's transitions are said once, by ``say``; its logger keeps only errors."""
+    """The watcher's steps are said once, by ``say``; the loggers under it keep only what went wrong."""
     import logging
 
     logging.getLogger("parkgate.power").setLevel(logging.ERROR)
+    logging.getLogger("parkgate.server.discovery").setLevel(logging.WARNING)  # each lease refresh
 
 
 def add_commands(sub: Any, guarded: Callable[[Callable[[argparse.Namespace], int]], Any]) -> None:

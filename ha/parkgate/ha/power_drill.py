@@ -68,7 +68,7 @@ class PowerDrill:
         assert view.leader is not None
         victim = view.leader.name
         servers = [s.address for s in self.spec.servers]
-        ups = DummyUps(free_port(), folder=self.data_dir / f"ups-{self.run_id}")
+        ups = DummyUps(free_port())  # its own folder in the temp folder: the nut user must reach it
         await asyncio.to_thread(ups.start)
         self.say(f"simulated UPS for {victim}'s machine: dummy-ups behind upsd on {ups.address}")
         settings = PowerSettings(source="nut", port=ups.port, poll_seconds=0.25, timeout_seconds=1.0,
