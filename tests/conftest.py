@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.fixtures.server",
     "tests.fixtures.serial",
     "tests.fixtures.pcsc",
+    "tests.fixtures.ups",
 ]
 
 

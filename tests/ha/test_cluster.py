@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import grpc
 import orjson
@@ -66,6 +69,27 @@ def test_up_brings_up_a_synchronous_cluster_and_status_reports_it(cluster: Clust
         st = os.stat(f"/proc/{p.pid}")
         assert st.st_uid != 0 if expected_uid is None else st.st_uid == expected_uid.uid
         assert os.getsid(p.pid) == p.pid
+
+
+def test_ops_cluster_status_over_grpc_shows_members_servers_and_power(cluster: Cluster, tmp_path: Path) -> None:
+    """What `parkgate power cluster` shows an admin with no shell on the database machines."""
+    view = cluster.wait_healthy()
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path)}  # the admin session file
+    res = subprocess.run([sys.executable, "-m", "parkgate.common.cli", "admin", "--server", cluster.servers[0],
+                          "login", "-u", "admin", "--password-stdin"], input=cluster.admin_password + "\n",
+                         capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([sys.executable, "-m", "parkgate.common.cli", "power", "--server", cluster.servers[0],
+                          "--json", "cluster"], capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert res.returncode == 0, res.stderr
+    status = orjson.loads(res.stdout)
+    assert status["managed"] is True and status["leader"] == view.leader.name
+    assert status["sync_standby"] == [m.name for m in view.sync_standbys]
+    assert sorted((m["name"], m["role"]) for m in status["members"]) == sorted(
+        (m.name, "leader" if m.is_leader else "sync_standby" if m.is_sync else "replica") for m in view.members)
+    assert sorted(s["address"] for s in status["servers"]) == sorted(cluster.servers)
+    assert {s["health"] for s in status["servers"]} == {"SERVING"}
+    assert {p["machine"] for p in status["power"]} >= {"srv1", "srv2"}  # each server publishes its power
 
 
 def test_up_with_another_description_is_refused_while_running(cluster: Cluster) -> None:
@@ -229,11 +253,33 @@ def test_the_drill_reports_rto_and_zero_loss(cluster: Cluster, kind: str) -> Non
     report = orjson.loads(res.stdout)
     (round_,) = report["rounds"]
     print(f"\ndrill {kind}: {round_}")
+    assert "fork_posix" not in res.stderr and "fork()" not in res.stderr, res.stderr  # only the drill's own lines
     assert report["summary"]["ok"] is True and round_["lost"] == 0 and round_["duplicates"] == 0
     assert round_["acked"] > 0 and round_["rto_seconds"] is not None
     if kind == "primary":
         assert round_["new_leader"] != round_["victim"] and round_["rto_seconds"] > 5  # a lease had to expire
     cluster.wait_healthy()
+
+
+def test_power_drill_hands_over_on_low_battery_and_the_node_rejoins(cluster: Cluster) -> None:
+    """The leader's UPS (dummy-ups behind upsd) goes OL -> OB -> OB LB -> OL under gate and sales load."""
+    before = cluster.wait_healthy()
+    res = subprocess.run([sys.executable, "-m", "parkgate.common.cli", "power", "drill", "--data-dir",
+                          str(cluster.data_dir), "--clients", "2", "--gates", "2", "--json"],
+                         capture_output=True, text=True, timeout=400, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = orjson.loads(res.stdout)
+    print(f"\npower drill: {report}")
+    assert report["victim"] == before.leader.name and report["switchover"] is True
+    assert report["new_leader"] != report["victim"]
+    assert report["sales"]["lost"] == 0 and report["sales"]["duplicates"] == 0 and report["sales"]["acked"] > 0
+    assert report["admissions"]["lost"] == 0 and report["admissions"]["duplicates"] == 0
+    assert report["admissions"]["acked"] > 0 and report["low_battery_to_clean_stop_seconds"] is not None
+    assert report["rejoined"].startswith("rejoined as")
+    # Lines for people only: the drill's own, no grpc fork-handler noise.
+    assert all(line.startswith("parkgate power: ") for line in res.stderr.splitlines()), res.stderr
+    view = cluster.wait_healthy()
+    assert any(m.name == report["victim"] and m.role != "leader" for m in view.members)
 
 
 def test_down_stops_every_process(cluster: Cluster) -> None:

@@ -25,7 +25,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    from . import admin_cli
+    from . import admin_cli, power_cli
     from .gate import cli as gate_cli
     from .pos import cli as pos_cli
     from .reports import cli as report_cli
@@ -40,3 +40,4 @@ def register(sub: Any) -> None:
     monitor_cli.add_parser(sub)
     report_cli.add_parser(sub)
     sub.choices["report"].set_defaults(func=_report)
+    power_cli.add_parser(sub)

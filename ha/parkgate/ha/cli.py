@@ -170,7 +170,10 @@ def _run(func: Any) -> Any:
 
 
 def add_parser(sub: Any) -> None:
-    """Add ``cluster`` and its subcommands to the ``parkgate`` parser."""
+    """Add ``cluster`` and its subcommands to the ``parkgate`` parser, and ``power watch|drill``."""
+    from .power_cli import add_commands
+
+    add_commands(sub, _run)
     cluster = sub.add_parser("cluster", help="a Patroni + etcd cluster with parkgate servers on this machine")
     csub = cluster.add_subparsers(dest="cluster_command", required=True, metavar="ACTION")
 

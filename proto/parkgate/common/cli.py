@@ -11,12 +11,24 @@ name order, so a later package may extend an earlier one's group.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib.metadata import entry_points
 
 from .version import __version__
 
 ENTRY_POINT_GROUP = "parkgate.commands"
+
+
+def _quiet_grpc() -> None:
+    """No grpc fork-handler lines around a command's own output.
+
+    Commands that start daemons (cluster up, drills) fork while grpc threads run; grpc's fork
+    support then logs a line per fork. Our children exec at once and need no fork handlers.
+    Set before any subcommand imports grpc; an explicit setting in the environment wins.
+    """
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _quiet_grpc()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

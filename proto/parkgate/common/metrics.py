@@ -109,7 +109,7 @@ OFFLINE_FORWARD_LAG = Gauge("parkgate_offline_forward_lag_seconds",
 
 # --- power (S30), sales ---------------------------------------------------------------------------
 
-POWER_STATES = ("mains", "on_battery", "low_battery", "shutting_down")
+POWER_STATES = ("mains", "on_battery", "low_battery", "shutting_down", "unknown")
 POWER_STATE = Enum("parkgate_power_state", "The power source this process runs on, as its UPS watcher last said",
                    states=list(POWER_STATES))
 SALES = Counter("parkgate_sales_payments", "Payments taken with new orders, by payment method",

@@ -52,6 +52,7 @@ from parkgate.v1 import (
 )
 
 from .discovery import Etcd, Registration
+from .power import ServerPower
 from .rpc.access import contract_service_names
 from .rpc.deadline import DeadlineBudget
 from .rpc.interceptors import interceptor_chain
@@ -64,6 +65,7 @@ from .rpc.servicers.ops import OpsServicer
 from .rpc.servicers.reports import ReportsServicer
 from .rpc.servicers.sales import SalesServicer
 from .rpc.servicers.site import SiteServicer
+from .rpc.shedding import PowerShedding
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +122,17 @@ class ParkgateServer:
         self.schema_ready = asyncio.Event()
         self._serving: bool | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # S30: set when the power state orders this server to stop (low battery); serve() then stops it.
+        self.power_stop = asyncio.Event()
+        self.power = ServerPower(settings.power, settings.server_id, self.admin.record_audit, self._stop_for_power,
+                                 self.schema_ready)
         self.server = grpc.aio.server(
-            interceptors=[*interceptor_chain(self.operators.authenticate, self.admin.record_audit), DeadlineBudget()]
+            interceptors=[*interceptor_chain(self.operators.authenticate, self.admin.record_audit),
+                          PowerShedding(self.power.shedding), DeadlineBudget()]
         )
         self.registration: Registration | None = None
+        cluster = settings.cluster
+        self.etcd = Etcd(cluster.etcd_endpoints) if cluster.etcd_endpoints else None
         self._add_servicers()
         self.port = listen(self.server, settings.server.listen)
         if self.port == 0:
@@ -135,7 +144,8 @@ class ParkgateServer:
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.operators, self.admin), s)
         catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(self.catalog), s)
         ops_pb2_grpc.add_OpsServicer_to_server(
-            OpsServicer(self.db, self.settings.server_id, self.started_at, native.IMPLEMENTATION), s
+            OpsServicer(self.db, self.settings.server_id, self.started_at, native.IMPLEMENTATION,
+                        power=self.power, etcd=self.etcd, cluster=self.settings.cluster.name), s
         )
         sales_pb2_grpc.add_SalesServicer_to_server(SalesServicer(self.sales, self.members, self.groups, self.vouchers), s)
         gate_pb2_grpc.add_GateServicer_to_server(GateServicer(self.gates, self.settings.server_id), s)
@@ -163,10 +173,13 @@ class ParkgateServer:
         self._tasks.append(asyncio.create_task(self._prepare_schema(), name="prepare-schema"))
         self._tasks.append(asyncio.create_task(self._watch_database(), name="watch-database"))
         cluster = self.settings.cluster
-        if cluster.etcd_endpoints:  # a cluster member: clients find it through etcd (docs/ha.md)
-            self.registration = Registration(Etcd(cluster.etcd_endpoints), cluster.name, self.settings.server_id,
+        if self.etcd is not None:  # a cluster member: clients find it through etcd (docs/ha.md)
+            self.registration = Registration(self.etcd, cluster.name, self.settings.server_id,
                                              self.address, cluster.lease_ttl_seconds)
             self._tasks.append(asyncio.create_task(self.registration.run(), name="etcd-registration"))
+            record = self.power.published_in(self.etcd, cluster.name, cluster.lease_ttl_seconds)
+            self._tasks.append(asyncio.create_task(record.run(), name="etcd-power-record"))
+        self._tasks.append(asyncio.create_task(self.power.watcher.run(), name="power-watcher"))
         log.info("parkgate server %s listening on %s (ticket-code core: %s)",
                  self.settings.server_id, self.address, native.IMPLEMENTATION)
 
@@ -209,8 +222,14 @@ class ParkgateServer:
         interval = self.settings.server.health_interval_seconds
         while True:
             reachable = await self.db.probe(timeout=max(interval, 1.0))
-            await self._set_serving(reachable and self.schema_ready.is_set())
+            await self._set_serving(reachable and self.schema_ready.is_set() and not self.power.stopping)
             await asyncio.sleep(interval)
+
+    def _stop_for_power(self, why: str) -> None:
+        """Low battery: NOT_SERVING now (clients move on), then serve() drains and stops (S30)."""
+        log.warning("stopping on power: %s", why)
+        self._tasks.append(asyncio.create_task(self._set_serving(False), name="power-not-serving"))
+        self.power_stop.set()
 
     async def _set_serving(self, serving: bool) -> None:
         if serving == self._serving:
@@ -263,6 +282,10 @@ async def serve(settings: Settings, dsn: str, *, on_ready=None,  # type: ignore[
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("signal received: shutting down (grace %.1fs)", settings.server.shutdown_grace_seconds)
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(server.power_stop.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
+    log.info("%s: shutting down (grace %.1fs)", "low battery" if server.power_stop.is_set() else "signal received",
+             settings.server.shutdown_grace_seconds)
     await server.stop()

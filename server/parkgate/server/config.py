@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from parkgate.common.power import PowerSettings
+
 
 class ConfigError(Exception):
     """Configuration that cannot be used; the message names the key."""
@@ -164,6 +166,8 @@ class Settings(BaseSettings):
     live_flow: LiveFlowSettings = LiveFlowSettings()
     reports: ReportSettings = ReportSettings()
     partitions: PartitionSettings = PartitionSettings()
+    # The UPS this server's machine hangs on (docs/power.md); source = "none": no UPS read.
+    power: PowerSettings = PowerSettings()
 
     @classmethod
     def settings_customise_sources(

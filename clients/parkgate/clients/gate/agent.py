@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo
 
 from parkgate import native
 from parkgate.common import __version__, metrics
+from parkgate.common.power import PowerState, PowerWatcher, Transition
 from parkgate.common.reason import Reason
 from parkgate.rules import AdmissionTerms, Verdict
 
@@ -125,6 +126,9 @@ class GateAgent:
         self.paused = False
         self.emergency: set[str] = set()  # active sources: server, relay, signal, serial, power
         self.on_battery = False
+        self.mains_lost: set[str] = set()  # who says the mains are out: "relay" (POWER LOST), "ups"
+        self.power = PowerWatcher.from_settings(config.power, who=config.gate.device_id)
+        self.power.on_transition(lambda t: self._events.put_nowait(t))
         self.check: HeldCheck | None = None
         # the card collector at an exit (S21): single-use cards it took since start, and whether its bin is full
         self.cards_collected = 0
@@ -181,7 +185,7 @@ class GateAgent:
         tasks = [asyncio.create_task(c, name=n) for n, c in (
             ("gate-connection", self._connection_loop()), ("gate-events", self._event_loop()),
             ("gate-credentials", self._credential_loop()), ("gate-heartbeat", self._heartbeat_loop()),
-            ("gate-tick", self._tick_loop()))]
+            ("gate-tick", self._tick_loop()), ("gate-power", self.power.run()))]
         if self.turnstile is None:
             await self._show(self.cfg.display.idle)  # with a relay: once the board is there (READY)
         try:
@@ -337,6 +341,8 @@ class GateAgent:
                 self.online.clear()
                 return f"lost the server {event.link.address}: deciding locally until a server answers"
             return ""
+        if isinstance(event, Transition):
+            return await self._ups(event)
         if isinstance(event, DeviceTrouble):
             self.say(f"{event.device}: {event.text}", logging.INFO if event.ok else logging.ERROR)
             return ""
@@ -449,10 +455,7 @@ class GateAgent:
                 return f"board says {e.kind}; ignored (emergency.relay_input = false)"
             return await self._set_emergency("relay", e.kind is EventKind.EMERGENCY_ON)
         if e.kind in (EventKind.POWER_LOST, EventKind.POWER_OK):
-            self.on_battery = e.kind is EventKind.POWER_LOST
-            metrics.set_power_state("on_battery" if self.on_battery else "mains")
-            if self.link is not None:
-                self.link.heartbeat(self.state_word(), len(self.disk.admissions), self.on_battery)
+            self._mains("relay", e.kind is EventKind.POWER_LOST)
             assert self.cfg.relay is not None
             if self.cfg.relay.on_power_loss == "open":
                 return await self._set_emergency("power", self.on_battery)
@@ -471,6 +474,39 @@ class GateAgent:
             return (f"relay board (re)started ({e.detail}): display and state sent again; "
                     f"{len(lost)} waiting admissions counted as they stood")
         return f"board event {e.kind} ignored"
+
+    # --- power (S30) -----------------------------------------------------------------------------
+
+    @property
+    def deciding_locally(self) -> bool:
+        """On battery with decide_locally_on_battery: every person is decided here, none waits for a server."""
+        return self.on_battery and self.cfg.power.decide_locally_on_battery
+
+    def _mains(self, who: str, lost: bool) -> None:
+        """``who`` says the mains are out (or back); heartbeats carry it; back on mains: forward the journal."""
+        was_local = self.deciding_locally
+        (self.mains_lost.add if lost else self.mains_lost.discard)(who)
+        self.on_battery = bool(self.mains_lost)
+        metrics.set_power_state("on_battery" if self.on_battery else "mains")
+        if self.on_battery and not was_local and self.deciding_locally:
+            self.disk.flush()  # the journal is on disk before the first local decision
+            self.say(f"on battery ({', '.join(sorted(self.mains_lost))}): deciding locally, every admission "
+                     f"journalled ({len(self.disk.admissions)} waiting); forwarded when the mains are back",
+                     logging.WARNING)
+        if self.link is not None:
+            self.link.heartbeat(self.state_word(), len(self.disk.admissions), self.on_battery)
+            if was_local and not self.deciding_locally and self.disk.admissions:
+                task = asyncio.create_task(self._forward_offline(self.link))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _ups(self, t: Transition) -> str:
+        if t.new == PowerState.UNKNOWN:
+            return f"{t.sentence()}; the gate carries on as it was (on battery: {self.on_battery})"
+        self._mains("ups", t.new.degraded)
+        if t.new == PowerState.ONLINE and not self.on_battery:
+            return f"{t.sentence()}; back to asking the server"
+        return t.sentence()
 
     async def _expire(self) -> str:
         now = time.monotonic()
@@ -568,7 +604,7 @@ class GateAgent:
                 await self._show(self.cfg.display.offline_welcome)
                 self.say(f"{request_id} {what}: fast mode, decided locally: opened for {local.persons} "
                          f"before the server's decision")
-        result = await self._ask(request_id, code, uid)
+        result = None if self.deciding_locally else await self._ask(request_id, code, uid)
         if result is None:
             return await self._offline(request_id, what, code, local, admission)
         if admission is not None:
@@ -651,7 +687,8 @@ class GateAgent:
 
     async def _offline(self, request_id: str, what: str, code: str, local: LocalDecision | None,
                        admission: Admission | None) -> str:
-        can_admit = self.cfg.fast_mode.enabled and self.cfg.fast_mode.offline_admit and local is not None and local.ok
+        can_admit = ((self.cfg.fast_mode.enabled or self.deciding_locally) and self.cfg.fast_mode.offline_admit
+                     and local is not None and local.ok)
         if not can_admit:
             if admission is not None:  # opened in fast mode, told not to keep offline admissions
                 admission.decided = True

@@ -26,6 +26,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from parkgate.common.power import PowerSettings
+
 from ..devices import Framing, SerialSettings
 
 
@@ -162,6 +164,12 @@ class MetricsSection(_Section):
         if value and (not sep or not host or not port.isdigit() or int(port) > 65535):
             raise ValueError(f"expected HOST:PORT (port 0: any free one), got {value!r}")
         return value
+class GatePowerSection(PowerSettings):
+    """The gate's UPS (docs/power.md): the shared ``[power]`` keys, plus what the gate does on battery."""
+
+    # On battery (the UPS's word, or the relay board's POWER LOST): decide every person locally with the
+    # decision engine, each admission in the durable journal, forwarded when the mains are back (S30).
+    decide_locally_on_battery: bool = True
 
 
 class GateConfig(_Section):
@@ -174,6 +182,7 @@ class GateConfig(_Section):
     check: CheckSection = CheckSection()
     display: DisplaySection = DisplaySection()
     metrics: MetricsSection = MetricsSection()
+    power: GatePowerSection = GatePowerSection()
 
     @model_validator(mode="after")
     def _inputs(self) -> GateConfig:

@@ -134,6 +134,11 @@ class GateDisk:
                 self._save()
                 return
 
+    def flush(self) -> None:
+        """Write the journal to disk now (fsync), e.g. when the gate starts deciding on battery."""
+        if self.folder is not None:
+            self._save()
+
     def remove(self, request_id: str) -> None:
         self.admissions = [a for a in self.admissions if a.request_id != request_id]
         self._save()

@@ -280,11 +280,14 @@ class GateHub:
         return (self._texts.get((reason, language)) or self._texts.get((reason, "en"))
                 or reason.replace("_", " ").capitalize())
 
-    async def heartbeat(self, session: GateSession, state: str) -> None:
-        changed, session.state = (state or "ok") != session.state, state or "ok"
+    async def heartbeat(self, session: GateSession, state: str, on_battery: bool = False) -> None:
+        state_changed, session.state = (state or "ok") != session.state, state or "ok"
         async with self.db.transaction() as conn:
-            await store.gate_heartbeat(conn, session.device_id, self.server_id, session.state)
-        if changed and self.recorder is not None:  # the gate's tile on the wall screen changes colour
+            changed = await store.gate_heartbeat(conn, session.device_id, self.server_id, session.state, on_battery)
+        if changed:  # S30: a gate's mains going or coming back is worth one line
+            log.warning("gate %s: %s", session.device_id,
+                        "on battery (its mains are out)" if on_battery else "back on mains")
+        if state_changed and self.recorder is not None:  # the gate's tile on the wall screen changes colour
             self.recorder.touch(session.place.park_id)
 
     async def passage(self, session: GateSession, request_id: str, passed: bool) -> bool:

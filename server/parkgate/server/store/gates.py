@@ -103,13 +103,28 @@ async def gate_connected(conn: Connection, device_id: str, server_id: str, park_
     await conn.execute("UPDATE devices SET last_seen_at = now() WHERE id = %s", (device_id,))
 
 
-async def gate_heartbeat(conn: Connection, device_id: str, server_id: str, state: str) -> None:
-    await conn.execute(
-        """UPDATE gate_connections SET state = %s, last_heartbeat = now(), connected = true, server_id = %s
-           WHERE device_id = %s""",
-        (state, server_id, device_id),
+async def gate_heartbeat(conn: Connection, device_id: str, server_id: str, state: str,
+                         on_battery: bool = False) -> bool:
+    """Record a heartbeat; True when it changed the gate's on-battery state (S30)."""
+    cur = await conn.execute(
+        """UPDATE gate_connections g SET state = %s, last_heartbeat = now(), connected = true, server_id = %s,
+               on_battery = %s,
+               on_battery_since = CASE WHEN %s AND NOT old.on_battery THEN now()
+                                       WHEN %s THEN g.on_battery_since END
+           FROM gate_connections old WHERE g.device_id = %s AND old.device_id = g.device_id
+           RETURNING old.on_battery AS was""",
+        (state, server_id, on_battery, on_battery, on_battery, device_id),
     )
+    row = await cur.fetchone()
     await conn.execute("UPDATE devices SET last_seen_at = now() WHERE id = %s", (device_id,))
+    return row is not None and bool(row["was"]) != on_battery
+
+
+async def gates_on_battery(conn: Connection) -> list[str]:
+    """Connected gates whose last heartbeat said their mains are out."""
+    cur = await conn.execute(
+        "SELECT device_id FROM gate_connections WHERE on_battery AND connected ORDER BY device_id")
+    return [str(r["device_id"]) for r in await cur.fetchall()]
 
 
 async def gate_disconnected(conn: Connection, device_id: str, server_id: str) -> None:
@@ -127,12 +142,14 @@ class GateConnection:
     server_id: str
     state: str
     last_heartbeat: datetime | None
+    on_battery: bool = False
 
 
 async def list_gates(conn: Connection, park_id: str) -> list[GateConnection]:
     cur = await conn.execute(
         """SELECT d.id AS device_id, coalesce(c.connected, false) AS connected, coalesce(c.server_id, '') AS server_id,
-                  coalesce(c.state, 'never connected') AS state, c.last_heartbeat
+                  coalesce(c.state, 'never connected') AS state, c.last_heartbeat,
+                  coalesce(c.on_battery, false) AS on_battery
            FROM devices d LEFT JOIN gate_connections c ON c.device_id = d.id
            WHERE d.kind IN ('gate', 'handheld') AND (%s = '' OR d.park_id = %s) ORDER BY d.id""",
         (park_id, park_id),

@@ -110,7 +110,7 @@ class GateServicer(gate_pb2_grpc.GateServicer):
                                     forwarded=v.HasField("scanned_at") and is_forwarded(v.scanned_at.seconds, time.time()))
                     continue
                 if kind == "heartbeat":
-                    work = self.hub.heartbeat(session, message.heartbeat.state)
+                    work = self.hub.heartbeat(session, message.heartbeat.state, message.heartbeat.on_battery)
                 elif kind == "ack":
                     a = message.ack
                     work = self.hub.acknowledge(session, a.command_id, a.done, a.detail)
@@ -154,7 +154,7 @@ class GateControlServicer(gate_pb2_grpc.GateControlServicer):
         rows = await self.hub.list_gates(request.park_id)
         return gate_pb2.ListGatesResponse(gates=[gate_pb2.GateStatus(
             device_id=r.device_id, connected=r.connected, server_id=r.server_id, state=r.state,
-            last_heartbeat=convert.ts(r.last_heartbeat)) for r in rows])
+            last_heartbeat=convert.ts(r.last_heartbeat), on_battery=r.on_battery) for r in rows])
 
 
     async def ConfirmCheck(self, request: gate_pb2.ConfirmCheckRequest, context: Ctx) -> gate_pb2.ConfirmCheckResponse:

@@ -1,0 +1,18 @@
+"""Power: what a UPS says, read the same way by every process (server, site edge, gate agent, cluster node).
+
+* :mod:`.reading`  one UPS reading (mains, battery low, forced shutdown, charge, runtime) and the source contract;
+* :mod:`.nut`      Network UPS Tools over TCP (upsd), through NUT's own Python client (PyNUTClient);
+* :mod:`.q1`       a serial UPS speaking Megatec/Q1, through pyserial;
+* :mod:`.machine`  the one state machine (ONLINE, ON_BATTERY, LOW_BATTERY, SHUTTING_DOWN, UNKNOWN) with
+  hysteresis against flapping mains, reporting each transition as a sentence to its listeners;
+* :mod:`.settings` the ``[power]`` section every process's configuration embeds;
+* :mod:`.watcher`  the asyncio loop that polls a source and drives the machine.
+"""
+
+from .machine import PowerMachine, PowerState, Transition
+from .reading import PowerSource, PowerSourceError, UpsReading
+from .settings import PowerSettings, open_source
+from .watcher import PowerWatcher
+
+__all__ = ["PowerMachine", "PowerSettings", "PowerSource", "PowerSourceError", "PowerState", "PowerWatcher",
+           "Transition", "UpsReading", "open_source"]
