@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.server.pg import free_port
 from parkgate.v1 import gate_pb2
 from tests.fixtures.pcsc import PcscStack
@@ -111,28 +112,47 @@ async def test_a_turnstile_nobody_walked_through_gives_the_entry_back(
                          ticket.id, expect=[(1,)])
 
 
-async def test_a_full_park_pauses_the_entry_gate_until_there_is_room(
+async def test_a_full_park_pauses_the_entry_gate_until_there_is_room_below_the_margin(
         site: Site, make_rig: Callable[..., Rig]) -> None:
+    """Capacity 2 above the count with a resume margin of 2: full after two, still full after one leaves."""
     rig = await make_rig("ag-cap")
-    (inside,), = site.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK)
-    await site.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=int(inside) + 1),
-                                     metadata=site.admin.metadata)
-    first, second = await site.sell("single", 2)
-    mark = rig.board.mark()
-    rig.scan(first.code)
-    await rig.board.wait_for(OPENED, mark)
-    await rig.board.wait_for(r"^display: 'Park full - please wait'", mark)  # the server's PAUSE_ENTRY
-    mark = rig.board.mark()
-    rig.scan(second.code)
-    await asyncio.sleep(0.5)
-    assert rig.board.count(OPENED, mark) == 0
-    assert site.sql("SELECT count(*) FROM validations WHERE ticket_id = %s", second.id) == [(0,)]  # refused locally
+    exit_ = GateLink(site.server.address, Hello("ag-cap-out", await site.register_gate("ag-cap-out", direction="out"),
+                                                "out", PARK))
+    await exit_.open()
+    try:
+        (inside,), = site.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK)
+        await site.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=int(inside) + 2,
+                                                                     resume_margin=2), metadata=site.admin.metadata)
+        first, second, third = await site.sell("single", 3)
+        for ticket in (first, second):
+            mark = rig.board.mark()
+            rig.scan(ticket.code)
+            await rig.board.wait_for(OPENED, mark)
+        await rig.board.wait_for(r"^display: 'Park full - please wait'", mark)  # the server's PAUSE_ENTRY
 
-    await site.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=0),
-                                     metadata=site.admin.metadata)
-    await rig.board.wait_for(r"^display: 'Please scan your ticket'", mark)  # RESUME_ENTRY
-    rig.scan(second.code)
-    await rig.board.wait_for(OPENED, mark)
+        assert (await exit_.validate("ag-cap-out-1", code=first.code)).allow  # one below the cap: still paused
+        await _refused_locally(site, rig, third.id, third.code)
+
+        assert (await exit_.validate("ag-cap-out-2", code=second.code)).allow  # cap - margin: RESUME_ENTRY
+        await rig.board.wait_for(r"^display: 'Please scan your ticket'", mark)
+        mark = rig.board.mark()
+        rig.scan(third.code)
+        await rig.board.wait_for(OPENED, mark)
+    finally:
+        await exit_.close()
+        await site.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=0),
+                                         metadata=site.admin.metadata)
+
+
+async def _refused_locally(site: Site, rig: Rig, ticket_id: str, code: str) -> None:
+    """The paused gate refuses the ticket without asking: it says so, opens nothing and writes no validation."""
+    mark = rig.board.mark()
+    rig.scan(code)
+    await rig.board.wait_for(r"^display: 'Park full - please wait'", mark)  # the answer to this scan
+    rig.scan("HELLO WORLD")  # a later scan's answer proves the first was fully handled before it
+    await rig.board.wait_for(r"^display: 'Park full - please wait'", mark, times=2)
+    assert rig.board.count(OPENED, mark) == 0
+    assert site.sql("SELECT count(*) FROM validations WHERE ticket_id = %s", ticket_id) == [(0,)]
 
 
 async def test_an_emergency_from_the_control_room_holds_the_gate_open_until_released(

@@ -191,30 +191,54 @@ async def _next_command(link: GateLink, kind: str, timeout: float = 10.0) -> Com
                 return command
 
 
-async def test_capacity_pauses_entry_at_the_cap_and_resumes_below_the_margin(park: Park) -> None:
+async def _next_entry_command(link: GateLink, timeout: float = 10.0) -> str:
+    """The next PAUSE_ENTRY or RESUME_ENTRY the gate hears (other commands are skipped)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            command = await link.commands.get()
+            if command.kind in ("PAUSE_ENTRY", "RESUME_ENTRY"):
+                return command.kind
+
+
+async def test_capacity_pauses_entry_at_the_cap_and_resumes_only_below_cap_minus_margin(park: Park) -> None:
+    """Hysteresis (S27) with a margin of 3: paused at the cap, still paused 1 and 2 below it, resumed at 3 below."""
     entry = await park.gate("g-cap-in")
     other = await park.gate("g-cap-in-2", server=1)  # on the other server: hears it through the database
     exit_ = await park.gate("g-cap-out", direction="out")
     (inside,), = park.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK)
+    inside = int(inside)
     occupancy = await park.control().SetCapacity(gate_pb2.SetCapacityRequest(
-        park_id=PARK, capacity=int(inside) + 3, resume_margin=1), metadata=park.admin.metadata)
+        park_id=PARK, capacity=inside + 4, resume_margin=3), metadata=park.admin.metadata)
     assert not occupancy.entry_paused
-    tickets = await park.sell("single", 4)
-    for t in tickets[:3]:
+    tickets = await park.sell("single", 7)
+    for t in tickets[:4]:
         assert (await entry.validate(rid(), code=t.code)).allow
-    assert (await entry.validate(rid(), code=tickets[3].code)).reason == "PARK_FULL"
-    await _next_command(entry, "PAUSE_ENTRY")
-    await _next_command(other, "PAUSE_ENTRY")
-    assert (await exit_.validate(rid(), code=tickets[0].code)).allow  # at cap - margin: entry resumes
-    await _next_command(entry, "RESUME_ENTRY")
-    await _next_command(other, "RESUME_ENTRY")
-    assert (await other.validate(rid(), code=tickets[3].code)).allow
+    assert (await entry.validate(rid(), code=tickets[4].code)).reason == "PARK_FULL"  # at the cap
+    assert await _next_entry_command(entry) == "PAUSE_ENTRY"
+    assert await _next_entry_command(other) == "PAUSE_ENTRY"
+
+    for n, leaving in enumerate(tickets[:2], start=1):  # 1, then 2 below the cap: inside the margin
+        assert (await exit_.validate(rid(), code=leaving.code)).allow
+        state = await park.control().GetOccupancy(gate_pb2.GetOccupancyRequest(park_id=PARK),
+                                                  metadata=park.admin.metadata)
+        assert (state.inside, state.entry_paused) == (inside + 4 - n, True)
+        # one person would fit under the cap, but entry stays paused until cap - margin
+        assert (await entry.validate(rid(), code=tickets[4].code)).reason == "PARK_FULL"
+        assert (await other.validate(rid(), code=tickets[4].code)).reason == "PARK_FULL"
+
+    assert (await exit_.validate(rid(), code=tickets[2].code)).allow  # at cap - margin: entry resumes
+    # the first entry command since the pause is this resume: none came while inside the margin
+    assert await _next_entry_command(entry) == "RESUME_ENTRY"
+    assert await _next_entry_command(other) == "RESUME_ENTRY"
+    for t in tickets[4:6]:
+        assert (await other.validate(rid(), code=t.code)).allow
     state = await park.control().GetOccupancy(gate_pb2.GetOccupancyRequest(park_id=PARK), metadata=park.admin.metadata)
-    assert state.inside == inside + 3 and state.entry_paused
-    await _next_command(entry, "PAUSE_ENTRY")  # full again; a gate only hears changes it has not seen
+    assert (state.inside, state.entry_paused) == (inside + 3, False)  # room for one more, entry open
+    assert (await entry.validate(rid(), code=tickets[6].code)).allow  # the cap again
+    assert await _next_entry_command(entry) == "PAUSE_ENTRY"
     await park.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=0),
                                      metadata=park.admin.metadata)
-    await _next_command(entry, "RESUME_ENTRY")
+    assert await _next_entry_command(entry) == "RESUME_ENTRY"
 
 
 async def test_an_emergency_opens_every_gate_on_every_server_until_released(park: Park) -> None:
