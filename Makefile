@@ -13,7 +13,7 @@ SOURCES_OF_BUILD := pyproject.toml setup.py ops/bootstrap.sh $(wildcard */pyproj
 # the five distributions (README: a gate box installs proto native clients only)
 PARTS := proto native clients server ha
 
-.PHONY: setup run test lint clean bench
+.PHONY: setup run test lint clean bench mutation
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ test: setup lint
 bench: setup
 	$(PY) -m loadtests.bench_native
 	$(PY) -m loadtests.bench_gates
+
+# flips each rule of the decision engine in turn; the tests must go red for every one (not part of make test)
+mutation: setup
+	$(PY) -m loadtests.mutate_rules
 
 clean:
 	rm -rf build $(VENV) *.egg-info */*.egg-info native/parkgate/native/*.c native/parkgate/native/*.so \

@@ -25,7 +25,7 @@ import pytest
 from parkgate import native
 from parkgate.clients.gate.link import Command, GateLink, Hello, LinkError
 from parkgate.v1 import admin_pb2, catalog_pb2, gate_pb2, gate_pb2_grpc, sales_pb2
-from tests.fixtures.park import TestPark, open_park, rid
+from tests.fixtures.park import TestPark, open_park, rid, signature_forged
 from tests.fixtures.server import RunningServer, reason_of, start_server, stop_server
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -46,7 +46,7 @@ class Park(TestPark):
         secret = await self.register_gate(device_id, direction=direction, attraction=attraction)
         link = GateLink(self.servers[server].address, Hello(device_id, secret, direction, PARK,  # type: ignore[arg-type]
                                                             confirms_passage=confirms_passage))
-        await link.open()
+        await link.open(timeout=60)  # generous: fifty gates say hello at once on a busy machine
         self.links.append(link)
         return link
 
@@ -79,8 +79,13 @@ async def test_a_sold_ticket_is_admitted_once_and_a_forged_code_never(park: Park
     assert (retry.allow, retry.reason) == (True, "OK")
     assert park.sql("SELECT entries_used FROM tickets WHERE id = %s", ticket.id) == [(1,)]
 
-    forged = ticket.code[:-4] + ("AAAA" if not ticket.code.endswith("AAAA") else "BBBB")
-    assert (await gate.validate("r3", code=forged)).reason in ("FORGED_CODE", "MALFORMED_CODE", "NON_CANONICAL_ENCODING")
+    validations_before = park.sql("SELECT count(*) FROM validations")
+    forged = signature_forged(ticket.code)  # canonical, the right key id, a signature the key never made
+    assert (await gate.validate("r3", code=forged)).reason == "FORGED_CODE"
+    mangled = ticket.code[:-4] + ("AAAA" if not ticket.code.endswith("AAAA") else "BBBB")
+    assert (await gate.validate("r3b", code=mangled)).reason in ("FORGED_CODE", "MALFORMED_CODE",
+                                                                  "NON_CANONICAL_ENCODING")
+    assert park.sql("SELECT count(*) FROM validations") == validations_before  # forged codes never reach the database
     assert (await gate.validate("r4", code="HELLO WORLD")).reason in ("WRONG_SCHEME", "MALFORMED_CODE")
     assert (await gate.validate("r5", code=ticket.code + "\r\n")).reason == "ALREADY_USED"  # scanners add CR/LF
     assert (await gate.validate("r6", card_uid="DEADBEEF")).reason == "UNKNOWN_CARD"
@@ -183,6 +188,28 @@ async def test_an_unconfirmed_passage_gives_the_entry_back(park: Park) -> None:
     assert (await gate.validate("turn-3", code=ticket.code)).reason == "ALREADY_USED"
 
 
+async def test_admissions_never_reported_give_their_entry_back_after_twice_the_passage_timeout(park: Park) -> None:
+    """The gate died between the admission and the passage report: the server's sweeper annuls it, not sooner."""
+    md = park.admin.metadata
+    await park.admin.admin.SetParameter(admin_pb2.SetParameterRequest(key="gate.passage_timeout_seconds", value="1"),
+                                        metadata=md)
+    try:
+        gate = await park.gate("g-silent", confirms_passage=True)
+        ticket, = await park.sell("single")
+        (inside_before,), = park.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK)
+        assert (await gate.validate("silent-1", code=ticket.code)).allow
+        assert park.sql("SELECT entries_used, inside FROM tickets WHERE id = %s", ticket.id) == [(1, True)]
+        await gate.close()  # it never reports the passage
+        await park.until_sql("SELECT entries_used, inside FROM tickets WHERE id = %s", ticket.id,
+                             expect=[(0, False)], timeout=60)
+        assert park.sql("SELECT reason, extract(epoch FROM annulled_at - at) >= 2 FROM validations "
+                        "WHERE request_id = 'silent-1'") == [("PASSAGE_NOT_CONFIRMED", True)]  # 2 x 1 s at least
+        assert park.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK) == [(inside_before,)]
+    finally:
+        await park.admin.admin.SetParameter(admin_pb2.SetParameterRequest(key="gate.passage_timeout_seconds",
+                                                                          value="10"), metadata=md)
+
+
 async def _next_command(link: GateLink, kind: str, timeout: float = 10.0) -> Command:
     async with asyncio.timeout(timeout):
         while True:
@@ -192,7 +219,7 @@ async def _next_command(link: GateLink, kind: str, timeout: float = 10.0) -> Com
 
 
 async def _next_entry_command(link: GateLink, timeout: float = 10.0) -> str:
-    """The next PAUSE_ENTRY or RESUME_ENTRY the gate hears (other commands are skipped)."""
+    """The next PAUSE_ENTRY or RESUME_ENTRY the gate hears (other commands are passed over)."""
     async with asyncio.timeout(timeout):
         while True:
             command = await link.commands.get()
