@@ -92,6 +92,22 @@ async def test_a_sold_ticket_opens_once_then_the_second_use_and_a_forged_code_ar
     await rig.board.wait_for(OPENED, mark)
 
 
+async def test_a_check_nobody_confirms_keeps_the_gate_shut_and_gives_the_entry_back(
+        site: Site, make_rig: Callable[..., Rig]) -> None:
+    """Hold for check with no checker coming: after check.timeout_seconds the gate says so, the entry goes back."""
+    rig = await make_rig("ag-check-late", extra="[check]\ntimeout_seconds = 1.0\n")
+    member, = await site.sell("member")
+    mark = rig.board.mark()
+    rig.scan(member.code)
+    await rig.board.wait_for(r"^display: 'Please see the checker'", mark)
+    await rig.board.wait_for(r"^display: 'Not confirmed - see staff'", mark, timeout=30)  # the agent's own timeout
+    assert rig.board.count(OPENED, mark) == 0
+    await site.until_sql("SELECT reason, annulled_at IS NOT NULL FROM validations WHERE ticket_id = %s", member.id,
+                         expect=[("PASSAGE_NOT_CONFIRMED", True)], timeout=30)
+    rig.scan(member.code)  # no longer waiting for a checker: the next visitor is asked about again
+    await rig.board.wait_for(r"^display: 'Please see the checker'", mark, times=2)
+
+
 async def test_a_turnstile_nobody_walked_through_gives_the_entry_back(
         site: Site, make_rig: Callable[..., Rig]) -> None:
     rig = await make_rig("ag-turn", auto_pass_ms=None, relay_extra="open_ms = 400")

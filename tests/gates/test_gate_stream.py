@@ -296,6 +296,30 @@ async def test_an_emergency_opens_every_gate_on_every_server_until_released(park
     assert reason_of(err.value) == "PERMISSION_DENIED"
 
 
+async def test_an_emergency_names_the_gate_that_never_acknowledged(park: Park) -> None:
+    """A gate that hears the command but never confirms the relay is held open is not counted as open."""
+    obedient, deaf = await park.gate("g-ack-yes"), await park.gate("g-ack-never", server=1)
+
+    async def obey(kind: str) -> None:
+        command = await _next_command(obedient, kind)
+        obedient.acknowledge(command.command_id, True, "relay open and held")
+
+    control, md = park.control(), park.admin.metadata
+    try:
+        opening = asyncio.ensure_future(obey("EMERGENCY_OPEN_CMD"))
+        reply = await control.EmergencyOpen(gate_pb2.EmergencyRequest(park_id=PARK, note="drill"), metadata=md)
+        await opening
+        await _next_command(deaf, "EMERGENCY_OPEN_CMD")  # it was told, on the other server
+        assert "g-ack-yes" in reply.acknowledged_by and "g-ack-never" not in reply.acknowledged_by
+        assert reply.gates_notified > len(reply.acknowledged_by)  # the answer shows a gate is unaccounted for
+    finally:
+        releasing = asyncio.ensure_future(obey("EMERGENCY_RELEASE_CMD"))
+        await control.EmergencyRelease(gate_pb2.EmergencyRequest(park_id=PARK), metadata=md)
+        await releasing
+        await obedient.close()
+        await deaf.close()
+
+
 async def test_fifty_gates_on_two_servers_admit_one_single_use_ticket_exactly_once(park: Park) -> None:
     ticket, = await park.sell("single")
     gates = await asyncio.gather(*(park.gate(f"g-rush-{n:02d}", server=n % 2) for n in range(50)))
