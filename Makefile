@@ -13,7 +13,7 @@ SOURCES_OF_BUILD := pyproject.toml setup.py ops/bootstrap.sh $(wildcard */pyproj
 # the five distributions (README: a gate box installs proto native clients only)
 PARTS := proto native clients server ha
 
-.PHONY: setup run test lint clean bench load
+.PHONY: setup run test lint clean bench load mutation
 
 setup: $(STAMP)
 
@@ -42,6 +42,10 @@ bench: setup
 # The "peak morning" (S32): Locust headless against `parkgate up --demo`, then bench_gates (docs/load.md).
 load: setup
 	$(PY) -m loadtests.load
+
+# flips each rule of the decision engine in turn; the tests must go red for every one (not part of make test)
+mutation: setup
+	$(PY) -m loadtests.mutate_rules
 
 clean:
 	rm -rf build $(VENV) *.egg-info */*.egg-info native/parkgate/native/*.c native/parkgate/native/*.so \

@@ -1,5 +1,8 @@
 """Fixtures shared by the whole suite: real PostgreSQL, real gRPC servers on loopback."""
 
+import random
+from collections.abc import Iterator
+
 import pytest
 
 from tests.native.conftest import pytest_report_header as _native_header
@@ -16,3 +19,12 @@ pytest_plugins = [
 def pytest_report_header(config: pytest.Config) -> list[str]:
     # pytest only asks the top-level conftest at start: say which ticket-code core runs.
     return _native_header(config)
+
+
+@pytest.fixture(autouse=True)
+def seeded_jitter(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Backoff and reconnect jitter (``random``) runs the same way on every run of a test."""
+    state = random.getstate()
+    random.seed(request.node.nodeid)
+    yield
+    random.setstate(state)

@@ -48,10 +48,8 @@ def test_no_matching_reader_names_the_readers_there_are(pcsc_stack: PcscStack) -
 
 def test_no_card_within_the_timeout(pcsc_stack: PcscStack) -> None:
     with PcscCardReader(pcsc_stack.reader_name(1)) as reader:
-        started = time.monotonic()
         with pytest.raises(NoCard):
-            reader.read_uid(timeout=0.5)
-        assert time.monotonic() - started < 5
+            reader.read_uid(timeout=0.5)  # NoCard, not a hang (pytest's own timeout would say so)
 
 
 def test_a_card_arriving_during_the_wait_is_read(pcsc_stack: PcscStack, virtual_card) -> None:
@@ -103,9 +101,7 @@ def test_wait_for_removal_and_a_second_card(pcsc_stack: PcscStack, virtual_card)
 def test_close_from_another_thread_ends_a_wait(pcsc_stack: PcscStack) -> None:
     reader = PcscCardReader(pcsc_stack.reader_name(1))
     threading.Timer(0.3, reader.close).start()
-    started = time.monotonic()
     with pytest.raises(DeviceClosed):
-        reader.read_uid(timeout=30)
-    assert time.monotonic() - started < 10
+        reader.read_uid(timeout=600)  # DeviceClosed, not NoCard: the close ended the wait, not its timeout
     with pytest.raises(DeviceClosed):
         reader.read_uid(timeout=1)

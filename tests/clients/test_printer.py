@@ -44,11 +44,9 @@ def test_a_printed_ticket_arrives_whole_with_the_qr_payload_and_the_cut(pty_pair
 def test_a_printer_that_stops_taking_bytes_times_out(pty_pair: PtyPair) -> None:
     # Nobody reads the far end: the pty and socat's buffers fill, then the write blocks.
     with SerialPrinter(SerialSettings(pty_pair.device), write_timeout=0.5) as printer:
-        started = time.monotonic()
         with pytest.raises(DeviceTimeout):
             for _ in range(400):
                 printer.write(b"x" * 16384)
-        assert time.monotonic() - started < 30
 
 
 def test_printing_from_two_threads_does_not_interleave_tickets(pty_pair: PtyPair) -> None:

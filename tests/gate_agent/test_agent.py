@@ -21,13 +21,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
+from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.server.pg import free_port
 from parkgate.v1 import gate_pb2
+from tests.fixtures.park import signature_forged
 from tests.fixtures.pcsc import PcscStack
 from tests.fixtures.serial import PtyPair, stop_process
 from tests.fixtures.server import start_server, stop_server
+from tests.fixtures.wait import until
 
 from .conftest import PARK, BoardSim, Rig, Site, toml_config
 
@@ -84,10 +85,27 @@ async def test_a_sold_ticket_opens_once_then_the_second_use_and_a_forged_code_ar
     mark = rig.board.mark()
     rig.scan(member.code)
     await rig.board.wait_for(r"^display: 'Please see the checker'", mark)
-    await asyncio.sleep(0.5)
+    rig.scan("HELLO WORLD")  # the gate still waits for the checker: it says so again, and opens nothing
+    await rig.board.wait_for(r"^display: 'Please see the checker'", mark, times=2)
     assert rig.board.count(OPENED, mark) == 0
     rig.scan("CHECKER-1")
     await rig.board.wait_for(OPENED, mark)
+
+
+async def test_a_check_nobody_confirms_keeps_the_gate_shut_and_gives_the_entry_back(
+        site: Site, make_rig: Callable[..., Rig]) -> None:
+    """Hold for check with no checker coming: after check.timeout_seconds the gate says so, the entry goes back."""
+    rig = await make_rig("ag-check-late", extra="[check]\ntimeout_seconds = 1.0\n")
+    member, = await site.sell("member")
+    mark = rig.board.mark()
+    rig.scan(member.code)
+    await rig.board.wait_for(r"^display: 'Please see the checker'", mark)
+    await rig.board.wait_for(r"^display: 'Not confirmed - see staff'", mark, timeout=30)  # the agent's own timeout
+    assert rig.board.count(OPENED, mark) == 0
+    await site.until_sql("SELECT reason, annulled_at IS NOT NULL FROM validations WHERE ticket_id = %s", member.id,
+                         expect=[("PASSAGE_NOT_CONFIRMED", True)], timeout=30)
+    rig.scan(member.code)  # no longer waiting for a checker: the next visitor is asked about again
+    await rig.board.wait_for(r"^display: 'Please see the checker'", mark, times=2)
 
 
 async def test_a_turnstile_nobody_walked_through_gives_the_entry_back(
@@ -111,28 +129,47 @@ async def test_a_turnstile_nobody_walked_through_gives_the_entry_back(
                          ticket.id, expect=[(1,)])
 
 
-async def test_a_full_park_pauses_the_entry_gate_until_there_is_room(
+async def test_a_full_park_pauses_the_entry_gate_until_there_is_room_below_the_margin(
         site: Site, make_rig: Callable[..., Rig]) -> None:
+    """Capacity 2 above the count with a resume margin of 2: full after two, still full after one leaves."""
     rig = await make_rig("ag-cap")
-    (inside,), = site.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK)
-    await site.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=int(inside) + 1),
-                                     metadata=site.admin.metadata)
-    first, second = await site.sell("single", 2)
-    mark = rig.board.mark()
-    rig.scan(first.code)
-    await rig.board.wait_for(OPENED, mark)
-    await rig.board.wait_for(r"^display: 'Park full - please wait'", mark)  # the server's PAUSE_ENTRY
-    mark = rig.board.mark()
-    rig.scan(second.code)
-    await asyncio.sleep(0.5)
-    assert rig.board.count(OPENED, mark) == 0
-    assert site.sql("SELECT count(*) FROM validations WHERE ticket_id = %s", second.id) == [(0,)]  # refused locally
+    exit_ = GateLink(site.server.address, Hello("ag-cap-out", await site.register_gate("ag-cap-out", direction="out"),
+                                                "out", PARK))
+    await exit_.open()
+    try:
+        (inside,), = site.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK)
+        await site.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=int(inside) + 2,
+                                                                     resume_margin=2), metadata=site.admin.metadata)
+        first, second, third = await site.sell("single", 3)
+        for ticket in (first, second):
+            mark = rig.board.mark()
+            rig.scan(ticket.code)
+            await rig.board.wait_for(OPENED, mark)
+        await rig.board.wait_for(r"^display: 'Park full - please wait'", mark)  # the server's PAUSE_ENTRY
 
-    await site.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=0),
-                                     metadata=site.admin.metadata)
-    await rig.board.wait_for(r"^display: 'Please scan your ticket'", mark)  # RESUME_ENTRY
-    rig.scan(second.code)
-    await rig.board.wait_for(OPENED, mark)
+        assert (await exit_.validate("ag-cap-out-1", code=first.code)).allow  # one below the cap: still paused
+        await _refused_locally(site, rig, third.id, third.code)
+
+        assert (await exit_.validate("ag-cap-out-2", code=second.code)).allow  # cap - margin: RESUME_ENTRY
+        await rig.board.wait_for(r"^display: 'Please scan your ticket'", mark)
+        mark = rig.board.mark()
+        rig.scan(third.code)
+        await rig.board.wait_for(OPENED, mark)
+    finally:
+        await exit_.close()
+        await site.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=0),
+                                         metadata=site.admin.metadata)
+
+
+async def _refused_locally(site: Site, rig: Rig, ticket_id: str, code: str) -> None:
+    """The paused gate refuses the ticket without asking: it says so, opens nothing and writes no validation."""
+    mark = rig.board.mark()
+    rig.scan(code)
+    await rig.board.wait_for(r"^display: 'Park full - please wait'", mark)  # the answer to this scan
+    rig.scan("HELLO WORLD")  # a later scan's answer proves the first was fully handled before it
+    await rig.board.wait_for(r"^display: 'Park full - please wait'", mark, times=2)
+    assert rig.board.count(OPENED, mark) == 0
+    assert site.sql("SELECT count(*) FROM validations WHERE ticket_id = %s", ticket_id) == [(0,)]
 
 
 async def test_an_emergency_from_the_control_room_holds_the_gate_open_until_released(
@@ -176,13 +213,9 @@ async def test_the_gate_fails_over_to_the_next_server_when_its_server_stops(
         rig = await make_rig("ag-failover", servers=[first.address, second.address])
         assert rig.agent is not None and rig.agent.link is not None and rig.agent.link.address == first.address
         await stop_server(first)
-        for _ in range(100):
-            link = rig.agent.link
-            if link is not None and link.address == second.address:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the gate did not move to the second server")
+        agent = rig.agent
+        await until(lambda: agent.link is not None and agent.link.address == second.address,
+                    "the gate did not move to the second server")
         ticket, = await site.sell("single")
         mark = rig.board.mark()
         rig.scan(ticket.code)
@@ -221,16 +254,13 @@ async def test_fast_mode_admits_genuine_tickets_while_no_server_answers_and_forw
                          expect=[(True, True)])
 
     await stop_server(server)
-    for _ in range(50):
-        if agent.link is None:
-            break
-        await asyncio.sleep(0.1)
+    await until(lambda: agent.link is None, "the gate did not notice its server stopped")
     mark = rig.board.mark()
     rig.scan(offline.code)
     await rig.board.wait_for(OPENED, mark)  # no server: admitted on a valid signature
     await rig.board.wait_for(r"^passage: PASSED", mark)
-    rig.scan(forged(offline.code))
-    await asyncio.sleep(2.0)
+    rig.scan(signature_forged(offline.code))
+    await rig.board.wait_for(r"^display: 'Forged code'", mark)  # refused on the gate's own keys
     assert rig.board.count(OPENED, mark) == 1  # a forged code never opens, online or not
     assert [a.passed for a in agent.disk.admissions] == [True]
     assert (state / "offline.jsonl").read_text().count("\n") == 1
@@ -246,10 +276,7 @@ async def test_fast_mode_admits_genuine_tickets_while_no_server_answers_and_forw
         await site.until_sql("SELECT allow, passed_at IS NOT NULL FROM validations WHERE ticket_id = %s",
                              offline.id, expect=[(True, True)], timeout=20)
         assert site.sql("SELECT entries_used FROM tickets WHERE id = %s", offline.id) == [(1,)]
-        for _ in range(50):
-            if not agent.disk.admissions:
-                break
-            await asyncio.sleep(0.1)
+        await until(lambda: not agent.disk.admissions, "the forwarded admission stayed on the gate's disk")
         assert agent.disk.admissions == [] and (state / "offline.jsonl").read_text() == ""
         scraped = await asyncio.to_thread(_scrape, agent.metrics_endpoint.url)
         assert scraped["parkgate_offline_journal_depth"] == 0.0
@@ -262,8 +289,9 @@ async def test_fast_mode_admits_genuine_tickets_while_no_server_answers_and_forw
 async def test_an_ic_card_opens_the_gate_through_pcscd(
         site: Site, make_pty_pair: Callable[[], PtyPair], pcsc_stack: PcscStack,
         virtual_card: Callable[..., object], tmp_path: Path) -> None:
-    uid = "04C0FFEE123456"
+    uid, other = "04C0FFEE123456", "04C0FFEE654321"
     await site.sell("card", cards=[uid])
+    await site.sell("card", cards=[other])
     relay = make_pty_pair()
     board = BoardSim(relay, auto_pass_ms=200)
     secret = await site.register_gate_file("ag-card", tmp_path)
@@ -277,10 +305,17 @@ async def test_an_ic_card_opens_the_gate_through_pcscd(
         card = virtual_card(uid)
         await board.wait_for(OPENED, mark)
         await board.wait_for(r"^display: 'Welcome'", mark)
-        await asyncio.sleep(1.5)  # the card lies on the reader: read once, not again and again
-        assert board.count(OPENED, mark) == 1
-        card.remove()  # type: ignore[attr-defined]
-        await site.until_sql("SELECT entries_used FROM tickets WHERE card_uid = %s", uid, expect=[(1,)])
+        # the card lies on the reader while the person walks through and the server records it
+        await site.until_sql("SELECT count(*) FROM validations v JOIN tickets t ON t.id = v.ticket_id "
+                             "WHERE t.card_uid = %s AND v.passed_at IS NOT NULL", uid, expect=[(1,)])
+        card.swap(other)  # type: ignore[attr-defined]  # taken away; the next visitor's card
+        await site.until_sql("SELECT entries_used FROM tickets WHERE card_uid = %s", other, expect=[(1,)])
+        # cards are handled one at a time in order: had the lying card been read again, it would show here
+        assert site.sql("SELECT entries_used FROM tickets WHERE card_uid = %s", uid) == [(1,)]
+        assert site.sql("SELECT count(*) FROM validations v JOIN tickets t ON t.id = v.ticket_id "
+                        "WHERE t.card_uid = %s", uid) == [(1,)]
+        await board.wait_for(OPENED, mark, times=2)
+        assert board.count(OPENED, mark) == 2
     finally:
         await rig.stop()
         board.stop()
@@ -337,14 +372,12 @@ async def test_a_fire_panel_line_and_a_power_cut_hold_the_gate_open_when_so_conf
         await rig.board.wait_for(r"^HOLD \d+", mark)
         rig.board.do("power lost")  # a second source: the gate stays open until both are gone
         assert rig.agent is not None
-        for _ in range(50):
-            if "power" in rig.agent.emergency:
-                break
-            await asyncio.sleep(0.1)
+        agent = rig.agent
+        await until(lambda: "power" in agent.emergency, "the power loss did not reach the agent")
         assert rig.agent.emergency == {"serial", "power"} and rig.agent.on_battery
         line.write(b"OFF\r\n")
-        await asyncio.sleep(0.5)
-        assert rig.board.count(r"^CLOSE \d+", mark) == 0
+        await until(lambda: agent.emergency == {"power"}, "the panel's OFF did not reach the agent")
+        assert rig.board.count(r"^CLOSE \d+", mark) == 0  # one source is still on: the gate stays open
         rig.board.do("power ok")
         await rig.board.wait_for(r"^CLOSE \d+: gate locked", mark)
         assert rig.agent.emergency == set() and not rig.agent.on_battery

@@ -25,7 +25,7 @@ import pytest
 from parkgate import native
 from parkgate.clients.gate.link import Command, GateLink, Hello, LinkError
 from parkgate.v1 import admin_pb2, catalog_pb2, gate_pb2, gate_pb2_grpc, sales_pb2
-from tests.fixtures.park import TestPark, open_park, rid
+from tests.fixtures.park import TestPark, open_park, rid, signature_forged
 from tests.fixtures.server import RunningServer, reason_of, start_server, stop_server
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -46,7 +46,7 @@ class Park(TestPark):
         secret = await self.register_gate(device_id, direction=direction, attraction=attraction)
         link = GateLink(self.servers[server].address, Hello(device_id, secret, direction, PARK,  # type: ignore[arg-type]
                                                             confirms_passage=confirms_passage))
-        await link.open()
+        await link.open(timeout=60)  # generous: fifty gates say hello at once on a busy machine
         self.links.append(link)
         return link
 
@@ -79,8 +79,13 @@ async def test_a_sold_ticket_is_admitted_once_and_a_forged_code_never(park: Park
     assert (retry.allow, retry.reason) == (True, "OK")
     assert park.sql("SELECT entries_used FROM tickets WHERE id = %s", ticket.id) == [(1,)]
 
-    forged = ticket.code[:-4] + ("AAAA" if not ticket.code.endswith("AAAA") else "BBBB")
-    assert (await gate.validate("r3", code=forged)).reason in ("FORGED_CODE", "MALFORMED_CODE", "NON_CANONICAL_ENCODING")
+    validations_before = park.sql("SELECT count(*) FROM validations")
+    forged = signature_forged(ticket.code)  # canonical, the right key id, a signature the key never made
+    assert (await gate.validate("r3", code=forged)).reason == "FORGED_CODE"
+    mangled = ticket.code[:-4] + ("AAAA" if not ticket.code.endswith("AAAA") else "BBBB")
+    assert (await gate.validate("r3b", code=mangled)).reason in ("FORGED_CODE", "MALFORMED_CODE",
+                                                                  "NON_CANONICAL_ENCODING")
+    assert park.sql("SELECT count(*) FROM validations") == validations_before  # forged codes never reach the database
     assert (await gate.validate("r4", code="HELLO WORLD")).reason in ("WRONG_SCHEME", "MALFORMED_CODE")
     assert (await gate.validate("r5", code=ticket.code + "\r\n")).reason == "ALREADY_USED"  # scanners add CR/LF
     assert (await gate.validate("r6", card_uid="DEADBEEF")).reason == "UNKNOWN_CARD"
@@ -183,6 +188,28 @@ async def test_an_unconfirmed_passage_gives_the_entry_back(park: Park) -> None:
     assert (await gate.validate("turn-3", code=ticket.code)).reason == "ALREADY_USED"
 
 
+async def test_admissions_never_reported_give_their_entry_back_after_twice_the_passage_timeout(park: Park) -> None:
+    """The gate died between the admission and the passage report: the server's sweeper annuls it, not sooner."""
+    md = park.admin.metadata
+    await park.admin.admin.SetParameter(admin_pb2.SetParameterRequest(key="gate.passage_timeout_seconds", value="1"),
+                                        metadata=md)
+    try:
+        gate = await park.gate("g-silent", confirms_passage=True)
+        ticket, = await park.sell("single")
+        (inside_before,), = park.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK)
+        assert (await gate.validate("silent-1", code=ticket.code)).allow
+        assert park.sql("SELECT entries_used, inside FROM tickets WHERE id = %s", ticket.id) == [(1, True)]
+        await gate.close()  # it never reports the passage
+        await park.until_sql("SELECT entries_used, inside FROM tickets WHERE id = %s", ticket.id,
+                             expect=[(0, False)], timeout=60)
+        assert park.sql("SELECT reason, extract(epoch FROM annulled_at - at) >= 2 FROM validations "
+                        "WHERE request_id = 'silent-1'") == [("PASSAGE_NOT_CONFIRMED", True)]  # 2 x 1 s at least
+        assert park.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK) == [(inside_before,)]
+    finally:
+        await park.admin.admin.SetParameter(admin_pb2.SetParameterRequest(key="gate.passage_timeout_seconds",
+                                                                          value="10"), metadata=md)
+
+
 async def _next_command(link: GateLink, kind: str, timeout: float = 10.0) -> Command:
     async with asyncio.timeout(timeout):
         while True:
@@ -191,30 +218,54 @@ async def _next_command(link: GateLink, kind: str, timeout: float = 10.0) -> Com
                 return command
 
 
-async def test_capacity_pauses_entry_at_the_cap_and_resumes_below_the_margin(park: Park) -> None:
+async def _next_entry_command(link: GateLink, timeout: float = 10.0) -> str:
+    """The next PAUSE_ENTRY or RESUME_ENTRY the gate hears (other commands are passed over)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            command = await link.commands.get()
+            if command.kind in ("PAUSE_ENTRY", "RESUME_ENTRY"):
+                return command.kind
+
+
+async def test_capacity_pauses_entry_at_the_cap_and_resumes_only_below_cap_minus_margin(park: Park) -> None:
+    """Hysteresis (S27) with a margin of 3: paused at the cap, still paused 1 and 2 below it, resumed at 3 below."""
     entry = await park.gate("g-cap-in")
     other = await park.gate("g-cap-in-2", server=1)  # on the other server: hears it through the database
     exit_ = await park.gate("g-cap-out", direction="out")
     (inside,), = park.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK)
+    inside = int(inside)
     occupancy = await park.control().SetCapacity(gate_pb2.SetCapacityRequest(
-        park_id=PARK, capacity=int(inside) + 3, resume_margin=1), metadata=park.admin.metadata)
+        park_id=PARK, capacity=inside + 4, resume_margin=3), metadata=park.admin.metadata)
     assert not occupancy.entry_paused
-    tickets = await park.sell("single", 4)
-    for t in tickets[:3]:
+    tickets = await park.sell("single", 7)
+    for t in tickets[:4]:
         assert (await entry.validate(rid(), code=t.code)).allow
-    assert (await entry.validate(rid(), code=tickets[3].code)).reason == "PARK_FULL"
-    await _next_command(entry, "PAUSE_ENTRY")
-    await _next_command(other, "PAUSE_ENTRY")
-    assert (await exit_.validate(rid(), code=tickets[0].code)).allow  # at cap - margin: entry resumes
-    await _next_command(entry, "RESUME_ENTRY")
-    await _next_command(other, "RESUME_ENTRY")
-    assert (await other.validate(rid(), code=tickets[3].code)).allow
+    assert (await entry.validate(rid(), code=tickets[4].code)).reason == "PARK_FULL"  # at the cap
+    assert await _next_entry_command(entry) == "PAUSE_ENTRY"
+    assert await _next_entry_command(other) == "PAUSE_ENTRY"
+
+    for n, leaving in enumerate(tickets[:2], start=1):  # 1, then 2 below the cap: inside the margin
+        assert (await exit_.validate(rid(), code=leaving.code)).allow
+        state = await park.control().GetOccupancy(gate_pb2.GetOccupancyRequest(park_id=PARK),
+                                                  metadata=park.admin.metadata)
+        assert (state.inside, state.entry_paused) == (inside + 4 - n, True)
+        # one person would fit under the cap, but entry stays paused until cap - margin
+        assert (await entry.validate(rid(), code=tickets[4].code)).reason == "PARK_FULL"
+        assert (await other.validate(rid(), code=tickets[4].code)).reason == "PARK_FULL"
+
+    assert (await exit_.validate(rid(), code=tickets[2].code)).allow  # at cap - margin: entry resumes
+    # the first entry command since the pause is this resume: none came while inside the margin
+    assert await _next_entry_command(entry) == "RESUME_ENTRY"
+    assert await _next_entry_command(other) == "RESUME_ENTRY"
+    for t in tickets[4:6]:
+        assert (await other.validate(rid(), code=t.code)).allow
     state = await park.control().GetOccupancy(gate_pb2.GetOccupancyRequest(park_id=PARK), metadata=park.admin.metadata)
-    assert state.inside == inside + 3 and state.entry_paused
-    await _next_command(entry, "PAUSE_ENTRY")  # full again; a gate only hears changes it has not seen
+    assert (state.inside, state.entry_paused) == (inside + 3, False)  # room for one more, entry open
+    assert (await entry.validate(rid(), code=tickets[6].code)).allow  # the cap again
+    assert await _next_entry_command(entry) == "PAUSE_ENTRY"
     await park.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=0),
                                      metadata=park.admin.metadata)
-    await _next_command(entry, "RESUME_ENTRY")
+    assert await _next_entry_command(entry) == "RESUME_ENTRY"
 
 
 async def test_an_emergency_opens_every_gate_on_every_server_until_released(park: Park) -> None:
@@ -243,6 +294,30 @@ async def test_an_emergency_opens_every_gate_on_every_server_until_released(park
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await control.EmergencyOpen(gate_pb2.EmergencyRequest(park_id=PARK), metadata=park.seller.metadata)
     assert reason_of(err.value) == "PERMISSION_DENIED"
+
+
+async def test_an_emergency_names_the_gate_that_never_acknowledged(park: Park) -> None:
+    """A gate that hears the command but never confirms the relay is held open is not counted as open."""
+    obedient, deaf = await park.gate("g-ack-yes"), await park.gate("g-ack-never", server=1)
+
+    async def obey(kind: str) -> None:
+        command = await _next_command(obedient, kind)
+        obedient.acknowledge(command.command_id, True, "relay open and held")
+
+    control, md = park.control(), park.admin.metadata
+    try:
+        opening = asyncio.ensure_future(obey("EMERGENCY_OPEN_CMD"))
+        reply = await control.EmergencyOpen(gate_pb2.EmergencyRequest(park_id=PARK, note="drill"), metadata=md)
+        await opening
+        await _next_command(deaf, "EMERGENCY_OPEN_CMD")  # it was told, on the other server
+        assert "g-ack-yes" in reply.acknowledged_by and "g-ack-never" not in reply.acknowledged_by
+        assert reply.gates_notified > len(reply.acknowledged_by)  # the answer shows a gate is unaccounted for
+    finally:
+        releasing = asyncio.ensure_future(obey("EMERGENCY_RELEASE_CMD"))
+        await control.EmergencyRelease(gate_pb2.EmergencyRequest(park_id=PARK), metadata=md)
+        await releasing
+        await obedient.close()
+        await deaf.close()
 
 
 async def test_fifty_gates_on_two_servers_admit_one_single_use_ticket_exactly_once(park: Park) -> None:

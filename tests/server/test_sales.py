@@ -218,6 +218,37 @@ async def test_a_retried_sale_never_sells_twice(shop: Shop) -> None:
     assert reason_of(err.value) == "IDEMPOTENCY_CONFLICT"
 
 
+async def test_two_identical_sales_in_flight_at_once_sell_once(shop: Shop) -> None:
+    """Both attempts pass the "is there an order for this id?" read before either inserts: ON CONFLICT decides.
+
+    The test holds a lock that blocks every INSERT into orders (reads go on),
+    waits until PostgreSQL shows both sales waiting on it, then lets go: the
+    second insert meets the first's row and must answer with the first order.
+    """
+    request_id = rid()
+    line = sales_pb2.OrderLine(product_id="day", quantity=2)
+    total = await shop.total(line)
+    with psycopg.connect(shop.dsn) as blocker:
+        blocker.execute("LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE")  # no INSERT until we commit
+        (blocker_pid,), = blocker.execute("SELECT pg_backend_pid()").fetchall()
+        both = asyncio.gather(*(shop.order(line, request_id=request_id,
+                                           payments=[sales_pb2.Payment(method=common_pb2.CASH, amount=cny(total))])
+                                for _ in range(2)))
+        async with asyncio.timeout(60):
+            while shop.sql("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                           blocker_pid) != [(2,)]:
+                if both.done():
+                    break  # it failed before reaching the insert: the gather below says why
+                await asyncio.sleep(0.05)
+        blocker.commit()
+        first, second = await both
+    assert first == second  # the same order, the same tickets and codes, for both attempts
+    assert len(first.tickets) == 2
+    assert shop.sql("SELECT count(*) FROM orders WHERE request_id = %s", request_id) == [(1,)]
+    assert shop.sql("SELECT count(*) FROM tickets t JOIN orders o ON o.id = t.order_id WHERE o.request_id = %s",
+                    request_id) == [(2,)]
+
+
 async def test_concurrent_sales_of_one_card_exactly_one_wins(shop: Shop) -> None:
     card = "04A1B2C3D4E5F6"
     line = sales_pb2.OrderLine(product_id="card10", quantity=1, card_uids=[card])
