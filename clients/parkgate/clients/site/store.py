@@ -19,7 +19,8 @@ Tables (one module owns all the SQL):
 * ``uses`` -- tickets' uses as this edge knows them from its own decisions (online and offline),
   merged with the feed's at decision time so an admission is never forgotten before the feed echoes it;
 * ``decisions`` -- every answer given to a gate, by (device, request id): a retried request gets it again;
-* ``outbox`` + ``sequences`` -- the forward queue: records per device with gap-free sequences;
+* ``outbox`` + ``sequences`` -- the forward queue: records per device with gap-free sequences,
+  counted within ``meta.journal_id`` (a random id made with the store);
 * ``rejected`` -- records the cluster refused for good (kept for people, never dropped silently);
 * ``sales`` -- orders sold here (offline) with their session, for idempotency and shift totals;
 * ``sessions`` -- window sessions the edge knows (opened through it online, or offline), by the
@@ -30,6 +31,7 @@ Tables (one module owns all the SQL):
 from __future__ import annotations
 
 import hashlib
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -113,9 +115,14 @@ class SiteStore:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=OFF")
             self.db.executescript(SCHEMA)
+            # Made once, when the store is created: the cluster counts this store's sequences
+            # within it, so a replaced box (a new store, sequences from 1 again) is not a replay.
+            self.db.execute("INSERT INTO meta (key, value) VALUES ('journal_id', ?) ON CONFLICT (key) DO NOTHING",
+                            (secrets.token_hex(16),))
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: {exc}") from None
         self.path = path
+        self.journal_id = self.get_meta("journal_id")
 
     def close(self) -> None:
         self.db.close()
