@@ -16,6 +16,8 @@ Tables (one module owns all the SQL):
 
 * feed state: ``parks keys tickets cards products prices holidays operators devices`` and
   ``meta.feed_version`` -- what the cluster's feed said, replaced by a full resync;
+* ``park_states`` -- each park's live state (emergency, entry paused) as last heard: not a feed
+  table, so neither a full resync nor a cluster away makes the edge forget an emergency;
 * ``uses`` -- tickets' uses as this edge knows them from its own decisions (online and offline),
   merged with the feed's at decision time so an admission is never forgotten before the feed echoes it;
 * ``decisions`` -- every answer given to a gate, by (device, request id): a retried request gets it again;
@@ -42,6 +44,7 @@ from pathlib import Path
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS parks (park_id TEXT PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS park_states (park_id TEXT PRIMARY KEY, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (key_id INTEGER PRIMARY KEY, public_key BLOB NOT NULL, state INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tickets (ticket_id TEXT PRIMARY KEY, serial INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS tickets_serial ON tickets (serial);
@@ -160,7 +163,8 @@ class SiteStore:
     def upsert(tx: sqlite3.Connection, table: str, key: tuple[object, ...], body: bytes,
                extra: dict[str, object] | None = None) -> None:
         """Insert or replace one feed row; ``key`` fills the primary key columns in table order."""
-        columns = {"parks": ("park_id",), "tickets": ("ticket_id", "serial"), "products": ("product_id",),
+        columns = {"parks": ("park_id",), "park_states": ("park_id",), "tickets": ("ticket_id", "serial"),
+                   "products": ("product_id",),
                    "prices": ("product_id", "day_type", "peak_name"), "holidays": ("park_id", "day"),
                    "operators": ("user_name",), "devices": ("device_id",)}[table]
         names = ", ".join((*columns, "body"))
