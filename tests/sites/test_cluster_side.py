@@ -28,6 +28,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from parkgate import native
 from parkgate.clients.gate.link import GateLink, Hello
+from parkgate.clients.site.store import SiteStore
 from parkgate.v1 import admin_pb2, catalog_pb2, common_pb2, gate_pb2, sales_pb2, site_pb2, site_pb2_grpc
 from tests.fixtures.park import PRICE, TestPark, open_park, rid
 from tests.fixtures.server import RunningServer, reason_of, start_server, stop_server
@@ -35,6 +36,8 @@ from tests.fixtures.server import RunningServer, reason_of, start_server, stop_s
 PARK = "spark"
 SINGLE = "s-single"
 CARD = "s-card"
+#: The journal (edge store) these tests forward from, unless a test plays a replaced edge box.
+JOURNAL = uuid.uuid4().hex
 
 
 @dataclass
@@ -160,7 +163,7 @@ async def test_nul_bytes_and_garbage_get_a_clear_error(sites: Sites) -> None:
         device_id="gate-north", request=gate_pb2.ValidationRequest(request_id="a\x00b", code="x"))])
     code, reason = await _refused(sites.site.Validate(bad, metadata=sites.north.metadata))
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
-    forward = site_pb2.ForwardRequest(records=[_decision(sites.gate_n, 1, "PG1:\x00garbage")])
+    forward = site_pb2.ForwardRequest(records=[_decision(sites.gate_n, 1, "PG1:\x00garbage")], journal_id=JOURNAL)
     assert await _refused(sites.site.Forward(forward, metadata=sites.north.metadata)) == (
         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
     raw = sites.park.server.channel().unary_unary(
@@ -170,7 +173,7 @@ async def test_nul_bytes_and_garbage_get_a_clear_error(sites: Sites) -> None:
     # a decision without its time, a garbled code: refused or recorded, never an internal error
     no_time = _decision(sites.gate_n, 1, "garbage")
     no_time.decision.ClearField("decided_at")
-    assert await _refused(sites.site.Forward(site_pb2.ForwardRequest(records=[no_time]),
+    assert await _refused(sites.site.Forward(site_pb2.ForwardRequest(records=[no_time], journal_id=JOURNAL),
                                              metadata=sites.north.metadata)) == (
         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
     assert await _refused(sites.site.Provision(site_pb2.ProvisionRequest(public_key=b"short"),
@@ -274,13 +277,16 @@ def _offline_sale(sites: Sites, key: native.SigningKey, serial: int, *, sold_at:
                                 operator=sites.seller, sold_at=_now_ts(sold_at))
 
 
-async def _forward(sites: Sites, edge: Device, *records: site_pb2.ForwardedRecord) -> list[site_pb2.ForwardAck]:
-    reply = await sites.site.Forward(site_pb2.ForwardRequest(records=list(records)), metadata=edge.metadata)
+async def _forward(sites: Sites, edge: Device, *records: site_pb2.ForwardedRecord,
+                   journal: str = JOURNAL) -> list[site_pb2.ForwardAck]:
+    reply = await sites.site.Forward(site_pb2.ForwardRequest(records=list(records), journal_id=journal),
+                                     metadata=edge.metadata)
     return list(reply.acks)
 
 
 def _next_sequence(sites: Sites, device: Device) -> int:
-    rows = sites.park.sql("SELECT sequence FROM forward_cursors WHERE device_id = %s", device.device_id)
+    rows = sites.park.sql("SELECT sequence FROM forward_cursors WHERE device_id = %s AND journal_id = %s",
+                          device.device_id, JOURNAL)
     return (rows[0][0] if rows else 0) + 1
 
 
@@ -322,8 +328,9 @@ async def test_an_offline_sale_forwarded_twice_is_one_order_in_the_shift(sites: 
     [ack] = await _forward(sites, sites.north, site_pb2.ForwardedRecord(
         device_id=sites.window_n.device_id, sequence=sequence + 2, sale=outside))
     assert not ack.accepted and ack.reason == 305
-    assert sites.park.sql("SELECT reason FROM forward_rejections WHERE device_id = %s AND sequence = %s",
-                          sites.window_n.device_id, sequence + 2) == [("SERIAL_NOT_RESERVED",)]
+    assert sites.park.sql("SELECT reason FROM forward_rejections WHERE device_id = %s AND journal_id = %s"
+                          " AND sequence = %s", sites.window_n.device_id, JOURNAL, sequence + 2) == [
+        ("SERIAL_NOT_RESERVED",)]
     [ack] = await _forward(sites, sites.north, site_pb2.ForwardedRecord(
         device_id=sites.window_n.device_id, sequence=sequence + 3, sale=_offline_sale(sites, key,
                                                                                       block.serial_first + 1)))
@@ -371,6 +378,47 @@ async def test_forwarded_decisions_replay_idempotently_and_in_order(sites: Sites
     # records of a gate of another site are not this edge's to forward
     [ack] = await _forward(sites, sites.north, _decision(sites.gate_s, 1, ticket.code))
     assert not ack.accepted and ack.reason == 301
+
+
+async def test_a_replaced_edge_box_starting_again_at_one_loses_nothing(sites: Sites, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A new edge box (a new, empty store) numbers a known gate's records from 1 again: new work, not replays."""
+    # the edge's store makes its journal once, keeps it across restarts, and a new store makes another
+    old_store, new_store = SiteStore(tmp_path / "a" / "site.db"), SiteStore(tmp_path / "b" / "site.db")
+    journal_a, journal_b = old_store.journal_id, new_store.journal_id
+    old_store.close()
+    new_store.close()
+    reopened = SiteStore(tmp_path / "a" / "site.db")
+    assert journal_a and journal_b and journal_a != journal_b and reopened.journal_id == journal_a
+    reopened.close()
+    gate = await _register(sites.park, "gate-north-replaced", admin_pb2.GATE, "north", direction=common_pb2.IN)
+    key, block = await _provision(sites, sites.north)
+    tickets = await sites.park.sell(SINGLE, 4)
+    # box A: two admissions and a sale, numbered 1..2 (gate) and 1 (window)
+    first = [_decision(gate, n + 1, t.code) for n, t in enumerate(tickets[:2])]
+    sale_a = _offline_sale(sites, key, block.serial_first + 10)
+    acks = await _forward(sites, sites.north, *first, site_pb2.ForwardedRecord(
+        device_id=sites.window_n.device_id, sequence=1, sale=sale_a), journal=journal_a)
+    assert [a.accepted for a in acks] == [True, True, True]
+    # box B replaces A: the same gate and window, sequences from 1 again, other tickets and another sale
+    second = [_decision(gate, n + 1, t.code) for n, t in enumerate(tickets[2:])]
+    sale_b = _offline_sale(sites, key, block.serial_first + 11)
+    acks = await _forward(sites, sites.north, *second, site_pb2.ForwardedRecord(
+        device_id=sites.window_n.device_id, sequence=1, sale=sale_b), journal=journal_b)
+    assert [a.accepted for a in acks] == [True, True, True]
+    # every admission of both boxes is recorded once, and both sales are orders
+    for ticket in tickets:
+        assert sites.park.sql("SELECT count(*) FROM validations WHERE ticket_id = %s AND allow AND device_id = %s",
+                              ticket.id, gate.device_id) == [(1,)], ticket.id
+        assert sites.park.sql("SELECT entries_used FROM tickets WHERE id = %s", ticket.id) == [(1,)]
+    for sale in (sale_a, sale_b):
+        assert sites.park.sql("SELECT count(*) FROM orders WHERE request_id = %s", sale.order.request_id) == [(1,)]
+    # replays of either box still change nothing
+    await _forward(sites, sites.north, *first, journal=journal_a)
+    await _forward(sites, sites.north, *second, journal=journal_b)
+    assert sites.park.sql("SELECT count(*) FROM validations WHERE device_id = %s", gate.device_id) == [(4,)]
+    # a forward without its journal is refused, never taken for a replay
+    assert await _refused(sites.site.Forward(site_pb2.ForwardRequest(records=first), metadata=sites.north.metadata)) \
+        == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
 
 
 async def test_one_ticket_admitted_at_two_sites_is_accepted_twice_and_one_conflict(sites: Sites) -> None:

@@ -30,7 +30,7 @@ from parkgate.clients.gate.config import load_config
 from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.clients.pos.window import Window
 from parkgate.server.pg import free_port
-from parkgate.v1 import admin_pb2, sales_pb2, site_pb2, site_pb2_grpc
+from parkgate.v1 import admin_pb2, gate_pb2, sales_pb2, site_pb2, site_pb2_grpc
 from tests.fixtures.park import TestPark, open_park, rid
 from tests.fixtures.serial import PtyPair
 from tests.gate_agent.conftest import PARK, BoardSim, Rig, toml_config
@@ -322,3 +322,55 @@ async def test_a_dead_first_server_in_the_list_is_passed_over(park: TestPark, cl
         assert edge.store_value("SELECT count(*) FROM decisions WHERE request_id = 'fo-1' AND offline = 0") == 1
     finally:
         edge.stop()
+
+
+async def test_an_emergency_and_a_pause_from_the_cluster_reach_the_gates_behind_the_edge(
+        park: TestPark, cluster: Cluster, edge: Edge, gates: list[Rig]) -> None:
+    """S25: a fire emergency opens every gate of the park, those behind an edge too; S27: entry pauses there."""
+    assert cluster.running is not None
+    control, md = park.control(), park.admin.metadata
+    marks = [g.board.mark() for g in gates]
+    try:
+        await control.EmergencyOpen(gate_pb2.EmergencyRequest(park_id=PARK, note="fire drill"), metadata=md)
+        for gate, mark in zip(gates, marks, strict=True):
+            await gate.board.wait_for(r"^HOLD \d+: gate held open", mark)
+            await until(lambda g=gate: g.board.board.lock == "HELD" and "server" in g.agent.emergency,
+                        "the gate behind the edge held open")
+        # The cluster goes away: the edge keeps the emergency, and a gate that connects now hears it too.
+        await cluster.stop()
+        link = GateLink(edge.address, Hello("east-gate-7", park.secrets["east-gate-7"]))
+        welcome = await link.open()
+        await link.close()
+        assert welcome.emergency_open
+        assert all(g.board.board.lock == "HELD" for g in gates)
+        await cluster.start()
+        marks = [g.board.mark() for g in gates]
+        await park.control().EmergencyRelease(gate_pb2.EmergencyRequest(park_id=PARK), metadata=md)
+        for gate, mark in zip(gates, marks, strict=True):
+            await gate.board.wait_for(r"^CLOSE \d+: gate locked", mark)
+            await until(lambda g=gate: g.board.board.lock == "LOCKED" and not g.agent.emergency,
+                        "the gate behind the edge back to normal")
+
+        # The cap: one person inside and a cap of that many pauses the entry gates behind the edge.
+        gate1 = gates[0]
+        (ticket,) = await park.sell("single", 1)
+        mark = gate1.board.mark()
+        gate1.scan(ticket.code)
+        await gate1.board.wait_for(r"OPEN", mark)
+        await until(lambda: admissions(park, ticket.id) == 1, "the admission in the cluster")
+        (inside,), = park.sql("SELECT inside FROM park_state WHERE park_id = %s", PARK)
+        assert inside >= 1
+        marks = [g.board.mark() for g in gates]
+        await park.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=int(inside)),
+                                         metadata=md)
+        for gate, mark in zip(gates, marks, strict=True):
+            await gate.board.wait_for(r"^display: 'Park full - please wait'", mark)
+            await until(lambda g=gate: g.agent.paused, "entry paused at the gate behind the edge")
+        await park.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=0), metadata=md)
+        for gate in gates:
+            await until(lambda g=gate: not g.agent.paused, "entry resumed at the gate behind the edge")
+    finally:
+        if cluster.running is None:
+            await cluster.start()
+        await park.control().EmergencyRelease(gate_pb2.EmergencyRequest(park_id=PARK), metadata=md)
+        await park.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=0), metadata=md)

@@ -65,6 +65,7 @@ class SiteEdge:
         self.decider.picture = self.picture
         if old.entries() != self.picture.keyring.entries():
             self.handler.keys_changed(self.picture)
+        self.handler.sync_park_states(self.picture)
 
     async def provision(self) -> None:
         """Get a key id and serials for offline sales; again whenever the serials left run low."""

@@ -57,6 +57,8 @@ def apply_item(tx: sqlite3.Connection, item: site_pb2.FeedItem) -> None:
                          f"{h.park_id}/{h.date.year:04d}-{h.date.month:02d}-{h.date.day:02d}")
     elif kind == "operator":
         SiteStore.upsert(tx, "operators", (item.operator.user_name,), item.operator.SerializeToString())
+    elif kind == "park_state":
+        SiteStore.upsert(tx, "park_states", (item.park_state.park_id,), item.park_state.SerializeToString())
     elif kind == "device":
         SiteStore.upsert(tx, "devices", (item.device.device_id,), item.device.SerializeToString())
 

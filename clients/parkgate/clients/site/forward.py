@@ -8,8 +8,9 @@ acknowledged (``accepted``, now or as a replay). So:
 
 * in order per device: a batch is a prefix of the queue, and the next batch is
   sent only after the previous one was acknowledged;
-* idempotent: the cluster recognises a record by (device, sequence) and by its
-  request id, so a batch sent again after a crash or a lost answer is a replay;
+* idempotent: the cluster recognises a record by (device, journal, sequence) and
+  by its request id (the journal is a random id the store made when it was
+  created, so a replaced box starting again at 1 is new work, not a replay), so a batch sent again after a crash or a lost answer is a replay;
 * resumable after kill -9: a record leaves the queue only in the transaction
   that saw its acknowledgement;
 * backpressure: one call in flight, at most ``forward_batch`` records in it
@@ -96,7 +97,8 @@ class Forwarder:
         if not batch:
             return 0
         log.debug("forwarding %d record(s) to %s", len(batch), self.cluster.address)
-        request = site_pb2.ForwardRequest(records=[site_pb2.ForwardedRecord.FromString(r.body) for r in batch])
+        request = site_pb2.ForwardRequest(records=[site_pb2.ForwardedRecord.FromString(r.body) for r in batch],
+                                          journal_id=self.store.journal_id)
         reply = await self.cluster.stub().Forward(request, timeout=cfg.forward_timeout_seconds,
                                                   metadata=self.cluster.metadata())
         sent = {(r.device_id, r.sequence) for r in batch}

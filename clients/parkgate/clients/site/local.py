@@ -48,6 +48,7 @@ class SitePicture:
     parks: dict[str, site_pb2.SitePark] = field(default_factory=dict)
     parks_by_number: dict[int, site_pb2.SitePark] = field(default_factory=dict)
     devices: dict[str, site_pb2.GateDevice] = field(default_factory=dict)
+    park_states: dict[str, site_pb2.SiteParkState] = field(default_factory=dict)
 
     @classmethod
     def load(cls, store: SiteStore) -> SitePicture:
@@ -59,7 +60,8 @@ class SitePicture:
                 log.warning("feed key %d ignored: %s", key_id, exc)
         parks = {p.park_id: p for p in (site_pb2.SitePark.FromString(b) for b in store.bodies("parks"))}
         devices = {d.device_id: d for d in (site_pb2.GateDevice.FromString(b) for b in store.bodies("devices"))}
-        return cls(keyring, parks, {p.park_number: p for p in parks.values()}, devices)
+        states = {s.park_id: s for s in (site_pb2.SiteParkState.FromString(b) for b in store.bodies("park_states"))}
+        return cls(keyring, parks, {p.park_number: p for p in parks.values()}, devices, states)
 
     def place(self, device: site_pb2.GateDevice, direction: Direction) -> GatePlace | None:
         park = self.parks.get(device.park_id)

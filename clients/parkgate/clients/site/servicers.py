@@ -26,6 +26,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -67,6 +68,22 @@ async def _refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, reas
     await context.abort(code, text, trailing_metadata=(("parkgate-reason", reason.value),))
 
 
+@dataclass(slots=True)
+class _GateStream:
+    """A gate connected to the edge, and the park state it was last told (as the cluster's GateHub keeps it)."""
+
+    outbox: asyncio.Queue[gate_pb2.ServerMessage | None]
+    park_id: str
+    direction: str
+    emergency: bool
+    paused: bool
+
+
+def _paused_for(state: site_pb2.SiteParkState | None, direction: str) -> bool:
+    """Entry pauses at the cap: an exit gate keeps letting people out."""
+    return state is not None and state.entry_paused and direction == "in"
+
+
 class EdgeHandler(grpc.GenericRpcHandler):
     """Every method of the contract, for the site's gates and windows."""
 
@@ -78,7 +95,7 @@ class EdgeHandler(grpc.GenericRpcHandler):
         self.seller = seller
         self.picture = picture
         self.kick_forward = kick_forward
-        self.gates: dict[int, asyncio.Queue[gate_pb2.ServerMessage | None]] = {}
+        self.gates: dict[int, _GateStream] = {}
         self._verified: dict[tuple[str, str], str] = {}  # (device, secret) -> the hash it matched
         self._local: dict[str, Callable[..., Awaitable[bytes]]] = {
             "/parkgate.v1.Auth/Login": self._login,
@@ -300,9 +317,13 @@ class EdgeHandler(grpc.GenericRpcHandler):
             await _refuse(context, grpc.StatusCode.FAILED_PRECONDITION, Reason.NO_OFFLINE_TERMS,
                           "the edge has no data of this gate's park yet (its feed has not arrived)")
             return
-        yield gate_pb2.ServerMessage(welcome=self.welcome(picture, place))
+        welcome = self.welcome(picture, place)
+        yield gate_pb2.ServerMessage(welcome=welcome)
         outbox: asyncio.Queue[gate_pb2.ServerMessage | None] = asyncio.Queue()
-        self.gates[id(outbox)] = outbox
+        self.gates[id(outbox)] = _GateStream(outbox, place.park_id, direction, welcome.emergency_open,
+                                             welcome.entry_paused)
+        # the state may have changed between the welcome and registering the stream
+        self.sync_park_states(self.picture())
         tasks: set[asyncio.Task[None]] = set()
         reader = asyncio.create_task(self._read(requests, place, outbox, tasks))
         try:
@@ -342,6 +363,7 @@ class EdgeHandler(grpc.GenericRpcHandler):
 
     def welcome(self, picture: SitePicture, place: Any) -> gate_pb2.Welcome:
         park = picture.parks[place.park_id]
+        state = picture.park_states.get(place.park_id)
         keys = [gate_pb2.VerifyKey(key_id=e.key_id, public_key=e.public_key, retired=e.state == 1)
                 for e in picture.keyring.entries() if e.state != 2]
         revoked = [str(e.key_id) for e in picture.keyring.entries() if e.state == 2]
@@ -349,7 +371,8 @@ class EdgeHandler(grpc.GenericRpcHandler):
             server_id=self.cluster.config.device_id, keys=keys, revoked_key_ids=revoked, language=park.language,
             park_number=park.park_number, attraction_slot=place.attraction_slot, time_zone=park.time_zone,
             park_id=park.park_id, attraction_id=place.attraction_id, attraction_slots=dict(park.attraction_slots),
-            products=list(park.products))
+            products=list(park.products), emergency_open=state is not None and state.emergency_open,
+            entry_paused=_paused_for(state, place.direction))
 
     def keys_changed(self, picture: SitePicture) -> None:
         """Tell every connected gate the keyring the feed now holds (as the cluster does on a key change)."""
@@ -358,8 +381,36 @@ class EdgeHandler(grpc.GenericRpcHandler):
         revoked = [str(e.key_id) for e in picture.keyring.entries() if e.state == 2]
         command = gate_pb2.GateCommand(command_id=secrets.token_hex(8), kind=gate_pb2.UPDATE_KEYS, keys=keys,
                                        revoked_key_ids=revoked)
-        for outbox in self.gates.values():
-            outbox.put_nowait(gate_pb2.ServerMessage(command=command))
+        for gate in self.gates.values():
+            gate.outbox.put_nowait(gate_pb2.ServerMessage(command=command))
+
+    def sync_park_states(self, picture: SitePicture) -> None:
+        """Tell each connected gate what changed in its park's state: emergency open (S25), entry paused (S27).
+
+        The cluster's park state reaches the edge through the feed; the gates behind the edge get the same
+        commands the cluster's GateHub sends its own gates. While the cluster is away the last state holds.
+        """
+        for gate in self.gates.values():
+            state = picture.park_states.get(gate.park_id)
+            if state is None:
+                continue
+            if state.emergency_open != gate.emergency:
+                gate.emergency = state.emergency_open
+                log.warning("EMERGENCY %s for park %s: telling the gate", "OPEN" if gate.emergency else "RELEASE",
+                            gate.park_id)
+                gate.outbox.put_nowait(gate_pb2.ServerMessage(command=gate_pb2.GateCommand(
+                    command_id=secrets.token_hex(8),
+                    kind=gate_pb2.EMERGENCY_OPEN_CMD if gate.emergency else gate_pb2.EMERGENCY_RELEASE_CMD,
+                    reason_text="Emergency: open and stay open" if gate.emergency
+                    else "Emergency over: back to normal")))
+            paused = _paused_for(state, gate.direction)
+            if paused != gate.paused:
+                gate.paused = paused
+                text = (f"Park full ({state.inside}/{state.capacity})" if paused
+                        else f"Entry resumes ({state.inside}/{state.capacity})")
+                gate.outbox.put_nowait(gate_pb2.ServerMessage(command=gate_pb2.GateCommand(
+                    command_id=secrets.token_hex(8), kind=gate_pb2.PAUSE_ENTRY if paused else gate_pb2.RESUME_ENTRY,
+                    reason_text=text)))
 
 
 def _add(totals: sales_pb2.ShiftTotalsResponse, order: sales_pb2.Order) -> None:

@@ -16,10 +16,13 @@ Tables (one module owns all the SQL):
 
 * feed state: ``parks keys tickets cards products prices holidays operators devices`` and
   ``meta.feed_version`` -- what the cluster's feed said, replaced by a full resync;
+* ``park_states`` -- each park's live state (emergency, entry paused) as last heard: not a feed
+  table, so neither a full resync nor a cluster away makes the edge forget an emergency;
 * ``uses`` -- tickets' uses as this edge knows them from its own decisions (online and offline),
   merged with the feed's at decision time so an admission is never forgotten before the feed echoes it;
 * ``decisions`` -- every answer given to a gate, by (device, request id): a retried request gets it again;
-* ``outbox`` + ``sequences`` -- the forward queue: records per device with gap-free sequences;
+* ``outbox`` + ``sequences`` -- the forward queue: records per device with gap-free sequences,
+  counted within ``meta.journal_id`` (a random id made with the store);
 * ``rejected`` -- records the cluster refused for good (kept for people, never dropped silently);
 * ``sales`` -- orders sold here (offline) with their session, for idempotency and shift totals;
 * ``sessions`` -- window sessions the edge knows (opened through it online, or offline), by the
@@ -30,6 +33,7 @@ Tables (one module owns all the SQL):
 from __future__ import annotations
 
 import hashlib
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -40,6 +44,7 @@ from pathlib import Path
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS parks (park_id TEXT PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS park_states (park_id TEXT PRIMARY KEY, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (key_id INTEGER PRIMARY KEY, public_key BLOB NOT NULL, state INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tickets (ticket_id TEXT PRIMARY KEY, serial INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS tickets_serial ON tickets (serial);
@@ -113,9 +118,14 @@ class SiteStore:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=OFF")
             self.db.executescript(SCHEMA)
+            # Made once, when the store is created: the cluster counts this store's sequences
+            # within it, so a replaced box (a new store, sequences from 1 again) is not a replay.
+            self.db.execute("INSERT INTO meta (key, value) VALUES ('journal_id', ?) ON CONFLICT (key) DO NOTHING",
+                            (secrets.token_hex(16),))
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: {exc}") from None
         self.path = path
+        self.journal_id = self.get_meta("journal_id")
 
     def close(self) -> None:
         self.db.close()
@@ -153,7 +163,8 @@ class SiteStore:
     def upsert(tx: sqlite3.Connection, table: str, key: tuple[object, ...], body: bytes,
                extra: dict[str, object] | None = None) -> None:
         """Insert or replace one feed row; ``key`` fills the primary key columns in table order."""
-        columns = {"parks": ("park_id",), "tickets": ("ticket_id", "serial"), "products": ("product_id",),
+        columns = {"parks": ("park_id",), "park_states": ("park_id",), "tickets": ("ticket_id", "serial"),
+                   "products": ("product_id",),
                    "prices": ("product_id", "day_type", "peak_name"), "holidays": ("park_id", "day"),
                    "operators": ("user_name",), "devices": ("device_id",)}[table]
         names = ", ".join((*columns, "body"))

@@ -140,6 +140,8 @@ class GateHub:
         self._tasks: list[asyncio.Task[None]] = []
         self.recorder: FlowRecorder | None = None  # the live flow's counters and alerts (S26)
         self._streams = metrics.CONNECTED_STREAMS.labels("gate")
+        # Set whenever a park's state is synced (NOTIFY, poll, a command here): wakes the site feeds at once.
+        self.state_watchers: set[asyncio.Event] = set()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -327,7 +329,9 @@ class GateHub:
     # --- park state: pause/resume (S27) and emergency (S25) -----------------------------------
 
     def _sync_park(self, state: ParkView) -> None:
-        """Send each of the park's gates what changed since it last heard."""
+        """Send each of the park's gates what changed since it last heard (and wake the site feeds)."""
+        for watcher in self.state_watchers:
+            watcher.set()
         for session in list(self.sessions.values()):
             if session.place.park_id != state.park_id:
                 continue

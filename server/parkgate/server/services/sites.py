@@ -12,6 +12,7 @@ argon2 costs tens of milliseconds and an edge calls several times a second
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -52,6 +53,7 @@ from parkgate.server.store import sales as sales_store
 from parkgate.server.store import settings as settings_store
 from parkgate.server.store import sites as store
 from parkgate.server.store.database import Connection
+from parkgate.server.store.gates import ParkView
 from parkgate.server.store.rows.admin import Device, DeviceWithSecret
 from parkgate.server.store.rows.catalog import Holiday, Park, Price, Product
 from parkgate.server.store.rows.sales import NewOrder, NewTicket
@@ -73,6 +75,8 @@ log = logging.getLogger(__name__)
 EDGE_KIND = "site_edge"
 CREDENTIAL_TTL_SECONDS = 10.0
 PLACE_TTL_SECONDS = 30.0
+#: A journal id is the edge's own random token; bounded so a garbled one cannot bloat the cursors.
+MAX_JOURNAL_ID = 64
 #: Feed history: removal marks older than this are pruned; a cursor from before needs a full resync.
 FEED_HISTORY_PARAMETER = "site.feed_history_seconds"
 FEED_HISTORY_DEFAULT = 7 * 24 * 3600
@@ -112,7 +116,7 @@ class RemovedHoliday:
 
 
 FeedEntry = (SitePark | FeedKey | TicketUse | FeedCard | Product | Price | Holiday | FeedOperator | FeedDevice
-             | UnboundCard | RemovedHoliday)
+             | UnboundCard | RemovedHoliday | ParkView)
 
 
 @dataclass(slots=True)
@@ -300,27 +304,51 @@ class SiteService:
         full = from_version == 0 or too_old
         since = 0 if full else from_version
         first = True
+        # Park states are not versioned: every stream gets them all once caught up, then each change.
+        sent: dict[str, tuple[bool, bool, int, int]] = {}
         async for chunk in self._snapshot(edge, since, full):
             chunk.full_resync = full and first
             first = False
             if chunk.caught_up:
                 since = chunk.version
+                chunk.items.extend(await self._changed_states(edge, sent))
             yield chunk
         quiet_since = time.monotonic()
-        while True:
-            await asyncio.sleep(self.feed_poll_seconds)
-            items: list[FeedEntry] = []
-            version = since
-            async for chunk in self._snapshot(edge, since, False):
-                items.extend(chunk.items)
-                version = chunk.version if chunk.caught_up else version
-                if not chunk.caught_up and len(items) >= FEED_PAGE:
-                    yield FeedChunk(since, caught_up=True, items=items)  # live, resumable from the old version
-                    items = []
-            if items or time.monotonic() - quiet_since >= self.feed_heartbeat_seconds:
-                yield FeedChunk(version, caught_up=True, items=items)
-                quiet_since = time.monotonic()
-            since = version
+        wake = asyncio.Event()
+        self.gates.state_watchers.add(wake)  # a park-state NOTIFY or command wakes the poll at once
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.feed_poll_seconds)
+                wake.clear()
+                # park states first: an emergency must not wait behind a page of tickets
+                items: list[FeedEntry] = list(await self._changed_states(edge, sent))
+                version = since
+                async for chunk in self._snapshot(edge, since, False):
+                    items.extend(chunk.items)
+                    version = chunk.version if chunk.caught_up else version
+                    if not chunk.caught_up and len(items) >= FEED_PAGE:
+                        yield FeedChunk(since, caught_up=True, items=items)  # live, resumable from the old version
+                        items = []
+                if items or time.monotonic() - quiet_since >= self.feed_heartbeat_seconds:
+                    yield FeedChunk(version, caught_up=True, items=items)
+                    quiet_since = time.monotonic()
+                since = version
+        finally:
+            self.gates.state_watchers.discard(wake)
+
+    async def _changed_states(self, edge: Edge, sent: dict[str, tuple[bool, bool, int, int]]) -> list[ParkView]:
+        """The site's parks whose live state differs from what this stream last sent (emergency, pause, counts)."""
+        async with self.db.connection() as conn:
+            parks = await store.site_park_ids(conn, edge.site)
+            states = await gate_store.park_states(conn, parks) if parks else []
+        changed = []
+        for state in states:
+            now = (state.emergency, state.paused, state.inside, state.capacity)
+            if sent.get(state.park_id) != now:
+                sent[state.park_id] = now
+                changed.append(state)
+        return changed
 
     async def _snapshot(self, edge: Edge, since: int, full: bool) -> AsyncIterator[FeedChunk]:
         """One consistent read: pages of changes, the last one caught up and carrying the horizon."""
@@ -424,8 +452,14 @@ class SiteService:
 
     # --- 4. store and forward --------------------------------------------------------------------
 
-    async def forward(self, edge: Edge, records: Sequence[Forwarded]) -> list[Ack]:
-        """Take records in order, each in its own transaction; a device's records stop at a gap."""
+    async def forward(self, edge: Edge, journal_id: str, records: Sequence[Forwarded]) -> list[Ack]:
+        """Take records in order, each in its own transaction; a device's records stop at a gap.
+
+        Sequences count within ``journal_id`` (one edge store's life): without it a replaced
+        edge box, starting again at 1, would have its new records taken for replays and dropped.
+        """
+        if not journal_id or len(journal_id) > MAX_JOURNAL_ID or not journal_id.isprintable():
+            raise InvalidArgument("a forward needs the edge store's journal id (1-64 printable characters)")
         acks: list[Ack] = []
         stopped: set[str] = set()
         for record in records:
@@ -433,7 +467,7 @@ class SiteService:
                 acks.append(Ack(record.device_id, record.sequence, False, Reason.OUT_OF_ORDER))
                 continue
             try:
-                ack = await self.db.run(lambda conn, r=record: self._take(conn, edge, r), what="forward")
+                ack = await self.db.run(lambda conn, r=record: self._take(conn, edge, journal_id, r), what="forward")
             except Unavailable:
                 raise
             except ParkgateError as exc:  # not this edge's to forward, or not a record at all
@@ -446,7 +480,7 @@ class SiteService:
             acks.append(ack)
         return acks
 
-    async def _take(self, conn: Connection, edge: Edge, record: Forwarded) -> Ack:
+    async def _take(self, conn: Connection, edge: Edge, journal_id: str, record: Forwarded) -> Ack:
         if record.sequence <= 0:
             raise InvalidArgument("a forwarded record's sequence starts at 1")
         device = await device_store.get(conn, record.device_id)
@@ -454,9 +488,9 @@ class SiteService:
             raise NotFound(f"device {record.device_id!r} is not registered", Reason.UNKNOWN_DEVICE)
         if device.site != edge.site:
             raise Forbidden(f"device {record.device_id!r} is not of site {edge.site!r}", Reason.NOT_THIS_SITE)
-        last = await store.lock_cursor(conn, record.device_id, edge.device_id)
+        last = await store.lock_cursor(conn, record.device_id, journal_id, edge.device_id)
         if record.sequence <= last:  # a replay: taken (or turned down) before
-            rejected = await store.rejection_of(conn, record.device_id, record.sequence)
+            rejected = await store.rejection_of(conn, record.device_id, journal_id, record.sequence)
             if rejected is not None:
                 return Ack(record.device_id, record.sequence, False, Reason(rejected))
             return Ack(record.device_id, record.sequence, True)
@@ -473,13 +507,13 @@ class SiteService:
             raise
         except ParkgateError as exc:
             # Kept whole for an operator; the device's later records go on (one bad record blocks nothing).
-            await store.record_rejection(conn, record.device_id, record.sequence, edge.device_id,
+            await store.record_rejection(conn, record.device_id, journal_id, record.sequence, edge.device_id,
                                          exc.reason_name, exc.message, record.raw)
-            await store.advance_cursor(conn, record.device_id, edge.device_id, record.sequence)
+            await store.advance_cursor(conn, record.device_id, journal_id, edge.device_id, record.sequence)
             log.error("forwarded %s #%d from edge %s turned down: %s: %s", record.device_id, record.sequence,
                       edge.device_id, exc.reason_name, exc.message)
             return Ack(record.device_id, record.sequence, False, exc.reason)
-        await store.advance_cursor(conn, record.device_id, edge.device_id, record.sequence)
+        await store.advance_cursor(conn, record.device_id, journal_id, edge.device_id, record.sequence)
         return Ack(record.device_id, record.sequence, True, conflict=conflict)
 
     async def _take_admission(self, conn: Connection, edge: Edge, device: Device, made: OfflineAdmission) -> bool:

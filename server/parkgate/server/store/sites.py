@@ -267,13 +267,15 @@ async def changed_removals(conn: Connection, parks: Sequence[str], since: int) -
 # --- store and forward -----------------------------------------------------------------------
 
 
-async def lock_cursor(conn: Connection, device_id: str, edge_id: str) -> int:
-    """The last sequence taken from ``device_id`` (0 for none), locked until the transaction ends."""
+async def lock_cursor(conn: Connection, device_id: str, journal_id: str, edge_id: str) -> int:
+    """The last sequence of ``journal_id`` taken from ``device_id`` (0 for none), locked until the transaction ends."""
     await conn.execute(
-        "INSERT INTO forward_cursors (device_id, edge_id, sequence) VALUES (%s, %s, 0) ON CONFLICT DO NOTHING",
-        (device_id, edge_id),
+        """INSERT INTO forward_cursors (device_id, journal_id, edge_id, sequence) VALUES (%s, %s, %s, 0)
+           ON CONFLICT DO NOTHING""",
+        (device_id, journal_id, edge_id),
     )
-    cur = await conn.execute("SELECT sequence FROM forward_cursors WHERE device_id = %s FOR UPDATE", (device_id,))
+    cur = await conn.execute("SELECT sequence FROM forward_cursors WHERE device_id = %s AND journal_id = %s FOR UPDATE",
+                             (device_id, journal_id))
     row = await cur.fetchone()
     assert row is not None
     return int(row["sequence"])
@@ -286,18 +288,19 @@ async def savepoint(conn: Connection) -> AsyncIterator[None]:
         yield
 
 
-async def record_rejection(conn: Connection, device_id: str, sequence: int, edge_id: str, reason: str,
-                           message: str, record: bytes) -> None:
+async def record_rejection(conn: Connection, device_id: str, journal_id: str, sequence: int, edge_id: str,
+                           reason: str, message: str, record: bytes) -> None:
     await conn.execute(
-        """INSERT INTO forward_rejections (device_id, sequence, edge_id, reason, message, record)
-           VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
-        (device_id, sequence, edge_id, reason, message, record),
+        """INSERT INTO forward_rejections (device_id, journal_id, sequence, edge_id, reason, message, record)
+           VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+        (device_id, journal_id, sequence, edge_id, reason, message, record),
     )
 
 
-async def rejection_of(conn: Connection, device_id: str, sequence: int) -> str | None:
-    cur = await conn.execute("SELECT reason FROM forward_rejections WHERE device_id = %s AND sequence = %s",
-                             (device_id, sequence))
+async def rejection_of(conn: Connection, device_id: str, journal_id: str, sequence: int) -> str | None:
+    cur = await conn.execute(
+        "SELECT reason FROM forward_rejections WHERE device_id = %s AND journal_id = %s AND sequence = %s",
+        (device_id, journal_id, sequence))
     row = await cur.fetchone()
     return str(row["reason"]) if row else None
 
@@ -307,10 +310,11 @@ async def serials_taken(conn: Connection, serials: Sequence[int]) -> list[int]:
     return [int(r["serial"]) for r in await cur.fetchall()]
 
 
-async def advance_cursor(conn: Connection, device_id: str, edge_id: str, sequence: int) -> None:
+async def advance_cursor(conn: Connection, device_id: str, journal_id: str, edge_id: str, sequence: int) -> None:
     await conn.execute(
-        "UPDATE forward_cursors SET sequence = %s, edge_id = %s, updated_at = now() WHERE device_id = %s",
-        (sequence, edge_id, device_id),
+        """UPDATE forward_cursors SET sequence = %s, edge_id = %s, updated_at = now()
+           WHERE device_id = %s AND journal_id = %s""",
+        (sequence, edge_id, device_id, journal_id),
     )
 
 

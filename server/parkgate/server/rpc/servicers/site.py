@@ -27,6 +27,7 @@ from parkgate.server.services.sites import (
     OfflineAdmission,
     OfflineSale,
     OfflineTicket,
+    ParkView,
     RemovedHoliday,
     SitePark,
     SiteService,
@@ -74,6 +75,10 @@ def _direction(value: int) -> Any:
 
 
 def _feed_item(entry: FeedEntry) -> site_pb2.FeedItem:
+    if isinstance(entry, ParkView):
+        return site_pb2.FeedItem(park_state=site_pb2.SiteParkState(
+            park_id=entry.park_id, emergency_open=entry.emergency, entry_paused=entry.paused, inside=entry.inside,
+            capacity=entry.capacity))
     if isinstance(entry, SitePark):
         p = entry.park
         return site_pb2.FeedItem(park=site_pb2.SitePark(
@@ -193,7 +198,7 @@ class SiteServicer(site_pb2_grpc.SiteServicer):
 
     async def Forward(self, request: site_pb2.ForwardRequest, context: Ctx) -> site_pb2.ForwardResponse:
         edge = await self._edge(request, context)
-        acks = await self.sites.forward(edge, [_record(r) for r in request.records])
+        acks = await self.sites.forward(edge, request.journal_id, [_record(r) for r in request.records])
         return site_pb2.ForwardResponse(acks=[site_pb2.ForwardAck(
             device_id=a.device_id, sequence=a.sequence, accepted=a.accepted,
             reason=a.reason.number if not a.accepted else 0, conflict=a.conflict) for a in acks])

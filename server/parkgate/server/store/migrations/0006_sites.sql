@@ -116,11 +116,15 @@ CREATE INDEX card_bindings_feed_xid ON card_bindings (feed_xid);
 
 -- Store and forward: the last record taken from each device, so a replay is
 -- recognised and records of one device are taken in order.
+-- Sequences count within one journal (an edge store's life): a replaced edge
+-- box starts a new journal at 1, which is new work, not a replay.
 CREATE TABLE forward_cursors (
-    device_id  text PRIMARY KEY,
+    device_id  text NOT NULL,
+    journal_id text NOT NULL,
     edge_id    text NOT NULL REFERENCES devices,
     sequence   bigint NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (device_id, journal_id)
 );
 
 -- Decisions an edge made alone are recorded as validations, marked offline.
@@ -152,11 +156,12 @@ ALTER TABLE orders ADD COLUMN site text NOT NULL DEFAULT '';
 -- the records after it.
 CREATE TABLE forward_rejections (
     device_id text NOT NULL,
+    journal_id text NOT NULL,
     sequence  bigint NOT NULL,
     edge_id   text NOT NULL,
     reason    text NOT NULL,
     message   text NOT NULL,
     record    bytea NOT NULL,
     at        timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (device_id, sequence)
+    PRIMARY KEY (device_id, journal_id, sequence)
 );
