@@ -72,7 +72,7 @@ class ParkgateServer:
             connect_timeout=db.connect_timeout_seconds,
         )
         self.operators = OperatorService.from_settings(self.db, settings.auth)
-        self.admin = AdminService(self.db)
+        self.admin = AdminService(self.db, settings.auth.device_secret_key)
         self.catalog = CatalogService(self.db)
         self.sales = SalesService(self.db)
         gates = settings.gates

@@ -63,6 +63,10 @@ class AuthSettings(_Section):
     max_failed_logins: int = Field(5, ge=1)
     lockout_minutes: float = Field(15.0, ge=0)
     min_password_length: int = Field(10, ge=6)
+    # The key of the HMAC that stores device secrets (a pepper kept out of the
+    # database). Every server of a cluster needs the same; changing it means
+    # rotating every device's secret. Empty: a fixed built-in label.
+    device_secret_key: str = ""
 
 
 class EmbeddedSettings(_Section):

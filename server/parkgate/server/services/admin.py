@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from parkgate.server.domain import passwords
+from parkgate.server.domain import device_secrets
 from parkgate.server.domain.errors import InvalidArgument, NotFound, Reason
 from parkgate.server.domain.texts import DEFAULT_PARAMETERS
 from parkgate.server.store import Database
@@ -22,19 +22,20 @@ DEVICE_KINDS = ("gate", "handheld", "sales_window", "kiosk")
 
 
 class AdminService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, device_secret_key: str = "") -> None:
         self.db = db
+        self.device_secret_key = device_secret_key
 
     # --- devices (S2) -------------------------------------------------------
 
     async def register_device(self, device: DeviceSpec) -> tuple[Device, str]:
-        """Register a device; returns it and its secret (shown once, stored only as an argon2 hash)."""
+        """Register a device; returns it and its secret (shown once, stored only as a keyed hash)."""
         if device.kind not in DEVICE_KINDS:
             raise InvalidArgument(f"device kind must be one of {', '.join(DEVICE_KINDS)}")
         if device.kind == "gate" and device.direction not in ("in", "out"):
             raise InvalidArgument("a gate needs a direction: in or out")
         secret = secrets.token_urlsafe(24)
-        secret_hash = await asyncio.to_thread(passwords.hash_password, secret)
+        secret_hash = device_secrets.hash_secret(secret, self.device_secret_key)
         async with self.db.transaction() as conn:
             row = await device_store.register(conn, device, secret_hash)
         return row, secret
@@ -44,7 +45,7 @@ class AdminService:
         rotate_secret: bool,
     ) -> tuple[Device, str]:
         secret = secrets.token_urlsafe(24) if rotate_secret else ""
-        secret_hash = await asyncio.to_thread(passwords.hash_password, secret) if rotate_secret else None
+        secret_hash = device_secrets.hash_secret(secret, self.device_secret_key) if rotate_secret else None
         async with self.db.transaction() as conn:
             row = await device_store.update(
                 conn, device_id, disabled=disabled, description=description, language=language,

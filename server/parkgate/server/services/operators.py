@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from parkgate.server.config import AuthSettings
-from parkgate.server.domain import passwords
+from parkgate.server.domain import device_secrets, passwords
 from parkgate.server.domain.errors import (
     Conflict,
     Forbidden,
@@ -42,10 +42,12 @@ class LoginResult:
 
 
 class OperatorService:
-    def __init__(self, db: Database, policy: LoginPolicy, min_password_length: int) -> None:
+    def __init__(self, db: Database, policy: LoginPolicy, min_password_length: int,
+                 device_secret_key: str = "") -> None:
         self.db = db
         self.policy = policy
         self.min_password_length = min_password_length
+        self.device_secret_key = device_secret_key
 
     @classmethod
     def from_settings(cls, db: Database, auth: AuthSettings) -> OperatorService:
@@ -54,7 +56,7 @@ class OperatorService:
             lockout=timedelta(minutes=auth.lockout_minutes),
             session_lifetime=timedelta(hours=auth.session_hours),
         )
-        return cls(db, policy, auth.min_password_length)
+        return cls(db, policy, auth.min_password_length, auth.device_secret_key)
 
     # --- sessions ------------------------------------------------------------
 
@@ -98,7 +100,16 @@ class OperatorService:
             raise Unauthenticated(f"device {device_id!r} is not registered", Reason.UNKNOWN_DEVICE)
         if device.disabled:
             raise Unauthenticated(f"device {device_id!r} is disabled", Reason.DEVICE_DISABLED)
-        if not await asyncio.to_thread(passwords.verify_password, device.secret_hash, secret):
+        stored = device.secret_hash
+        if device_secrets.is_fast(stored):
+            ok = device_secrets.verify_fast(stored, secret, self.device_secret_key)
+        else:
+            ok = await asyncio.to_thread(device_secrets.verify_legacy, stored, secret)
+            if ok:  # an argon2 hash from before: the next check is the fast one
+                async with self.db.transaction() as conn:
+                    await device_store.replace_secret_hash(
+                        conn, device_id, stored, device_secrets.hash_secret(secret, self.device_secret_key))
+        if not ok:
             raise Unauthenticated(f"wrong secret for device {device_id!r}", Reason.BAD_DEVICE_CREDENTIALS)
         return device
 
