@@ -27,7 +27,15 @@ from parkgate.common.channels import open_aio_channel
 from parkgate.server.config import load_settings
 from parkgate.server.embedded import init_first_admin
 from parkgate.server.pg import PostgresInstance, ensure_user, free_port, is_root
-from parkgate.v1 import admin_pb2, admin_pb2_grpc, auth_pb2, auth_pb2_grpc, catalog_pb2, catalog_pb2_grpc, common_pb2
+from parkgate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    common_pb2,
+)
 
 PARK = "storm"
 
