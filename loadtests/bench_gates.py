@@ -213,7 +213,9 @@ class ServerProcess:
         pythonpath = os.pathsep.join(x for x in (str(REPO), os.environ.get("PYTHONPATH", "")) if x)
         env = {**os.environ, "PARKGATE_DATABASE__DSN": dsn, "PARKGATE_LISTEN": self.address,
                "PARKGATE_GATES__PIPELINE": mode, "PARKGATE_SERVER__LOG_LEVEL": "warning",
-               "PARKGATE_SERVER__SERVER_ID": f"bench-{self.label}", "PYTHONPATH": pythonpath, **(extra_env or {})}
+               "PARKGATE_SERVER__SERVER_ID": f"bench-{self.label}", "PYTHONPATH": pythonpath,
+               # a simulated gate scans as fast as it is answered, far above one turnstile's share
+               "PARKGATE_GATES__MESSAGES_PER_SECOND": "1000000", **(extra_env or {})}
         self.log = log.open("wb")
         argv = [a.replace("{address}", self.address) for a in args]
         self.proc = subprocess.Popen([sys.executable, "-m", module, *argv], env=env, stdout=self.log,

@@ -24,6 +24,7 @@ from parkgate import native
 from parkgate.common.channels import listen
 from parkgate.server.config import Settings
 from parkgate.server.domain.errors import ParkgateError
+from parkgate.server.domain.limits import DeviceLimits
 from parkgate.server.services.admin import AdminService
 from parkgate.server.services.admission import AdmissionPipeline
 from parkgate.server.services.bootstrap import prepare_database
@@ -78,7 +79,10 @@ class ParkgateServer:
         gates = settings.gates
         self.pipeline = AdmissionPipeline(self.db, mode=gates.pipeline, max_batch=gates.max_batch, clock=clock)
         self.gates = GateHub(self.db, self.pipeline, settings.server_id, self.operators.verify_device,
-                             state_poll_seconds=gates.state_poll_seconds, ack_wait_seconds=gates.ack_wait_seconds)
+                             state_poll_seconds=gates.state_poll_seconds, ack_wait_seconds=gates.ack_wait_seconds,
+                             limits=DeviceLimits(gates.max_in_flight_per_gate, gates.messages_per_second,
+                                                 gates.message_burst, gates.max_message_bytes,
+                                                 gates.max_pending_validations))
         self.health = health.aio.HealthServicer()
         self.started_at = datetime.now(UTC)
         self.schema_ready = asyncio.Event()

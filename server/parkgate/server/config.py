@@ -99,6 +99,17 @@ class GateSettings(_Section):
     state_poll_seconds: float = Field(2.0, gt=0)
     # How long an emergency open waits for every connected gate to acknowledge.
     ack_wait_seconds: float = Field(5.0, gt=0)
+    # One device's share (a turnstile serves one person at a time; a handheld
+    # checks a group): validations in flight, messages per second (sustained,
+    # with a burst allowance), bytes per message. Beyond them a validation is
+    # answered DEVICE_FLOODING at once instead of queueing beside other gates.
+    max_in_flight_per_gate: int = Field(64, ge=1)
+    messages_per_second: float = Field(50.0, gt=0)
+    message_burst: int = Field(200, ge=1)
+    max_message_bytes: int = Field(16384, ge=256)
+    # Validations waiting for the pipeline on this server, all gates together:
+    # beyond it a validation is answered SERVER_OVERLOADED (the gate decides offline).
+    max_pending_validations: int = Field(20000, ge=1)
 
 
 class Settings(BaseSettings):

@@ -35,6 +35,7 @@ from parkgate.rules import (
 )
 from parkgate.server.domain.admission import Decision
 from parkgate.server.domain.errors import InvalidArgument, NotFound, ParkgateError, Reason, Unauthenticated
+from parkgate.server.domain.limits import DeviceLimits, TokenBucket
 from parkgate.server.store import Database
 from parkgate.server.store import admissions as admission_store
 from parkgate.server.store import catalog as catalog_store
@@ -89,6 +90,7 @@ class GateSession:
     emergency: bool = False
     state: str = "ok"
     in_flight: int = 0          # validations submitted and not yet answered
+    bucket: TokenBucket | None = None  # messages a second (DeviceLimits)
     reading_done: bool = False  # the gate half-closed its stream: end it once every answer went out
 
     def end_when_answered(self) -> None:
@@ -116,7 +118,7 @@ class GateHub:
     def __init__(
         self, db: Database, pipeline: AdmissionPipeline, server_id: str,
         check_device: Callable[[str, str], Awaitable[Device]], *,
-        state_poll_seconds: float = 2.0, ack_wait_seconds: float = 5.0,
+        state_poll_seconds: float = 2.0, ack_wait_seconds: float = 5.0, limits: DeviceLimits | None = None,
     ) -> None:
         self.db = db
         self.pipeline = pipeline
@@ -125,6 +127,8 @@ class GateHub:
         self.state_poll_seconds = state_poll_seconds
         self.ack_wait_seconds = ack_wait_seconds
         self.sessions: dict[str, GateSession] = {}
+        self.limits = limits or DeviceLimits()
+        self.pending = 0  # validations of all gates submitted and not yet answered
         self._texts: dict[tuple[str, str], str] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -194,7 +198,8 @@ class GateHub:
         )
         session = GateSession(place, device.language or str(default_language), software_version,
                               attraction_slots={slot: aid for aid, slot in slots_by_id.items()}, products=products,
-                              paused=state.paused and place.direction == "in", emergency=state.emergency)
+                              paused=state.paused and place.direction == "in", emergency=state.emergency,
+                              bucket=TokenBucket(self.limits.messages_per_second, self.limits.burst))
         previous = self.sessions.get(device_id)
         if previous is not None:  # the same gate reconnected before its old stream noticed it was gone
             previous.outbox.put_nowait(GATE_STREAM_END)
@@ -217,13 +222,30 @@ class GateHub:
         if not request_id:
             session.outbox.put_nowait(self.result(session, "", Decision.deny(Reason.INVALID_ARGUMENT)))
             return
+        refusal = self._over_limit(session)
+        if refusal is not None:
+            session.outbox.put_nowait(self.result(session, request_id, Decision.deny(refusal)))
+            return
         session.in_flight += 1
+        self.pending += 1
         future = self.pipeline.submit(session.place, request_id, code=code, card_uid=card_uid,
                                       direction=direction or session.place.direction)
         future.add_done_callback(functools.partial(self._answer, session, request_id))
 
+    def message_allowed(self, session: GateSession) -> bool:
+        """Every message a gate sends takes a token; False when it sends faster than its share."""
+        return session.bucket is None or session.bucket.take()
+
+    def _over_limit(self, session: GateSession) -> Reason | None:
+        if session.in_flight >= self.limits.max_in_flight:
+            return Reason.DEVICE_FLOODING
+        if self.pending >= self.limits.max_pending:
+            return Reason.SERVER_OVERLOADED
+        return None
+
     def _answer(self, session: GateSession, request_id: str, future: asyncio.Future[Decision]) -> None:
         session.in_flight -= 1
+        self.pending -= 1
         if not future.cancelled():
             error = future.exception()
             if error is None:

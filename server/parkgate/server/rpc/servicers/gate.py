@@ -16,7 +16,8 @@ from typing import Any
 
 import grpc
 
-from parkgate.server.domain.errors import InvalidArgument, ParkgateError
+from parkgate.server.domain.admission import Decision
+from parkgate.server.domain.errors import InvalidArgument, ParkgateError, Reason
 from parkgate.server.services.gates import GATE_STREAM_END, GateCommand, GateHub, GateResult, GateSession
 from parkgate.server.store.gates import ParkView
 from parkgate.v1 import gate_pb2, gate_pb2_grpc
@@ -95,15 +96,26 @@ class GateServicer(gate_pb2_grpc.GateServicer):
     async def _read(self, requests: AsyncIterator[gate_pb2.GateMessage], session: GateSession,
                     tasks: set[asyncio.Task[None]]) -> None:
         try:
+            limits = self.hub.limits
             async for message in requests:
+                if message.ByteSize() > limits.max_message_bytes:
+                    raise ParkgateError(f"a gate message of {message.ByteSize()} bytes (at most "
+                                        f"{limits.max_message_bytes})", Reason.DEVICE_FLOODING)
                 kind = message.WhichOneof("body")
+                allowed = self.hub.message_allowed(session)
                 if kind == "validation":
                     v = message.validation
+                    if not allowed:  # answered at once: the gate decides offline, the others do not wait
+                        session.outbox.put_nowait(self.hub.result(session, v.request_id,
+                                                                  Decision.deny(Reason.DEVICE_FLOODING)))
+                        continue
                     credential = v.WhichOneof("credential")
                     self.hub.submit(session, v.request_id, code=v.code if credential == "code" else "",
                                     card_uid=v.card_uid if credential == "card_uid" else "",
                                     direction=convert.direction_name(v.direction))  # type: ignore[arg-type]
                     continue
+                if not allowed:
+                    continue  # a flood of heartbeats or acknowledgements is dropped, not queued
                 if kind == "heartbeat":
                     work = self.hub.heartbeat(session, message.heartbeat.state)
                 elif kind == "ack":
