@@ -30,6 +30,7 @@ from parkgate.server.services.admission import AdmissionPipeline
 from parkgate.server.services.bootstrap import prepare_database
 from parkgate.server.services.catalog import CatalogService
 from parkgate.server.services.gates import GateHub
+from parkgate.server.services.keys import KeyService
 from parkgate.server.services.operators import OperatorService
 from parkgate.server.services.sales import SalesService
 from parkgate.server.store import Database
@@ -73,8 +74,9 @@ class ParkgateServer:
             connect_timeout=db.connect_timeout_seconds,
         )
         self.operators = OperatorService.from_settings(self.db, settings.auth)
-        self.admin = AdminService(self.db, settings.auth.device_secret_key)
+        self.admin = AdminService(self.db, settings.auth.device_secret_key, settings.auth.audit_key)
         self.catalog = CatalogService(self.db)
+        self.keys = KeyService(self.db)
         self.sales = SalesService(self.db)
         gates = settings.gates
         self.pipeline = AdmissionPipeline(self.db, mode=gates.pipeline, max_batch=gates.max_batch, clock=clock)
@@ -100,7 +102,7 @@ class ParkgateServer:
     def _add_servicers(self) -> None:
         s = self.server
         auth_pb2_grpc.add_AuthServicer_to_server(AuthServicer(self.operators), s)
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.operators, self.admin), s)
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.operators, self.admin, self.keys), s)
         catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(self.catalog), s)
         ops_pb2_grpc.add_OpsServicer_to_server(
             OpsServicer(self.db, self.settings.server_id, self.started_at, native.IMPLEMENTATION), s

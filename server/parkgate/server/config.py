@@ -67,6 +67,9 @@ class AuthSettings(_Section):
     # database). Every server of a cluster needs the same; changing it means
     # rotating every device's secret. Empty: a fixed built-in label.
     device_secret_key: str = ""
+    # The key of the operation log's hash chains: kept out of the database, so
+    # whoever can edit the database cannot rewrite the chain to match.
+    audit_key: str = ""
 
 
 class EmbeddedSettings(_Section):

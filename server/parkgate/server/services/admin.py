@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import orjson
 
 from parkgate.server.domain import device_secrets
+from parkgate.server.domain.audit_chain import ChainProblem, verify_chain
 from parkgate.server.domain.errors import InvalidArgument, NotFound, Reason
 from parkgate.server.domain.texts import DEFAULT_PARAMETERS
 from parkgate.server.store import Database
@@ -21,9 +23,10 @@ DEVICE_KINDS = ("gate", "handheld", "sales_window", "kiosk")
 
 
 class AdminService:
-    def __init__(self, db: Database, device_secret_key: str = "") -> None:
+    def __init__(self, db: Database, device_secret_key: str = "", audit_key: str = "") -> None:
         self.db = db
         self.device_secret_key = device_secret_key
+        self.audit_key = audit_key
 
     # --- devices (S2) -------------------------------------------------------
 
@@ -89,7 +92,20 @@ class AdminService:
 
     async def record_audit(self, **record: Any) -> None:
         async with self.db.transaction() as conn:
-            await audit_store.record(conn, **record)
+            await audit_store.record(conn, **record, key=self.audit_key)
+
+    async def verify_audit_log(self, start: datetime | None, end: datetime | None) -> tuple[int, int,
+                                                                                             list[ChainProblem]]:
+        """(records checked, chains checked, problems) for the chains of the days in [start, end]."""
+        async with self.db.transaction() as conn:
+            heads = await audit_store.chain_heads(conn, start, end)
+            records = await audit_store.chained_records(conn, sorted(heads))
+        chains = sorted(set(heads) | {r.chain for r in records})
+        by_chain = {chain: list(rows) for chain, rows in itertools.groupby(records, key=lambda r: r.chain)}
+        problems: list[ChainProblem] = []
+        for chain in chains:  # a chain whose records are all gone still has its head
+            problems += verify_chain(self.audit_key, chain, by_chain.get(chain, []), heads.get(chain))
+        return len(records), len(chains), problems
 
     async def audit_log(
         self, *, start: datetime | None, end: datetime | None, username: str, method_contains: str,

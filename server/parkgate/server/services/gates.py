@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from parkgate import native
 from parkgate.rules import (
     AdmissionTerms,
     Direction,
@@ -42,6 +43,7 @@ from parkgate.server.store import catalog as catalog_store
 from parkgate.server.store import gates as store
 from parkgate.server.store import settings as settings_store
 from parkgate.server.store.gates import GateConnection, ParkView
+from parkgate.server.store.keys import KEYS_CHANGED
 from parkgate.server.store.rows.admin import Device
 
 from .admission import AdmissionPipeline
@@ -66,6 +68,9 @@ class GateCommand:
     command_id: str
     kind: CommandKind
     text: str = ""
+    # UPDATE_KEYS: every key a gate may verify with (key id, public key, retired), and the revoked ids
+    keys: tuple[tuple[int, bytes, bool], ...] = ()
+    revoked_key_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,7 @@ class GateHub:
         self.sessions: dict[str, GateSession] = {}
         self.limits = limits or DeviceLimits()
         self.pending = 0  # validations of all gates submitted and not yet answered
+        self._keyring_seen: tuple[tuple[int, str], ...] | None = None
         self._texts: dict[tuple[str, str], str] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -136,7 +142,7 @@ class GateHub:
 
     async def start(self) -> None:
         await self.pipeline.start()
-        await self.pipeline.load_keyring(force=True)
+        await self.keys_changed()
         async with self.db.connection() as conn:
             self._texts = await store.reason_texts(conn)
         self._tasks = [
@@ -338,7 +344,10 @@ class GateHub:
         while True:
             try:
                 async for park_id in store.notifications(self.db.conninfo, store.PARK_STATE_CHANNEL):
-                    await self.refresh([park_id])
+                    if park_id == KEYS_CHANGED:
+                        await self.keys_changed()
+                    else:
+                        await self.refresh([park_id])
             except (ParkgateError, OSError) as exc:
                 log.warning("park state listener: %s; listening again in 1s (the poll covers the gap)", exc)
             await asyncio.sleep(1.0)
@@ -348,6 +357,7 @@ class GateHub:
             await asyncio.sleep(self.state_poll_seconds)
             try:
                 await self.refresh()
+                await self.keys_changed()
             except ParkgateError as exc:
                 log.warning("park state poll: %s", exc)
 
@@ -365,6 +375,27 @@ class GateHub:
                     log.info("annulled %d admissions without a passage report", len(done))
             except ParkgateError as exc:
                 log.warning("passage sweep: %s", exc)
+
+    async def keys_changed(self) -> None:
+        """Reload the keyring; when it changed, send every gate of this server the keys (UPDATE_KEYS)."""
+        keyring = await self.pipeline.load_keyring(force=True)
+        seen = tuple((e.key_id, e.state.name) for e in keyring)
+        previous, self._keyring_seen = self._keyring_seen, seen
+        if previous is None or previous == seen:
+            return
+        command = self.keys_command(keyring)
+        for session in list(self.sessions.values()):
+            session.outbox.put_nowait(command)
+        log.info("keyring changed (%s): UPDATE_KEYS sent to %d gates",
+                 ", ".join(f"{k}:{state.lower()}" for k, state in seen), len(self.sessions))
+
+    @staticmethod
+    def keys_command(keyring: native.Keyring) -> GateCommand:
+        keys = tuple((e.key_id, e.public_key, e.state.name == "RETIRED") for e in keyring
+                     if e.state.name != "REVOKED")
+        revoked = tuple(e.key_id for e in keyring if e.state.name == "REVOKED")
+        fingerprint = ",".join(f"{k}{'r' if r else ''}" for k, _, r in keys) + "-" + ",".join(map(str, revoked))
+        return GateCommand(f"keys:{fingerprint}", "UPDATE_KEYS", "the ticket signing keys changed", keys, revoked)
 
     async def emergency(self, park_id: str, on: bool) -> tuple[int, list[str]]:
         """Open (or release) every gate of the park; returns (gates told, gates that acknowledged)."""

@@ -50,7 +50,9 @@ def _welcome(hub: GateHub, session: GateSession, server_id: str) -> gate_pb2.Ser
 def _outgoing(message: GateResult | GateCommand) -> gate_pb2.ServerMessage:
     if isinstance(message, GateCommand):
         return gate_pb2.ServerMessage(command=gate_pb2.GateCommand(
-            command_id=message.command_id, kind=gate_pb2.CommandKind.Value(message.kind), reason_text=message.text))
+            command_id=message.command_id, kind=gate_pb2.CommandKind.Value(message.kind), reason_text=message.text,
+            keys=[gate_pb2.VerifyKey(key_id=k, public_key=pk, retired=retired) for k, pk, retired in message.keys],
+            revoked_key_ids=[str(k) for k in message.revoked_key_ids]))
     d = message.decision
     return gate_pb2.ServerMessage(result=gate_pb2.ValidationResult(
         request_id=message.request_id, allow=d.allow, reason=d.reason.number,
