@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from parkgate import native
-from parkgate.common.channels import listen
+from parkgate.common.channels import Transport, listen
 from parkgate.server.config import Settings
 from parkgate.server.domain.errors import ParkgateError
 from parkgate.server.domain.limits import DeviceLimits
@@ -56,6 +56,15 @@ from .rpc.servicers.ops import OpsServicer
 from .rpc.servicers.sales import SalesServicer
 
 log = logging.getLogger(__name__)
+
+
+def server_transport(settings: Settings) -> Transport:
+    """The listening port's security, from the configuration (TLS unless server.insecure)."""
+    s = settings.server
+    if s.insecure:
+        return Transport(insecure=True)
+    return Transport(ca_file=s.tls_client_ca_file or None, cert_file=s.tls_cert_file, key_file=s.tls_key_file,
+                     require_client_cert=s.require_client_cert)
 
 
 class ParkgateServer:
@@ -95,7 +104,7 @@ class ParkgateServer:
         )
         self.registration: Registration | None = None
         self._add_servicers()
-        self.port = listen(self.server, settings.server.listen)
+        self.port = listen(self.server, settings.server.listen, server_transport(settings))
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.server.listen}")
 

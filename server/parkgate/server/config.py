@@ -43,6 +43,16 @@ class ServerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Seconds between database health probes (health turns NOT_SERVING on failure).
     health_interval_seconds: float = Field(1.0, gt=0)
+    # TLS (docs/security.md): the server's certificate chain and key (PEM files).
+    # `parkgate up` and `parkgate cluster up` make development ones; production
+    # names its own. With tls_client_ca_file, devices may present certificates
+    # signed by that CA (require_client_cert: they must).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    require_client_cert: bool = False
+    # Plaintext gRPC: only when asked for (`--insecure`), never a fallback.
+    insecure: bool = False
 
     _listen = field_validator("listen")(_check_hostport)
 
@@ -150,7 +160,10 @@ class Settings(BaseSettings):
 
 
 # Variables we read that are not keys of Settings.
-_OTHER_VARIABLES = {"PARKGATE_CONFIG", "PARKGATE_LISTEN", "PARKGATE_NATIVE_IMPL"}
+_OTHER_VARIABLES = {"PARKGATE_CONFIG", "PARKGATE_LISTEN", "PARKGATE_NATIVE_IMPL",
+                    # the client side of TLS (parkgate.common.channels) and the development CA (parkgate.common.tls)
+                    "PARKGATE_TLS_CA_FILE", "PARKGATE_TLS_CERT_FILE", "PARKGATE_TLS_KEY_FILE", "PARKGATE_INSECURE",
+                    "PARKGATE_DEV_PKI_DIR"}
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
