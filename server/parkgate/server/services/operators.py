@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -127,6 +128,10 @@ class OperatorService:
             await store.end_session(conn, principal.session_id)
 
     async def end_session(self, session_id: str) -> None:
+        try:  # session ids are UUIDs: anything else names no session (and must not reach the uuid column)
+            uuid.UUID(session_id)
+        except ValueError:
+            raise NotFound(f"no open session {session_id!r}") from None
         async with self.db.transaction() as conn:
             if not await store.end_session(conn, session_id):
                 raise NotFound(f"no open session {session_id!r}")
