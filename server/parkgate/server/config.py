@@ -73,6 +73,10 @@ class AuthSettings(_Section):
     max_failed_logins: int = Field(5, ge=1)
     lockout_minutes: float = Field(15.0, ge=0)
     min_password_length: int = Field(10, ge=6)
+    # Failed log-ins one source address may make within the window (all
+    # accounts together) before it is refused LOGIN_THROTTLED; per server.
+    max_failed_logins_per_address: int = Field(30, ge=1)
+    address_window_minutes: float = Field(5.0, gt=0)
     # The key of the HMAC that stores device secrets (a pepper kept out of the
     # database). Every server of a cluster needs the same; changing it means
     # rotating every device's secret. Empty: a fixed built-in label.

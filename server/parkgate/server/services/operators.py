@@ -21,6 +21,7 @@ from parkgate.server.domain.errors import (
 )
 from parkgate.server.domain.operators import LoginPolicy, Principal, check_can_log_in, lock_after_failure
 from parkgate.server.domain.permissions import ADMIN_ROLE, PERMISSIONS
+from parkgate.server.domain.throttle import AddressThrottle, source_address
 from parkgate.server.store import Database
 from parkgate.server.store import devices as device_store
 from parkgate.server.store import operators as store
@@ -44,11 +45,12 @@ class LoginResult:
 
 class OperatorService:
     def __init__(self, db: Database, policy: LoginPolicy, min_password_length: int,
-                 device_secret_key: str = "") -> None:
+                 device_secret_key: str = "", throttle: AddressThrottle | None = None) -> None:
         self.db = db
         self.policy = policy
         self.min_password_length = min_password_length
         self.device_secret_key = device_secret_key
+        self.throttle = throttle or AddressThrottle(30, 300.0)
 
     @classmethod
     def from_settings(cls, db: Database, auth: AuthSettings) -> OperatorService:
@@ -57,7 +59,8 @@ class OperatorService:
             lockout=timedelta(minutes=auth.lockout_minutes),
             session_lifetime=timedelta(hours=auth.session_hours),
         )
-        return cls(db, policy, auth.min_password_length, auth.device_secret_key)
+        return cls(db, policy, auth.min_password_length, auth.device_secret_key,
+                   AddressThrottle(auth.max_failed_logins_per_address, auth.address_window_minutes * 60))
 
     # --- sessions ------------------------------------------------------------
 
@@ -65,6 +68,11 @@ class OperatorService:
         self, username: str, password: str, device_id: str, peer: str, device_secret: str = ""
     ) -> LoginResult:
         now = datetime.now(UTC)
+        address = source_address(peer)
+        wait = self.throttle.blocked_for(address)
+        if wait > 0:
+            raise Unauthenticated(f"too many failed log-ins from {address}: try again in {wait:.0f}s",
+                                  Reason.LOGIN_THROTTLED)
         async with self.db.transaction() as conn:
             account = await store.account_for_login(conn, username)
             check_can_log_in(account, now)
@@ -75,6 +83,7 @@ class OperatorService:
                 failures = account.failed_logins + 1
                 await store.record_failed_login(conn, account.user_id, lock_after_failure(failures, self.policy, now))
         if not ok or account is None:
+            self.throttle.failed(address)
             raise Unauthenticated("wrong user name or password", Reason.BAD_CREDENTIALS)
         if device_id:
             await self.verify_device(device_id, device_secret)
