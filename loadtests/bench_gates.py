@@ -68,6 +68,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parkgate.clients.gate.link import GateLink, Hello, LinkError
 from parkgate.common.channels import open_aio_channel
+from parkgate.common.tls import dev_pki
 from parkgate.server.config import load_settings
 from parkgate.server.embedded import init_first_admin
 from parkgate.server.pg import PostgresInstance, ensure_user, free_port, is_root
@@ -203,6 +204,13 @@ class Phase:
         return data[min(len(data) - 1, int(q * len(data)))]
 
 
+def tls_env(folder: Path) -> dict[str, str]:
+    """The servers speak TLS with a development CA in the bench's folder; this process's clients trust it."""
+    pki = dev_pki(folder / "tls")
+    os.environ.setdefault("PARKGATE_TLS_CA_FILE", str(pki.ca_file))
+    return {"PARKGATE_SERVER__TLS_CERT_FILE": str(pki.cert_file), "PARKGATE_SERVER__TLS_KEY_FILE": str(pki.key_file)}
+
+
 class ServerProcess:
     def __init__(self, dsn: str, mode: str, log: Path, extra_env: dict[str, str] | None = None,
                  module: str = "parkgate.common.cli", args: tuple[str, ...] = ("server",),
@@ -213,7 +221,9 @@ class ServerProcess:
         pythonpath = os.pathsep.join(x for x in (str(REPO), os.environ.get("PYTHONPATH", "")) if x)
         env = {**os.environ, "PARKGATE_DATABASE__DSN": dsn, "PARKGATE_LISTEN": self.address,
                "PARKGATE_GATES__PIPELINE": mode, "PARKGATE_SERVER__LOG_LEVEL": "warning",
-               "PARKGATE_SERVER__SERVER_ID": f"bench-{self.label}", "PYTHONPATH": pythonpath, **(extra_env or {})}
+               "PARKGATE_SERVER__SERVER_ID": f"bench-{self.label}", "PYTHONPATH": pythonpath,
+               # a simulated gate scans as fast as it is answered, far above one turnstile's share
+               "PARKGATE_GATES__MESSAGES_PER_SECOND": "1000000", **tls_env(log.parent), **(extra_env or {})}
         self.log = log.open("wb")
         argv = [a.replace("{address}", self.address) for a in args]
         self.proc = subprocess.Popen([sys.executable, "-m", module, *argv], env=env, stdout=self.log,

@@ -16,6 +16,14 @@ pytest_plugins = [
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # TLS for the whole suite: one test CA, trusted by every client of this process and of the
+    # processes it starts (parkgate up, clusters, agents); the servers they start take its certificate.
+    from tests.fixtures.server import use_test_pki
+
+    use_test_pki()
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     # pytest only asks the top-level conftest at start: say which ticket-code core runs.
     return _native_header(config)

@@ -185,7 +185,54 @@ def cmd_param_set(s: Session, a: argparse.Namespace) -> Any:
                                 timeout=10)
 
 
+def cmd_device_set(s: Session, a: argparse.Namespace) -> Any:
+    req = admin_pb2.UpdateDeviceRequest(id=a.id, rotate_secret=a.rotate_secret)
+    if a.disable or a.enable:
+        req.disabled = bool(a.disable)
+    if a.description is not None:
+        req.description = a.description
+    if a.language is not None:
+        req.language = a.language
+    return s.admin.UpdateDevice(req, metadata=s.metadata, timeout=30)
+
+
+def cmd_dictionary(s: Session, a: argparse.Namespace) -> Any:
+    return s.admin.ListDictionary(admin_pb2.ListDictionaryRequest(language=a.language or "", prefix=a.prefix or ""),
+                                  metadata=s.metadata, timeout=10).entries
+
+
+def cmd_dictionary_set(s: Session, a: argparse.Namespace) -> Any:
+    entry = admin_pb2.DictionaryEntry(key=a.key, language=a.language, text=a.text)
+    return s.admin.PutDictionaryEntry(admin_pb2.PutDictionaryEntryRequest(entry=entry), metadata=s.metadata,
+                                      timeout=10)
+
+
+def cmd_session_end(s: Session, a: argparse.Namespace) -> Any:
+    s.admin.EndSession(admin_pb2.EndSessionRequest(session_id=a.session_id), metadata=s.metadata, timeout=10)
+    return None
+
+
+def cmd_keys(s: Session, a: argparse.Namespace) -> Any:
+    if a.action == "list":
+        return s.admin.ListSigningKeys(admin_pb2.ListSigningKeysRequest(), metadata=s.metadata, timeout=10).keys
+    if a.action == "rotate":
+        return s.admin.RotateSigningKey(admin_pb2.RotateSigningKeyRequest(), metadata=s.metadata, timeout=30)
+    if a.key_id is None:
+        raise SystemExit(f"error: keys {a.action} needs the key id (see: parkgate admin keys list)")
+    call = s.admin.RetireSigningKey if a.action == "retire" else s.admin.RevokeSigningKey
+    return call(admin_pb2.SigningKeyRequest(key_id=a.key_id), metadata=s.metadata, timeout=30)
+
+
 def cmd_audit(s: Session, a: argparse.Namespace) -> Any:
+    if a.action == "verify":
+        reply = s.admin.VerifyAuditLog(admin_pb2.VerifyAuditLogRequest(), metadata=s.metadata, timeout=120)
+        for p in reply.problems:
+            print(f"TAMPERED chain {p.chain}: record {p.record_id}: {p.problem}", file=sys.stderr)
+        print(f"{reply.records_checked} records in {reply.chains_checked} chains checked: "
+              f"{len(reply.problems) or 'no'} problem(s)", file=sys.stderr)
+        if reply.problems:
+            raise SystemExit(3)
+        return reply
     req = admin_pb2.ListAuditLogRequest(username=a.user or "", method_contains=a.method or "",
                                         page=common_pb2.Page(limit=a.limit))
     return s.admin.ListAuditLog(req, metadata=s.metadata, timeout=10).records
@@ -288,7 +335,26 @@ def add_parser(subparsers: Any) -> None:
     sp = cmd("param-set", cmd_param_set, "set a parameter (value is JSON)")
     sp.add_argument("key")
     sp.add_argument("value")
-    sp = cmd("audit", cmd_audit, "read the operation log, newest first")
+    sp = cmd("device-set", cmd_device_set, "disable/enable a device, change it, or give it a new secret")
+    sp.add_argument("id")
+    sp.add_argument("--disable", action="store_true")
+    sp.add_argument("--enable", action="store_true")
+    sp.add_argument("--description")
+    sp.add_argument("--language")
+    sp.add_argument("--rotate-secret", action="store_true", help="a new secret, shown once")
+    sp = cmd("dictionary", cmd_dictionary, "list display texts")
+    sp.add_argument("--language")
+    sp.add_argument("--prefix")
+    sp = cmd("dictionary-set", cmd_dictionary_set, "set a display text")
+    sp.add_argument("key")
+    sp.add_argument("language")
+    sp.add_argument("text")
+    cmd("session-end", cmd_session_end, "end an operator's session").add_argument("session_id")
+    sp = cmd("keys", cmd_keys, "ticket signing keys: list, rotate, retire ID, revoke ID")
+    sp.add_argument("action", choices=["list", "rotate", "retire", "revoke"])
+    sp.add_argument("key_id", nargs="?", type=int)
+    sp = cmd("audit", cmd_audit, "read the operation log, newest first; 'audit verify' checks its hash chains")
+    sp.add_argument("action", nargs="?", choices=["list", "verify"], default="list")
     sp.add_argument("--user")
     sp.add_argument("--method")
     sp.add_argument("--limit", type=int, default=50)

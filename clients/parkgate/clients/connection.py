@@ -15,7 +15,7 @@ import grpc
 import orjson
 
 from parkgate.common import channels
-from parkgate.common.channels import PLAINTEXT, Transport
+from parkgate.common.channels import Transport
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 REASON_METADATA = "parkgate-reason"
@@ -80,6 +80,6 @@ def auth_metadata(token: str) -> Sequence[tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def open_channel(server: str, transport: Transport = PLAINTEXT) -> grpc.Channel:
-    """A channel to ``server`` (``HOST:PORT`` or a comma list of them, with failover)."""
+def open_channel(server: str, transport: Transport | None = None) -> grpc.Channel:
+    """A channel to ``server`` (``HOST:PORT`` or a comma list of them, with failover); TLS unless told."""
     return channels.open_channel(server, transport)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,9 @@ def _run(func: Any) -> Any:
         from .supervisor import ClusterError
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+        ca = _data_dir(args) / "tls" / "ca.pem" if hasattr(args, "data_dir") else None
+        if ca is not None and ca.exists():  # the servers of `cluster up` speak TLS with the cluster's own CA
+            os.environ.setdefault("PARKGATE_TLS_CA_FILE", str(ca))
         try:
             return int(func(args))
         except (SpecError, ClusterError, ProgramError, PatroniError) as exc:

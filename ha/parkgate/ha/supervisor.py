@@ -34,6 +34,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from parkgate.common.tls import DevPki, dev_pki
 from parkgate.server.pg import RunAs, ensure_user, find_binaries, is_root, prepare_dir, spawn_daemon
 from parkgate.server.pg.process import pid_alive, pids_with_cwd
 
@@ -109,6 +110,13 @@ def load_state(data_dir: Path) -> State:
 
 def load_secrets(data_dir: Path) -> Secrets:
     return Secrets.from_json((data_dir / SECRETS_FILE).read_bytes())
+
+
+def trust_cluster_ca(spec: ClusterSpec) -> DevPki:
+    """The cluster's development CA (made once in its folder); this process's clients trust it from now on."""
+    pki = dev_pki(spec.data_dir / "tls", sorted({s.host for s in spec.servers}))
+    os.environ.setdefault("PARKGATE_TLS_CA_FILE", str(pki.ca_file))
+    return pki
 
 
 def _write(path: Path, text: str | bytes, who: RunAs | None, mode: int = 0o600) -> None:
@@ -248,8 +256,12 @@ class Supervisor:
             if password is not None:
                 _write(admin_file, password + "\n", None)
                 self.say(f"created the first administrator 'admin'; its password is in {admin_file}")
+        pki = trust_cluster_ca(spec)
         for server in spec.servers:
             d = prepare_dir(spec.node_dir(server.name), who)
+            # the server's user reads its own copy of the development certificate and key
+            _write(d / "server.pem", pki.cert_file.read_bytes(), who, 0o644)
+            _write(d / "server.key", pki.key_file.read_bytes(), who)
             _write(d / "server.toml", server_config(spec, server, secrets_), who)
             if not self._running(server.name):
                 self._spawn(server.name, "server",

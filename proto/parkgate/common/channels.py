@@ -1,15 +1,24 @@
 """Every gRPC connection parkgate makes or accepts goes through this module.
 
 One place decides how a process reaches a server and how a server listens, so
-transport security (plaintext today on loopback, TLS and device certificates
-where configured) is chosen once for the admin CLI, the window, the gate
+transport security is chosen once for the admin CLI, the window, the gate
 agent, a site edge, the cluster's own calls and the tools in ``loadtests/``.
 Nothing else in the tree calls ``grpc.insecure_channel`` or
 ``add_insecure_port``.
+
+TLS is the default. A caller that names no :class:`Transport` gets the one the
+environment describes: the CA to trust (``PARKGATE_TLS_CA_FILE``; the system's
+roots when unset), a client certificate (``PARKGATE_TLS_CERT_FILE`` and
+``PARKGATE_TLS_KEY_FILE``, a device's), and a server's own certificate
+(``PARKGATE_SERVER__TLS_CERT_FILE`` / ``..._KEY_FILE``, the same names the
+server's configuration reads). Plaintext only with ``PARKGATE_INSECURE=1`` or
+``Transport(insecure=True)``: a listening port without a certificate is an
+error, never a silent fallback.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,11 +30,11 @@ import grpc
 class Transport:
     """How a connection is secured.
 
-    ``Transport()`` is plaintext. With ``ca_file`` a client checks the
-    server's certificate against that CA; with ``cert_file`` and ``key_file``
-    it also presents its own (a device certificate). A server uses
+    A client checks the server's certificate against ``ca_file`` (the
+    system's roots when None); with ``cert_file`` and ``key_file`` it also
+    presents its own (a device certificate). A server uses
     ``cert_file``/``key_file`` as its own certificate and, with ``ca_file``,
-    asks clients for theirs.
+    asks clients for theirs. ``insecure`` is plaintext: only when asked for.
     """
 
     ca_file: str | None = None
@@ -33,13 +42,41 @@ class Transport:
     key_file: str | None = None
     # the name the server's certificate must carry when it is not the host dialled
     server_name: str | None = None
+    insecure: bool = False
+    # a server: refuse clients without a certificate from ca_file (mutual TLS)
+    require_client_cert: bool = False
 
     @property
     def secure(self) -> bool:
-        return bool(self.ca_file or self.cert_file)
+        return not self.insecure
 
 
-PLAINTEXT = Transport()
+PLAINTEXT = Transport(insecure=True)
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def insecure_requested() -> bool:
+    return os.environ.get("PARKGATE_INSECURE", "").lower() in ("1", "true", "yes")
+
+
+def client_transport() -> Transport:
+    """The transport a client uses when it names none: TLS, as the environment describes it."""
+    if insecure_requested():
+        return PLAINTEXT
+    return Transport(ca_file=_env("PARKGATE_TLS_CA_FILE"), cert_file=_env("PARKGATE_TLS_CERT_FILE"),
+                     key_file=_env("PARKGATE_TLS_KEY_FILE"))
+
+
+def server_transport() -> Transport:
+    """The transport a listening port uses when it names none (from the environment)."""
+    if insecure_requested():
+        return PLAINTEXT
+    return Transport(ca_file=_env("PARKGATE_SERVER__TLS_CLIENT_CA_FILE"),
+                     cert_file=_env("PARKGATE_SERVER__TLS_CERT_FILE"), key_file=_env("PARKGATE_SERVER__TLS_KEY_FILE"))
+
 
 ChannelOptions = Sequence[tuple[str, object]]
 
@@ -88,36 +125,56 @@ def _client_credentials(transport: Transport) -> grpc.ChannelCredentials:
     )
 
 
-def _options(transport: Transport, options: ChannelOptions) -> list[tuple[str, object]]:
+def _options(transport: Transport, server: str, options: ChannelOptions) -> list[tuple[str, object]]:
     opts = list(options)
-    if transport.server_name:
-        opts.append(("grpc.ssl_target_name_override", transport.server_name))
+    name = transport.server_name
+    if name is None and "," in server:
+        # A failover target has no one authority: check every server against the first one's name
+        # (a cluster's servers share a certificate naming all of them).
+        name = server.split(",")[0].strip().rpartition(":")[0].strip("[]")
+    if name:
+        opts.append(("grpc.ssl_target_name_override", name))
     return opts
 
 
-def open_channel(server: str, transport: Transport = PLAINTEXT, options: ChannelOptions = ()) -> grpc.Channel:
+def open_channel(server: str, transport: Transport | None = None, options: ChannelOptions = ()) -> grpc.Channel:
     """A blocking channel to ``server`` (``HOST:PORT`` or a comma list of them, with failover)."""
+    transport = client_transport() if transport is None else transport
     target = channel_target(server)
     if transport.secure:
-        return grpc.secure_channel(target, _client_credentials(transport), _options(transport, options))
+        return grpc.secure_channel(target, _client_credentials(transport), _options(transport, server, options))
     return grpc.insecure_channel(target, list(options))
 
 
-def open_aio_channel(server: str, transport: Transport = PLAINTEXT, options: ChannelOptions = ()) -> grpc.aio.Channel:
+def open_aio_channel(server: str, transport: Transport | None = None,
+                     options: ChannelOptions = ()) -> grpc.aio.Channel:
     """An asyncio channel to ``server``, secured the same way as :func:`open_channel`."""
+    transport = client_transport() if transport is None else transport
     target = channel_target(server)
     if transport.secure:
-        return grpc.aio.secure_channel(target, _client_credentials(transport), _options(transport, options))
+        return grpc.aio.secure_channel(target, _client_credentials(transport), _options(transport, server, options))
     return grpc.aio.insecure_channel(target, list(options))
 
 
-def listen(server: grpc.Server | grpc.aio.Server, address: str, transport: Transport = PLAINTEXT) -> int:
-    """Bind ``server`` to ``address``; the port it got, or 0 when it could not bind."""
-    if transport.cert_file and transport.key_file:
-        credentials = grpc.ssl_server_credentials(
-            [(_read(transport.key_file), _read(transport.cert_file))],
-            root_certificates=_read(transport.ca_file),
-            require_client_auth=False,
-        )
-        return server.add_secure_port(address, credentials)
-    return server.add_insecure_port(address)
+class NoCertificate(ValueError):
+    """A secure port was asked for without a certificate and key to serve it with."""
+
+
+def listen(server: grpc.Server | grpc.aio.Server, address: str, transport: Transport | None = None) -> int:
+    """Bind ``server`` to ``address``; the port it got, or 0 when it could not bind.
+
+    TLS unless ``transport.insecure``; without a certificate that is an error
+    (:class:`NoCertificate`), not plaintext.
+    """
+    transport = server_transport() if transport is None else transport
+    if transport.insecure:
+        return server.add_insecure_port(address)
+    if not (transport.cert_file and transport.key_file):
+        raise NoCertificate(f"{address}: TLS needs a certificate and its key (server.tls_cert_file and "
+                            "server.tls_key_file); plaintext only when asked for (--insecure)")
+    credentials = grpc.ssl_server_credentials(
+        [(_read(transport.key_file), _read(transport.cert_file))],
+        root_certificates=_read(transport.ca_file),
+        require_client_auth=transport.require_client_cert,
+    )
+    return server.add_secure_port(address, credentials)

@@ -21,9 +21,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from parkgate import native
 from parkgate.common import metrics
-from parkgate.common.channels import listen
+from parkgate.common.channels import Transport, listen
 from parkgate.server.config import Settings
 from parkgate.server.domain.errors import ParkgateError
+from parkgate.server.domain.limits import DeviceLimits
 from parkgate.server.services.admin import AdminService
 from parkgate.server.services.admission import AdmissionPipeline
 from parkgate.server.services.bootstrap import prepare_database
@@ -31,6 +32,7 @@ from parkgate.server.services.catalog import CatalogService
 from parkgate.server.services.flow import FlowRecorder, FlowWatch, LiveFlowService
 from parkgate.server.services.gates import GateHub
 from parkgate.server.services.groups import GroupService
+from parkgate.server.services.keys import KeyService
 from parkgate.server.services.members import MemberService
 from parkgate.server.services.operators import OperatorService
 from parkgate.server.services.partitions import PartitionKeeper
@@ -73,6 +75,15 @@ log = logging.getLogger(__name__)
 UP_METRICS_LISTEN = "127.0.0.1:9464"
 
 
+def server_transport(settings: Settings) -> Transport:
+    """The listening port's security, from the configuration (TLS unless server.insecure)."""
+    s = settings.server
+    if s.insecure:
+        return Transport(insecure=True)
+    return Transport(ca_file=s.tls_client_ca_file or None, cert_file=s.tls_cert_file, key_file=s.tls_key_file,
+                     require_client_cert=s.require_client_cert)
+
+
 class ParkgateServer:
     """One gRPC server process bound to one database (or Patroni cluster)."""
 
@@ -91,8 +102,9 @@ class ParkgateServer:
             connect_timeout=db.connect_timeout_seconds,
         )
         self.operators = OperatorService.from_settings(self.db, settings.auth)
-        self.admin = AdminService(self.db)
+        self.admin = AdminService(self.db, settings.auth.device_secret_key, settings.auth.audit_key)
         self.catalog = CatalogService(self.db)
+        self.keys = KeyService(self.db)
         self.sales = SalesService(self.db)
         self.members = MemberService(self.db, self.sales)
         self.groups = GroupService(self.db, self.sales)
@@ -100,7 +112,10 @@ class ParkgateServer:
         gates = settings.gates
         self.pipeline = AdmissionPipeline(self.db, mode=gates.pipeline, max_batch=gates.max_batch, clock=clock)
         self.gates = GateHub(self.db, self.pipeline, settings.server_id, self.operators.verify_device,
-                             state_poll_seconds=gates.state_poll_seconds, ack_wait_seconds=gates.ack_wait_seconds)
+                             state_poll_seconds=gates.state_poll_seconds, ack_wait_seconds=gates.ack_wait_seconds,
+                             limits=DeviceLimits(gates.max_in_flight_per_gate, gates.messages_per_second,
+                                                 gates.message_burst, gates.max_message_bytes,
+                                                 gates.max_pending_validations))
         flow = settings.live_flow
         self.flow_recorder = FlowRecorder(self.db, settings.server_id, flush_seconds=flow.flush_seconds,
                                           retention_hours=flow.retention_hours)
@@ -134,14 +149,14 @@ class ParkgateServer:
         cluster = settings.cluster
         self.etcd = Etcd(cluster.etcd_endpoints) if cluster.etcd_endpoints else None
         self._add_servicers()
-        self.port = listen(self.server, settings.server.listen)
+        self.port = listen(self.server, settings.server.listen, server_transport(settings))
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.server.listen}")
 
     def _add_servicers(self) -> None:
         s = self.server
         auth_pb2_grpc.add_AuthServicer_to_server(AuthServicer(self.operators), s)
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.operators, self.admin), s)
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.operators, self.admin, self.keys), s)
         catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(self.catalog), s)
         ops_pb2_grpc.add_OpsServicer_to_server(
             OpsServicer(self.db, self.settings.server_id, self.started_at, native.IMPLEMENTATION,

@@ -19,16 +19,33 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         overrides["server.listen"] = args.listen
     if getattr(args, "data_dir", None):
         overrides["embedded.data_dir"] = args.data_dir
+    if getattr(args, "insecure", False):
+        overrides["server.insecure"] = True
     try:
-        return load_settings(getattr(args, "config", None), **overrides)
+        settings = load_settings(getattr(args, "config", None), **overrides)
+        if getattr(args, "dev_tls", False) and not settings.server.insecure and not settings.server.tls_cert_file:
+            # `parkgate up`: a development CA and certificate in the data folder, made once
+            from parkgate.common.tls import dev_pki
+            from parkgate.server.embedded import data_dir
+
+            pki = dev_pki(data_dir(settings) / "tls")
+            print(f"parkgate: TLS with the development CA {pki.ca_file}; clients trust it with\n"
+                  f"    export PARKGATE_TLS_CA_FILE={pki.ca_file}", file=sys.stderr)
+            settings = load_settings(getattr(args, "config", None), **overrides,
+                                     **{"server.tls_cert_file": str(pki.cert_file),
+                                        "server.tls_key_file": str(pki.key_file)})
+        return settings
     except ConfigError as exc:
         raise SystemExit(f"parkgate: {exc}") from None
+
+
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from parkgate.common import logs
     from parkgate.server.embedded import run_up
 
+    args.dev_tls = True
     settings = _settings(args)
     logs.configure(settings.server.log_level)
     asyncio.run(run_up(settings, demo=args.demo))
@@ -46,7 +63,12 @@ def cmd_server(args: argparse.Namespace) -> int:
             "PARKGATE_DATABASE__DSN); `parkgate up` runs with an embedded database instead"
         )
     logs.configure(settings.server.log_level)
-    asyncio.run(serve(settings, settings.database.dsn))
+    from parkgate.common.channels import NoCertificate
+
+    try:
+        asyncio.run(serve(settings, settings.database.dsn))
+    except NoCertificate as exc:
+        raise SystemExit(f"parkgate: {exc}") from None
     return 0
 
 
@@ -70,11 +92,14 @@ def register(sub: Any) -> None:
     up.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:50051 or $PARKGATE_LISTEN)")
     up.add_argument("--data-dir", help="folder for the embedded database")
     up.add_argument("--demo", action="store_true", help="load the demo parks once")
+    up.add_argument("--insecure", action="store_true", help="plaintext gRPC instead of TLS (development only)")
     up.set_defaults(func=cmd_up)
 
     server = sub.add_parser("server", help="run a gRPC server against a configured database (cluster member)")
     server.add_argument("--config", help="TOML configuration file (default $PARKGATE_CONFIG)")
     server.add_argument("--listen", help="HOST:PORT to serve on")
+    server.add_argument("--insecure", action="store_true",
+                        help="plaintext gRPC instead of TLS (no server.tls_cert_file needed)")
     server.set_defaults(func=cmd_server)
 
     admin = sub.choices.get("admin")

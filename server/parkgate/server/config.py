@@ -45,6 +45,16 @@ class ServerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Seconds between database health probes (health turns NOT_SERVING on failure).
     health_interval_seconds: float = Field(1.0, gt=0)
+    # TLS (docs/security.md): the server's certificate chain and key (PEM files).
+    # `parkgate up` and `parkgate cluster up` make development ones; production
+    # names its own. With tls_client_ca_file, devices may present certificates
+    # signed by that CA (require_client_cert: they must).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    require_client_cert: bool = False
+    # Plaintext gRPC: only when asked for (`--insecure`), never a fallback.
+    insecure: bool = False
 
     _listen = field_validator("listen")(_check_hostport)
 
@@ -65,6 +75,17 @@ class AuthSettings(_Section):
     max_failed_logins: int = Field(5, ge=1)
     lockout_minutes: float = Field(15.0, ge=0)
     min_password_length: int = Field(10, ge=6)
+    # Failed log-ins one source address may make within the window (all
+    # accounts together) before it is refused LOGIN_THROTTLED; per server.
+    max_failed_logins_per_address: int = Field(30, ge=1)
+    address_window_minutes: float = Field(5.0, gt=0)
+    # The key of the HMAC that stores device secrets (a pepper kept out of the
+    # database). Every server of a cluster needs the same; changing it means
+    # rotating every device's secret. Empty: a fixed built-in label.
+    device_secret_key: str = ""
+    # The key of the operation log's hash chains: kept out of the database, so
+    # whoever can edit the database cannot rewrite the chain to match.
+    audit_key: str = ""
 
 
 class EmbeddedSettings(_Section):
@@ -97,6 +118,17 @@ class GateSettings(_Section):
     state_poll_seconds: float = Field(2.0, gt=0)
     # How long an emergency open waits for every connected gate to acknowledge.
     ack_wait_seconds: float = Field(5.0, gt=0)
+    # One device's share (a turnstile serves one person at a time; a handheld
+    # checks a group): validations in flight, messages per second (sustained,
+    # with a burst allowance), bytes per message. Beyond them a validation is
+    # answered DEVICE_FLOODING at once instead of queueing beside other gates.
+    max_in_flight_per_gate: int = Field(64, ge=1)
+    messages_per_second: float = Field(50.0, gt=0)
+    message_burst: int = Field(200, ge=1)
+    max_message_bytes: int = Field(16384, ge=256)
+    # Validations waiting for the pipeline on this server, all gates together:
+    # beyond it a validation is answered SERVER_OVERLOADED (the gate decides offline).
+    max_pending_validations: int = Field(20000, ge=1)
 
 
 class MetricsSettings(_Section):
@@ -187,7 +219,10 @@ class Settings(BaseSettings):
 
 
 # Variables we read that are not keys of Settings.
-_OTHER_VARIABLES = {"PARKGATE_CONFIG", "PARKGATE_LISTEN", "PARKGATE_NATIVE_IMPL"}
+_OTHER_VARIABLES = {"PARKGATE_CONFIG", "PARKGATE_LISTEN", "PARKGATE_NATIVE_IMPL",
+                    # the client side of TLS (parkgate.common.channels) and the development CA (parkgate.common.tls)
+                    "PARKGATE_TLS_CA_FILE", "PARKGATE_TLS_CERT_FILE", "PARKGATE_TLS_KEY_FILE", "PARKGATE_INSECURE",
+                    "PARKGATE_DEV_PKI_DIR"}
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:

@@ -39,10 +39,9 @@ import logging
 import random
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
-from parkgate import native
 from parkgate.common import __version__, metrics
 from parkgate.common.power import PowerState, PowerWatcher, Transition
 from parkgate.common.reason import Reason
@@ -63,7 +62,7 @@ from .inputs import (
     threadsafe_put,
 )
 from .link import Command, GateLink, Hello, LinkError, Result
-from .offline import CachedKeys, GateDisk, LocalDecision, OfflineAdmission, OfflineDecider
+from .offline import CachedKeys, GateDisk, LocalDecision, OfflineAdmission, OfflineDecider, keyring_from
 from .turnstile import Turnstile
 
 log = logging.getLogger("parkgate.gate")
@@ -355,9 +354,9 @@ class GateAgent:
             await self.link.close()
         self.link = link
         self._link_gauge.set(1)
-        keyring = native.Keyring()
-        for k in welcome.keys:
-            keyring.add(k.key_id, k.public_key, native.KeyState.RETIRED if k.retired else native.KeyState.ACTIVE)
+        keyring = keyring_from([(k.key_id, k.public_key, k.retired) for k in welcome.keys],
+                               [int(k) for k in welcome.revoked_key_ids if k.isdigit()],
+                               self.keys.keyring if self.keys else None)
         if welcome.time_zone:  # the park's own zone wins over the configured fallback
             self.zone = ZoneInfo(welcome.time_zone)
         self.keys = CachedKeys(
@@ -414,10 +413,21 @@ class GateAgent:
             if link is not None:
                 link.acknowledge(command.command_id, True, sentence)
             return sentence
-        if command.kind == "UPDATE_KEYS" and link is not None:
-            await link.close()  # the next welcome carries the new keyring
-            return "new keys announced: reconnecting for a fresh welcome"
+        if command.kind == "UPDATE_KEYS":
+            return self._update_keys(command)
         return f"ignored command {command.kind} {command.command_id}"
+
+    def _update_keys(self, command: Command) -> str:
+        """The server's keys replace the cached ones at once (and on disk): a revoked key is refused from now on."""
+        if self.keys is None:
+            return "new keys announced before any welcome: ignored (the welcome carries them)"
+        keyring = keyring_from(command.keys, command.revoked_key_ids, self.keys.keyring)
+        self.keys = replace(self.keys, keyring=keyring)
+        self.disk.save_keys(self.keys)
+        if self.link is not None:
+            self.link.acknowledge(command.command_id, True, f"{len(keyring)} keys")
+        states = ", ".join(f"{e.key_id}:{e.state.name.lower()}" for e in keyring)
+        return f"keys updated by the server ({states}); acknowledged {command.command_id}"
 
     async def _set_emergency(self, source: str, on: bool) -> str:
         before = bool(self.emergency)

@@ -80,6 +80,9 @@ class Command:
     command_id: str
     kind: str  # a CommandKind name: PAUSE_ENTRY, RESUME_ENTRY, EMERGENCY_OPEN_CMD, ...
     text: str
+    # UPDATE_KEYS: (key id, public key, retired) of every usable key, and the ids revoked
+    keys: tuple[tuple[int, bytes, bool], ...] = ()
+    revoked_key_ids: tuple[int, ...] = ()
 
 
 class GateLink:
@@ -134,7 +137,10 @@ class GateLink:
                         future.set_result(Result.from_message(message.result))
                 elif kind == "command":
                     c = message.command
-                    self.commands.put_nowait(Command(c.command_id, gate_pb2.CommandKind.Name(c.kind), c.reason_text))
+                    self.commands.put_nowait(Command(
+                        c.command_id, gate_pb2.CommandKind.Name(c.kind), c.reason_text,
+                        tuple((k.key_id, k.public_key, k.retired) for k in c.keys),
+                        tuple(int(k) for k in c.revoked_key_ids if k.isdigit())))
         except grpc.aio.AioRpcError as exc:
             log.warning("gate link to %s broke: %s %s", self.address, exc.code().name, exc.details())
         finally:

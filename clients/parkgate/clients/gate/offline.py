@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -63,6 +64,23 @@ class CachedKeys:
     time_zone: str = "UTC"
     attraction_slots: dict[int, str] = field(default_factory=dict)
     products: dict[int, AdmissionTerms] = field(default_factory=dict)
+
+
+def keyring_from(keys: Sequence[tuple[int, bytes, bool]], revoked: Sequence[int],
+                 known: native.Keyring | None = None) -> native.Keyring:
+    """The keyring a server announced (welcome or UPDATE_KEYS): usable keys, plus the revoked ones the gate knew.
+
+    A revoked key stays in the ring as REVOKED rather than being dropped, so
+    its codes are refused as REVOKED_KEY (not UNKNOWN_KEY) from the moment the
+    gate hears of it, online or not.
+    """
+    keyring = native.Keyring()
+    for key_id, public_key, retired in keys:
+        keyring.add(key_id, public_key, native.KeyState.RETIRED if retired else native.KeyState.ACTIVE)
+    for key_id in revoked:
+        if known is not None and key_id in known and key_id not in keyring:
+            keyring.add(key_id, known.public_key(key_id), native.KeyState.REVOKED)
+    return keyring
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ from parkgate.server.domain.errors import (
 
 from .access import access_rules
 from .call import CallState, current_call
+from .hostile import check_request, printable
 
 log = logging.getLogger("parkgate.server.rpc")
 request_log = logging.getLogger("parkgate.requests")
@@ -49,9 +50,18 @@ _STATUS_OF: list[tuple[type[ParkgateError], grpc.StatusCode]] = [
 ]
 
 
+_STATUS_OF_REASON = {
+    Reason.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Reason.INTERNAL: grpc.StatusCode.INTERNAL,
+    Reason.SERVER_OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.DEVICE_FLOODING: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.LOGIN_THROTTLED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
 def status_for(error: ParkgateError) -> grpc.StatusCode:
-    if error.reason == Reason.ALREADY_EXISTS:
-        return grpc.StatusCode.ALREADY_EXISTS
+    if error.reason in _STATUS_OF_REASON:
+        return _STATUS_OF_REASON[error.reason]
     for cls, code in _STATUS_OF:
         if isinstance(error, cls):
             return code
@@ -63,7 +73,7 @@ _SECRET_WORDS = ("password", "secret", "token", "photo", "id_document")
 
 
 def summarize(request: Any) -> dict[str, Any]:
-    """The request as JSON for the operation log, with secrets replaced."""
+    """The request as JSON for the operation log, with secrets replaced and hostile text made harmless."""
     if not isinstance(request, Message):
         return {}
 
@@ -76,7 +86,7 @@ def summarize(request: Any) -> dict[str, Any]:
             return value.replace("\x00", "\\x00")
         return value
 
-    return scrub(MessageToDict(request, preserving_proto_field_name=True))
+    return printable(scrub(MessageToDict(request, preserving_proto_field_name=True)))
 
 
 class _Undecodable:
@@ -286,6 +296,44 @@ async def _call(inner: Behavior, request: Any, context: grpc.aio.ServicerContext
     return await result if inspect.isawaitable(result) else result
 
 
+class InputCheck(WrappingInterceptor):
+    """Innermost: refuses hostile strings (:mod:`.hostile`) before any servicer sees them.
+
+    It runs after the audit interceptor has taken the call's summary, so a
+    refused mutating call still leaves its record (with the text made printable).
+    """
+
+    def _wrap_unary(self, inner: Behavior, method: str) -> Behavior:
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if hasattr(request, "__aiter__"):
+                return await _call(inner, _hostile_checked_stream(request), context)
+            check_request(request)
+            return await _call(inner, request, context)
+
+        return checked
+
+    def _wrap_stream(self, inner: Behavior, method: str) -> Behavior:
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if hasattr(request, "__aiter__"):
+                request = _hostile_checked_stream(request)
+            else:
+                check_request(request)
+            result = inner(request, context)
+            if inspect.isawaitable(result):
+                await result
+            else:
+                async for item in result:
+                    yield item
+
+        return checked
+
+
+async def _hostile_checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        check_request(request)
+        yield request
+
+
 class Authentication(WrappingInterceptor):
     """Resolves ``authorization: Bearer <token>`` into the caller's Principal.
 
@@ -355,13 +403,19 @@ class Audit(WrappingInterceptor):
                 summary=summary,
                 peer=state.peer,
             )
-        except ParkgateError as exc:
-            # The call itself has already happened; losing its log line is an
-            # operational alarm, not a reason to tell the client it failed.
-            log.error("operation log write failed for %s (%s): %s", state.method, outcome, exc)
+        except Exception as exc:
+            # The call itself has already happened; a lost record is an
+            # operational alarm, not a reason to tell the client it failed. The
+            # record goes to the server log in full, so it survives there.
+            log.error("operation log write failed for %s (%s): %s; record: %s", state.method, outcome, exc,
+                      orjson.dumps({"username": username, "method": state.method, "outcome": outcome,
+                                    "summary": summary, "peer": state.peer}).decode())
 
 
 def interceptor_chain(
     authenticate: Callable[[str], Awaitable[Any]], record_audit: Callable[..., Awaitable[None]]
 ) -> list[grpc.aio.ServerInterceptor]:
-    return [RequestLog(), ErrorMapping(), Authentication(authenticate), Permission(), Audit(record_audit)]
+    # Audit sits outside authentication: a refused attempt at a mutating call
+    # (no session, no permission, hostile text) is recorded too.
+    return [RequestLog(), ErrorMapping(), Audit(record_audit), Authentication(authenticate), Permission(),
+            InputCheck()]

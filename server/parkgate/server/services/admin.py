@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import secrets
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from parkgate.server.domain import passwords
+from parkgate.server.domain import device_secrets
+from parkgate.server.domain.audit_chain import ChainProblem, verify_chain
 from parkgate.server.domain.errors import InvalidArgument, NotFound, Reason
 from parkgate.server.domain.texts import DEFAULT_PARAMETERS
 from parkgate.server.store import Database
@@ -22,19 +23,21 @@ DEVICE_KINDS = ("gate", "handheld", "sales_window", "kiosk", "site_edge")
 
 
 class AdminService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, device_secret_key: str = "", audit_key: str = "") -> None:
         self.db = db
+        self.device_secret_key = device_secret_key
+        self.audit_key = audit_key
 
     # --- devices (S2) -------------------------------------------------------
 
     async def register_device(self, device: DeviceSpec) -> tuple[Device, str]:
-        """Register a device; returns it and its secret (shown once, stored only as an argon2 hash)."""
+        """Register a device; returns it and its secret (shown once, stored only as a keyed hash)."""
         if device.kind not in DEVICE_KINDS:
             raise InvalidArgument(f"device kind must be one of {', '.join(DEVICE_KINDS)}")
         if device.kind == "gate" and device.direction not in ("in", "out"):
             raise InvalidArgument("a gate needs a direction: in or out")
         secret = secrets.token_urlsafe(24)
-        secret_hash = await asyncio.to_thread(passwords.hash_password, secret)
+        secret_hash = device_secrets.hash_secret(secret, self.device_secret_key)
         async with self.db.transaction() as conn:
             row = await device_store.register(conn, device, secret_hash)
         return row, secret
@@ -44,7 +47,7 @@ class AdminService:
         rotate_secret: bool,
     ) -> tuple[Device, str]:
         secret = secrets.token_urlsafe(24) if rotate_secret else ""
-        secret_hash = await asyncio.to_thread(passwords.hash_password, secret) if rotate_secret else None
+        secret_hash = device_secrets.hash_secret(secret, self.device_secret_key) if rotate_secret else None
         async with self.db.transaction() as conn:
             row = await device_store.update(
                 conn, device_id, disabled=disabled, description=description, language=language,
@@ -89,7 +92,20 @@ class AdminService:
 
     async def record_audit(self, **record: Any) -> None:
         async with self.db.transaction() as conn:
-            await audit_store.record(conn, **record)
+            await audit_store.record(conn, **record, key=self.audit_key)
+
+    async def verify_audit_log(self, start: datetime | None, end: datetime | None) -> tuple[int, int,
+                                                                                             list[ChainProblem]]:
+        """(records checked, chains checked, problems) for the chains of the days in [start, end]."""
+        async with self.db.transaction() as conn:
+            heads = await audit_store.chain_heads(conn, start, end)
+            records = await audit_store.chained_records(conn, sorted(heads))
+        chains = sorted(set(heads) | {r.chain for r in records})
+        by_chain = {chain: list(rows) for chain, rows in itertools.groupby(records, key=lambda r: r.chain)}
+        problems: list[ChainProblem] = []
+        for chain in chains:  # a chain whose records are all gone still has its head
+            problems += verify_chain(self.audit_key, chain, by_chain.get(chain, []), heads.get(chain))
+        return len(records), len(chains), problems
 
     async def audit_log(
         self, *, start: datetime | None, end: datetime | None, username: str, method_contains: str,

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from parkgate import native
 from parkgate.common import metrics
 from parkgate.rules import (
     AdmissionTerms,
@@ -37,12 +38,14 @@ from parkgate.rules import (
 from parkgate.server.domain.admission import Decision
 from parkgate.server.domain.errors import InvalidArgument, NotFound, ParkgateError, Reason, Unauthenticated
 from parkgate.server.domain.flow import alert_kind
+from parkgate.server.domain.limits import DeviceLimits, TokenBucket
 from parkgate.server.store import Database
 from parkgate.server.store import admissions as admission_store
 from parkgate.server.store import catalog as catalog_store
 from parkgate.server.store import gates as store
 from parkgate.server.store import settings as settings_store
 from parkgate.server.store.gates import GateConnection, ParkView
+from parkgate.server.store.keys import KEYS_CHANGED
 from parkgate.server.store.rows.admin import Device
 
 from .admission import AdmissionPipeline
@@ -69,6 +72,9 @@ class GateCommand:
     kind: CommandKind
     text: str = ""
     request_id: str = ""    # CONFIRM_CHECK: the held validation
+    # UPDATE_KEYS: every key a gate may verify with (key id, public key, retired), and the revoked ids
+    keys: tuple[tuple[int, bytes, bool], ...] = ()
+    revoked_key_ids: tuple[int, ...] = ()
 
 
 #: NOTIFY payloads on the park state channel that carry a control-room confirmation, not a park id.
@@ -100,6 +106,7 @@ class GateSession:
     currency: str = ""          # the park's: a stored-value balance is shown in it
     in_flight: int = 0          # validations submitted and not yet answered
     fast_mode: bool = False     # S24: the gate opens on a locally valid code before our answer
+    bucket: TokenBucket | None = None  # messages a second (DeviceLimits)
     reading_done: bool = False  # the gate half-closed its stream: end it once every answer went out
 
     def end_when_answered(self) -> None:
@@ -127,7 +134,7 @@ class GateHub:
     def __init__(
         self, db: Database, pipeline: AdmissionPipeline, server_id: str,
         check_device: Callable[[str, str], Awaitable[Device]], *,
-        state_poll_seconds: float = 2.0, ack_wait_seconds: float = 5.0,
+        state_poll_seconds: float = 2.0, ack_wait_seconds: float = 5.0, limits: DeviceLimits | None = None,
     ) -> None:
         self.db = db
         self.pipeline = pipeline
@@ -136,6 +143,9 @@ class GateHub:
         self.state_poll_seconds = state_poll_seconds
         self.ack_wait_seconds = ack_wait_seconds
         self.sessions: dict[str, GateSession] = {}
+        self.limits = limits or DeviceLimits()
+        self.pending = 0  # validations of all gates submitted and not yet answered
+        self._keyring_seen: tuple[tuple[int, str], ...] | None = None
         self._texts: dict[tuple[str, str], str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.recorder: FlowRecorder | None = None  # the live flow's counters and alerts (S26)
@@ -147,7 +157,7 @@ class GateHub:
 
     async def start(self) -> None:
         await self.pipeline.start()
-        await self.pipeline.load_keyring(force=True)
+        await self.keys_changed()
         async with self.db.connection() as conn:
             self._texts = await store.reason_texts(conn)
         self._tasks = [
@@ -211,7 +221,8 @@ class GateHub:
         session = GateSession(place, device.language or str(default_language), software_version,
                               attraction_slots={slot: aid for aid, slot in slots_by_id.items()}, products=products,
                               paused=state.paused and place.direction == "in", emergency=state.emergency,
-                              fast_mode=fast_mode, currency=state.currency)
+                              fast_mode=fast_mode, currency=state.currency,
+                              bucket=TokenBucket(self.limits.messages_per_second, self.limits.burst))
         previous = self.sessions.get(device_id)
         if previous is not None:  # the same gate reconnected before its old stream noticed it was gone
             previous.outbox.put_nowait(GATE_STREAM_END)
@@ -243,14 +254,31 @@ class GateHub:
         if not request_id:
             session.outbox.put_nowait(self.result(session, "", Decision.deny(Reason.INVALID_ARGUMENT)))
             return
+        refusal = self._over_limit(session)
+        if refusal is not None:
+            session.outbox.put_nowait(self.result(session, request_id, Decision.deny(refusal)))
+            return
         session.in_flight += 1
+        self.pending += 1
         future = self.pipeline.submit(session.place, request_id, code=code, card_uid=card_uid,
                                       direction=direction or session.place.direction)
         future.add_done_callback(functools.partial(self._answer, session, request_id, forwarded))
 
+    def message_allowed(self, session: GateSession) -> bool:
+        """Every message a gate sends takes a token; False when it sends faster than its share."""
+        return session.bucket is None or session.bucket.take()
+
+    def _over_limit(self, session: GateSession) -> Reason | None:
+        if session.in_flight >= self.limits.max_in_flight:
+            return Reason.DEVICE_FLOODING
+        if self.pending >= self.limits.max_pending:
+            return Reason.SERVER_OVERLOADED
+        return None
+
     def _answer(self, session: GateSession, request_id: str, forwarded: bool,
                 future: asyncio.Future[Decision]) -> None:
         session.in_flight -= 1
+        self.pending -= 1
         if not future.cancelled():
             error = future.exception()
             if error is None:
@@ -364,6 +392,8 @@ class GateHub:
                 async for park_id in store.notifications(self.db.conninfo, store.PARK_STATE_CHANNEL):
                     if park_id.startswith(CONFIRM_PREFIX):
                         self._deliver_confirm(park_id)
+                    elif park_id == KEYS_CHANGED:
+                        await self.keys_changed()
                     else:
                         await self.refresh([park_id])
             except (ParkgateError, OSError) as exc:
@@ -375,6 +405,7 @@ class GateHub:
             await asyncio.sleep(self.state_poll_seconds)
             try:
                 await self.refresh()
+                await self.keys_changed()
             except ParkgateError as exc:
                 log.warning("park state poll: %s", exc)
 
@@ -392,6 +423,27 @@ class GateHub:
                     log.info("annulled %d admissions without a passage report", len(done))
             except ParkgateError as exc:
                 log.warning("passage sweep: %s", exc)
+
+    async def keys_changed(self) -> None:
+        """Reload the keyring; when it changed, send every gate of this server the keys (UPDATE_KEYS)."""
+        keyring = await self.pipeline.load_keyring(force=True)
+        seen = tuple((e.key_id, e.state.name) for e in keyring)
+        previous, self._keyring_seen = self._keyring_seen, seen
+        if previous is None or previous == seen:
+            return
+        command = self.keys_command(keyring)
+        for session in list(self.sessions.values()):
+            session.outbox.put_nowait(command)
+        log.info("keyring changed (%s): UPDATE_KEYS sent to %d gates",
+                 ", ".join(f"{k}:{state.lower()}" for k, state in seen), len(self.sessions))
+
+    @staticmethod
+    def keys_command(keyring: native.Keyring) -> GateCommand:
+        keys = tuple((e.key_id, e.public_key, e.state.name == "RETIRED") for e in keyring
+                     if e.state.name != "REVOKED")
+        revoked = tuple(e.key_id for e in keyring if e.state.name == "REVOKED")
+        fingerprint = ",".join(f"{k}{'r' if r else ''}" for k, _, r in keys) + "-" + ",".join(map(str, revoked))
+        return GateCommand(f"keys:{fingerprint}", "UPDATE_KEYS", "the ticket signing keys changed", keys, revoked)
 
     async def emergency(self, park_id: str, on: bool) -> tuple[int, list[str]]:
         """Open (or release) every gate of the park; returns (gates told, gates that acknowledged)."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from parkgate.server.config import AuthSettings
-from parkgate.server.domain import passwords
+from parkgate.server.domain import device_secrets, passwords
 from parkgate.server.domain.errors import (
     Conflict,
     Forbidden,
@@ -20,6 +21,7 @@ from parkgate.server.domain.errors import (
 )
 from parkgate.server.domain.operators import LoginPolicy, Principal, check_can_log_in, lock_after_failure
 from parkgate.server.domain.permissions import ADMIN_ROLE, PERMISSIONS
+from parkgate.server.domain.throttle import AddressThrottle, source_address
 from parkgate.server.store import Database
 from parkgate.server.store import devices as device_store
 from parkgate.server.store import operators as store
@@ -42,10 +44,13 @@ class LoginResult:
 
 
 class OperatorService:
-    def __init__(self, db: Database, policy: LoginPolicy, min_password_length: int) -> None:
+    def __init__(self, db: Database, policy: LoginPolicy, min_password_length: int,
+                 device_secret_key: str = "", throttle: AddressThrottle | None = None) -> None:
         self.db = db
         self.policy = policy
         self.min_password_length = min_password_length
+        self.device_secret_key = device_secret_key
+        self.throttle = throttle or AddressThrottle(30, 300.0)
 
     @classmethod
     def from_settings(cls, db: Database, auth: AuthSettings) -> OperatorService:
@@ -54,7 +59,8 @@ class OperatorService:
             lockout=timedelta(minutes=auth.lockout_minutes),
             session_lifetime=timedelta(hours=auth.session_hours),
         )
-        return cls(db, policy, auth.min_password_length)
+        return cls(db, policy, auth.min_password_length, auth.device_secret_key,
+                   AddressThrottle(auth.max_failed_logins_per_address, auth.address_window_minutes * 60))
 
     # --- sessions ------------------------------------------------------------
 
@@ -62,6 +68,11 @@ class OperatorService:
         self, username: str, password: str, device_id: str, peer: str, device_secret: str = ""
     ) -> LoginResult:
         now = datetime.now(UTC)
+        address = source_address(peer)
+        wait = self.throttle.blocked_for(address)
+        if wait > 0:
+            raise Unauthenticated(f"too many failed log-ins from {address}: try again in {wait:.0f}s",
+                                  Reason.LOGIN_THROTTLED)
         async with self.db.transaction() as conn:
             account = await store.account_for_login(conn, username)
             check_can_log_in(account, now)
@@ -72,6 +83,7 @@ class OperatorService:
                 failures = account.failed_logins + 1
                 await store.record_failed_login(conn, account.user_id, lock_after_failure(failures, self.policy, now))
         if not ok or account is None:
+            self.throttle.failed(address)
             raise Unauthenticated("wrong user name or password", Reason.BAD_CREDENTIALS)
         if device_id:
             await self.verify_device(device_id, device_secret)
@@ -98,7 +110,16 @@ class OperatorService:
             raise Unauthenticated(f"device {device_id!r} is not registered", Reason.UNKNOWN_DEVICE)
         if device.disabled:
             raise Unauthenticated(f"device {device_id!r} is disabled", Reason.DEVICE_DISABLED)
-        if not await asyncio.to_thread(passwords.verify_password, device.secret_hash, secret):
+        stored = device.secret_hash
+        if device_secrets.is_fast(stored):
+            ok = device_secrets.verify_fast(stored, secret, self.device_secret_key)
+        else:
+            ok = await asyncio.to_thread(device_secrets.verify_legacy, stored, secret)
+            if ok:  # an argon2 hash from before: the next check is the fast one
+                async with self.db.transaction() as conn:
+                    await device_store.replace_secret_hash(
+                        conn, device_id, stored, device_secrets.hash_secret(secret, self.device_secret_key))
+        if not ok:
             raise Unauthenticated(f"wrong secret for device {device_id!r}", Reason.BAD_DEVICE_CREDENTIALS)
         return device
 
@@ -116,6 +137,10 @@ class OperatorService:
             await store.end_session(conn, principal.session_id)
 
     async def end_session(self, session_id: str) -> None:
+        try:  # session ids are UUIDs: anything else names no session (and must not reach the uuid column)
+            uuid.UUID(session_id)
+        except ValueError:
+            raise NotFound(f"no open session {session_id!r}") from None
         async with self.db.transaction() as conn:
             if not await store.end_session(conn, session_id):
                 raise NotFound(f"no open session {session_id!r}")

@@ -24,6 +24,7 @@ from parkgate.server.domain.operators import Principal
 from parkgate.server.store import Database
 from parkgate.server.store import catalog as catalog_store
 from parkgate.server.store import devices as device_store
+from parkgate.server.store import keys as keys_store
 from parkgate.server.store import sales as store
 from parkgate.server.store import settings as settings_store
 from parkgate.server.store.database import Connection
@@ -143,7 +144,10 @@ class SalesService:
     # --- signing key ----------------------------------------------------------------
 
     async def _signing_key(self, conn: Connection) -> native.SigningKey:
-        """The installation's active key, read once per server (rotation restarts nothing: see load)."""
+        """The installation's active key (a rotation restarts nothing: services/keys.py)."""
+        # One indexed read per order: a key rotated or revoked through any server stops signing here at once.
+        if self._key is not None and await keys_store.key_state(conn, self._key.key_id) != "active":
+            self._key = None
         if self._key is None:
             row = await store.active_signing_key(conn)
             if row is None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import random
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
+
+from parkgate.server.domain.audit_chain import GENESIS, SHARDS, ChainedRecord, chain_name, record_hash
 
 from .database import Connection
 from .fetch import fetch_all
@@ -22,11 +25,47 @@ async def record(
     outcome: str,
     summary: dict[str, Any],
     peer: str,
+    key: str = "",
 ) -> None:
+    """Append a record to one of today's chains (a random shard), linked to that chain's last record."""
+    at = datetime.now(UTC)
+    chain = chain_name(at, random.randrange(SHARDS))
+    await conn.execute("INSERT INTO audit_chain_heads (chain, seq, hash) VALUES (%s, 0, %s) ON CONFLICT DO NOTHING",
+                       (chain, GENESIS))
+    head = await (await conn.execute("SELECT seq, hash FROM audit_chain_heads WHERE chain = %s FOR UPDATE",
+                                     (chain,))).fetchone()
+    assert head is not None
+    seq, prev = int(head["seq"]) + 1, bytes(head["hash"])
+    digest = record_hash(key, prev, chain=chain, seq=seq, at=at, user_id=user_id or "", username=username,
+                         device_id=device_id, method=method, outcome=outcome, summary=summary, peer=peer)
     await conn.execute(
-        """INSERT INTO audit_log (user_id, username, device_id, method, outcome, summary, peer)
-           VALUES (%s, %s, %s, %s, %s, %s, %s)""",
-        (user_id, username, device_id, method, outcome, Jsonb(summary), peer),
+        """INSERT INTO audit_log (at, user_id, username, device_id, method, outcome, summary, peer,
+                                  chain, seq, prev_hash, hash)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (at, user_id, username, device_id, method, outcome, Jsonb(summary), peer, chain, seq, prev, digest),
+    )
+    await conn.execute("UPDATE audit_chain_heads SET seq = %s, hash = %s WHERE chain = %s", (seq, digest, chain))
+
+
+async def chain_heads(conn: Connection, start: datetime | None, end: datetime | None) -> dict[str, int]:
+    """Each chain's last sequence number, for the chains of the days in [start, end)."""
+    cur = await conn.execute(
+        """SELECT chain, seq FROM audit_chain_heads
+           WHERE (%(start)s::date IS NULL OR split_part(chain, '/', 1)::date >= %(start)s::date)
+             AND (%(end)s::date IS NULL OR split_part(chain, '/', 1)::date <= %(end)s::date)""",
+        {"start": start, "end": end},
+    )
+    return {row["chain"]: int(row["seq"]) for row in await cur.fetchall()}
+
+
+async def chained_records(conn: Connection, chains: list[str]) -> list[ChainedRecord]:
+    """Every record of ``chains`` in chain and sequence order, as stored."""
+    return await fetch_all(
+        conn, ChainedRecord,
+        """SELECT id, chain, seq, at, coalesce(user_id::text, '') AS user_id, username, device_id, method, outcome,
+                  summary, peer, prev_hash, hash
+           FROM audit_log WHERE chain = ANY(%s) ORDER BY chain, seq, id""",
+        (chains,),
     )
 
 

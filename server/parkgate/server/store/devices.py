@@ -56,3 +56,9 @@ async def update(
             WHERE id = %s RETURNING {_COLUMNS}""",
         (disabled, description, language, secret_hash, device_id),
     )
+
+
+async def replace_secret_hash(conn: Connection, device_id: str, old_hash: str, new_hash: str) -> None:
+    """Rewrite a device's stored hash unless a rotation changed it meanwhile."""
+    await conn.execute("UPDATE devices SET secret_hash = %s WHERE id = %s AND secret_hash = %s",
+                       (new_hash, device_id, old_hash))

@@ -106,6 +106,9 @@ async def apply_migrations(conninfo: str) -> list[Migration]:
 
 
 async def schema_version(conn: psycopg.AsyncConnection) -> int:
-    cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
+    # Pool connections return dict rows, a bare connection tuples: name the column and read either.
+    cur = await conn.execute("SELECT coalesce(max(version), 0) AS version FROM schema_migrations")
     row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    if row is None:
+        return 0
+    return int(row["version"] if isinstance(row, dict) else row[0])

@@ -6,7 +6,9 @@ import grpc
 
 from parkgate.server.domain.errors import InvalidArgument
 from parkgate.server.services.admin import AdminService
+from parkgate.server.services.keys import KeyService
 from parkgate.server.services.operators import OperatorService
+from parkgate.server.store.keys import KeyRow
 from parkgate.v1 import admin_pb2, admin_pb2_grpc
 
 from .. import call, convert
@@ -14,10 +16,16 @@ from .. import call, convert
 Ctx = grpc.aio.ServicerContext
 
 
+def _key(row: KeyRow) -> admin_pb2.SigningKeyInfo:
+    return admin_pb2.SigningKeyInfo(key_id=row.key_id, public_key=bytes(row.public_key), state=row.state,
+                                    created_at=convert.ts(row.created_at))
+
+
 class AdminServicer(admin_pb2_grpc.AdminServicer):
-    def __init__(self, operators: OperatorService, admin: AdminService) -> None:
+    def __init__(self, operators: OperatorService, admin: AdminService, keys: KeyService) -> None:
         self.operators = operators
         self.admin = admin
+        self.keys = keys
 
     # --- users ------------------------------------------------------------------
     async def ListUsers(self, request: admin_pb2.ListUsersRequest, context: Ctx) -> admin_pb2.ListUsersResponse:
@@ -124,3 +132,28 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     async def EndSession(self, request: admin_pb2.EndSessionRequest, context: Ctx) -> admin_pb2.EndSessionResponse:
         await self.operators.end_session(request.session_id)
         return admin_pb2.EndSessionResponse()
+
+    # --- ticket signing keys ----------------------------------------------------------
+    async def ListSigningKeys(self, request: admin_pb2.ListSigningKeysRequest,
+                              context: Ctx) -> admin_pb2.ListSigningKeysResponse:
+        return admin_pb2.ListSigningKeysResponse(keys=[_key(k) for k in await self.keys.list_keys()])
+
+    async def RotateSigningKey(self, request: admin_pb2.RotateSigningKeyRequest,
+                               context: Ctx) -> admin_pb2.SigningKeyInfo:
+        return _key(await self.keys.rotate())
+
+    async def RetireSigningKey(self, request: admin_pb2.SigningKeyRequest, context: Ctx) -> admin_pb2.SigningKeyInfo:
+        return _key(await self.keys.retire(request.key_id))
+
+    async def RevokeSigningKey(self, request: admin_pb2.SigningKeyRequest, context: Ctx) -> admin_pb2.SigningKeyInfo:
+        return _key(await self.keys.revoke(request.key_id))
+
+    # --- the operation log's hash chains ------------------------------------------------
+    async def VerifyAuditLog(self, request: admin_pb2.VerifyAuditLogRequest,
+                             context: Ctx) -> admin_pb2.VerifyAuditLogResponse:
+        records, chains, problems = await self.admin.verify_audit_log(
+            convert.from_ts(request.range.start, request.range.HasField("start")),
+            convert.from_ts(request.range.end, request.range.HasField("end")),
+        )
+        return admin_pb2.VerifyAuditLogResponse(records_checked=records, chains_checked=chains, problems=[
+            admin_pb2.AuditChainProblem(chain=p.chain, record_id=p.record_id, problem=p.problem) for p in problems])

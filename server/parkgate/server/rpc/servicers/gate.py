@@ -17,7 +17,8 @@ from typing import Any
 
 import grpc
 
-from parkgate.server.domain.errors import InvalidArgument, ParkgateError
+from parkgate.server.domain.admission import Decision
+from parkgate.server.domain.errors import InvalidArgument, ParkgateError, Reason
 from parkgate.server.domain.flow import is_forwarded
 from parkgate.server.services.gates import GATE_STREAM_END, GateCommand, GateHub, GateResult, GateSession
 from parkgate.server.store.gates import ParkView
@@ -52,7 +53,9 @@ def _outgoing(message: GateResult | GateCommand) -> gate_pb2.ServerMessage:
     if isinstance(message, GateCommand):
         return gate_pb2.ServerMessage(command=gate_pb2.GateCommand(
             command_id=message.command_id, kind=gate_pb2.CommandKind.Value(message.kind), reason_text=message.text,
-            request_id=message.request_id))
+            request_id=message.request_id,
+            keys=[gate_pb2.VerifyKey(key_id=k, public_key=pk, retired=retired) for k, pk, retired in message.keys],
+            revoked_key_ids=[str(k) for k in message.revoked_key_ids]))
     d = message.decision
     return gate_pb2.ServerMessage(result=gate_pb2.ValidationResult(
         request_id=message.request_id, allow=d.allow, reason=d.reason.number,
@@ -99,16 +102,27 @@ class GateServicer(gate_pb2_grpc.GateServicer):
     async def _read(self, requests: AsyncIterator[gate_pb2.GateMessage], session: GateSession,
                     tasks: set[asyncio.Task[None]]) -> None:
         try:
+            limits = self.hub.limits
             async for message in requests:
+                if message.ByteSize() > limits.max_message_bytes:
+                    raise ParkgateError(f"a gate message of {message.ByteSize()} bytes (at most "
+                                        f"{limits.max_message_bytes})", Reason.DEVICE_FLOODING)
                 kind = message.WhichOneof("body")
+                allowed = self.hub.message_allowed(session)
                 if kind == "validation":
                     v = message.validation
+                    if not allowed:  # answered at once: the gate decides offline, the others do not wait
+                        session.outbox.put_nowait(self.hub.result(session, v.request_id,
+                                                                  Decision.deny(Reason.DEVICE_FLOODING)))
+                        continue
                     credential = v.WhichOneof("credential")
                     self.hub.submit(session, v.request_id, code=v.code if credential == "code" else "",
                                     card_uid=v.card_uid if credential == "card_uid" else "",
                                     direction=convert.direction_name(v.direction),  # type: ignore[arg-type]
                                     forwarded=v.HasField("scanned_at") and is_forwarded(v.scanned_at.seconds, time.time()))
                     continue
+                if not allowed:
+                    continue  # a flood of heartbeats or acknowledgements is dropped, not queued
                 if kind == "heartbeat":
                     work = self.hub.heartbeat(session, message.heartbeat.state, message.heartbeat.on_battery)
                 elif kind == "ack":

@@ -1,0 +1,17 @@
+-- A tamper-evident operation log: each record carries the keyed hash of its
+-- content and of the record before it in its chain. Chains are per day and
+-- shard, so concurrent writers lock different head rows; the heads table
+-- remembers each chain's last record, so records deleted from the end show too.
+-- Records written before this migration have no chain and are not checked.
+ALTER TABLE audit_log
+    ADD COLUMN chain     text,
+    ADD COLUMN seq       bigint,
+    ADD COLUMN prev_hash bytea,
+    ADD COLUMN hash      bytea;
+CREATE UNIQUE INDEX audit_log_chain_seq ON audit_log (chain, seq) WHERE chain IS NOT NULL;
+
+CREATE TABLE audit_chain_heads (
+    chain text PRIMARY KEY,
+    seq   bigint NOT NULL,
+    hash  bytea NOT NULL
+);
