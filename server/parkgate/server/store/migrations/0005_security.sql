@@ -15,3 +15,19 @@ CREATE TABLE audit_chain_heads (
     seq   bigint NOT NULL,
     hash  bytea NOT NULL
 );
+
+-- The outbox of the operation log: a mutating call's transaction stages its
+-- record here, so a change that commits always leaves a trace even when the
+-- chained record (written after the call) fails; the call's own write removes
+-- the row, and the server's drainer moves what is left into the chains.
+CREATE TABLE audit_outbox (
+    call_id   uuid PRIMARY KEY,
+    at        timestamptz NOT NULL DEFAULT now(),
+    user_id   uuid,
+    username  text NOT NULL DEFAULT '',
+    device_id text NOT NULL DEFAULT '',
+    method    text NOT NULL,
+    summary   jsonb NOT NULL DEFAULT '{}',
+    peer      text NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_outbox_at ON audit_outbox (at);
