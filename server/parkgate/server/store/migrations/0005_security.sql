@@ -31,3 +31,16 @@ CREATE TABLE audit_outbox (
     peer      text NOT NULL DEFAULT ''
 );
 CREATE INDEX audit_outbox_at ON audit_outbox (at);
+
+-- A leaked ticket code: the ticket was reissued with a new serial and code,
+-- and the old one (voided) is refused; gates hear these serials (until the
+-- code expires) so they refuse the old code offline too.
+CREATE TABLE revoked_codes (
+    serial      bigint PRIMARY KEY,
+    ticket_id   uuid NOT NULL REFERENCES tickets,
+    reissued_as uuid NOT NULL REFERENCES tickets,
+    valid_until timestamptz NOT NULL,
+    revoked_at  timestamptz NOT NULL DEFAULT now(),
+    note        text NOT NULL DEFAULT ''
+);
+CREATE INDEX revoked_codes_valid_until ON revoked_codes (valid_until);
