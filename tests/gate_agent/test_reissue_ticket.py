@@ -69,6 +69,10 @@ async def test_reissued_ticket_old_code_refused_online_and_offline(site: Site, m
         mark = rig.board.mark()
         rig.scan(new_code)
         await rig.board.wait_for(OPENED, mark)
+        # By the code itself (as the leak shows it): the reissued ticket can be reissued again.
+        by_code = await run_admin(site, "ticket-reissue", new_code)
+        assert by_code.returncode == 0, by_code.stderr
+        assert int(orjson.loads(by_code.stdout)["revoked_serial"]) == new_serial
         # A second reissue of the old serial is refused: it is voided.
         again = await run_admin(site, "ticket-reissue", str(old_serial))
         assert again.returncode != 0 and "VOIDED" in again.stderr

@@ -11,6 +11,7 @@ chains it, and the chains still verify.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -62,8 +63,9 @@ async def test_normal_call_chains_its_record_and_leaves_no_outbox_row(server: Ru
     assert _sql(module_dsn, "SELECT count(*) FROM audit_outbox")[0][0] == 0
 
 
-async def test_committed_change_keeps_its_record_when_the_chain_write_fails(server: RunningServer,
-                                                                             module_dsn: str) -> None:
+async def test_committed_change_keeps_its_record_when_the_chain_write_fails(
+        server: RunningServer, module_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="parkgate.server.app")
     admin = await server.admin()
     _sql(module_dsn, """CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
                         BEGIN RAISE EXCEPTION 'audit_log refuses writes (test)'; END $$""")
@@ -79,7 +81,8 @@ async def test_committed_change_keeps_its_record_when_the_chain_write_fails(serv
         assert len(staged) == 1 and staged[0][0] == CHAINED_PUT and staged[0][1] == "admin"
         assert "label.outbox.lost" in staged[0][2]
         # While the chain refuses writes the drainer cannot move it either, and does not lose it.
-        await asyncio.sleep(2.5)
+        await _until("the drainer tried and failed", lambda: any(
+            "outbox not drained" in r.getMessage() and "refuses writes" in r.getMessage() for r in caplog.records))
         assert len(_sql(module_dsn, "SELECT 1 FROM audit_outbox")) == 1
     finally:
         _sql(module_dsn, "DROP TRIGGER refuse_audit ON audit_log")
