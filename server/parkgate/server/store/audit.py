@@ -9,7 +9,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from parkgate.server.domain.audit_chain import GENESIS, SHARDS, ChainedRecord, chain_name, record_hash
-from parkgate.server.domain.audit_outbox import COMMITTED, CallRecord
+from parkgate.server.domain.audit_outbox import COMMITTED
 
 from .database import Connection
 from .fetch import fetch_all
@@ -47,17 +47,6 @@ async def record(
         (at, user_id, username, device_id, method, outcome, Jsonb(summary), peer, chain, seq, prev, digest),
     )
     await conn.execute("UPDATE audit_chain_heads SET seq = %s, hash = %s WHERE chain = %s", (seq, digest, chain))
-
-
-async def stage(conn: Connection, call: CallRecord) -> None:
-    """Stage the record of the call in progress in ``conn``'s transaction (once per call)."""
-    fields = call.describe()
-    await conn.execute(
-        """INSERT INTO audit_outbox (call_id, user_id, username, device_id, method, summary, peer)
-           VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (call_id) DO NOTHING""",
-        (call.call_id, fields["user_id"], fields["username"], fields["device_id"], fields["method"],
-         Jsonb(fields["summary"]), fields["peer"]),
-    )
 
 
 async def unstage(conn: Connection, call_id: str) -> bool:

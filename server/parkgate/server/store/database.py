@@ -17,6 +17,7 @@ from typing import TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from parkgate.server.domain.audit_outbox import CallRecord, current_call_record
@@ -54,13 +55,18 @@ async def connection_errors_to_domain() -> AsyncIterator[None]:
 
 
 async def _stage_call_record(conn: Connection) -> CallRecord | None:
-    """Inside a mutating call, stage its operation-log record in this transaction: if the change commits, so
-    does the record (domain/audit_outbox.py)."""
-    from . import audit  # audit's SQL needs this module's Connection: imported here to break the cycle
-
+    """Inside a mutating call, stage its operation-log record in this transaction (once per call): if the
+    change commits, so does the record; store/audit.py chains it or the drainer does (domain/audit_outbox.py).
+    Here rather than in store/audit.py, which needs this module."""
     call = current_call_record.get()
     if call is not None:
-        await audit.stage(conn, call)
+        fields = call.describe()
+        await conn.execute(
+            """INSERT INTO audit_outbox (call_id, user_id, username, device_id, method, summary, peer)
+               VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (call_id) DO NOTHING""",
+            (call.call_id, fields["user_id"], fields["username"], fields["device_id"], fields["method"],
+             Jsonb(fields["summary"]), fields["peer"]),
+        )
     return call
 
 
