@@ -12,8 +12,11 @@ simulator's operator words (``pass``, ``emergency on``).
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +30,7 @@ from parkgate.clients.devices import SerialSettings
 from parkgate.clients.devices.relay_sim import Board, run
 from parkgate.clients.gate.agent import GateAgent
 from parkgate.clients.gate.config import load_config
+from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.v1 import catalog_pb2
 from tests.fixtures.park import TestPark, open_park
 from tests.fixtures.serial import PtyPair
@@ -179,3 +183,28 @@ async def make_rig(site: Site, make_pty_pair: Callable[[], PtyPair], tmp_path: P
         if rig.scanner is not None:
             rig.scanner.close()
         rig.board.stop()
+
+
+async def run_admin(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    """``parkgate admin --json ARGS`` as the park's admin (the console command, in its own process)."""
+    env = {**os.environ, "PARKGATE_TOKEN": site.admin.token}
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "parkgate.common.cli", "admin", "--server", site.server.address,
+                         "--json", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+async def until(what: str, check: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Wait (polling) until ``check()`` holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def open_link(site: Site, device_id: str) -> GateLink:
+    """A registered gate's raw stream (no agent), entering the park: to watch what the server sends gates."""
+    secret = await site.register_gate(device_id)
+    link = GateLink(site.server.address, Hello(device_id, secret, "in", PARK))
+    await link.open()
+    return link

@@ -9,41 +9,28 @@ key's codes are refused online and by the gate's own offline check.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import orjson
-import pytest
 
 from parkgate import native
-from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.clients.gate.offline import CachedKeys
 
-from .conftest import PARK, Rig, Site
+from .conftest import Rig, Site, open_link, run_admin, until
 
 OPENED = r"^OPEN \d+: one passage granted"
 
 
 async def _admin(site: Site, *args: str) -> object:
-    env = {**os.environ, "PARKGATE_TOKEN": site.admin.token}
-    done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "parkgate.common.cli", "admin", "--server", site.server.address,
-                         "--json", *args], capture_output=True, text=True, env=env, timeout=60)
+    done = await run_admin(site, *args)
     assert done.returncode == 0, done.stderr
     return orjson.loads(done.stdout)
 
 
-async def _until(what: str, check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
+_until = until
 
 
 def _offline_reason(keys: CachedKeys, code: str) -> str:
@@ -57,9 +44,7 @@ async def test_rotate_then_revoke_reaches_running_gates_at_once(site: Site, make
     rig = await make_rig("ag-keys")
     agent = rig.agent
     assert agent is not None and agent.keys is not None
-    secret = await site.register_gate("keys-link")
-    link = GateLink(site.server.address, Hello("keys-link", secret, "in", PARK))
-    await link.open()
+    link = await open_link(site, "keys-link")
     try:
         old_a, old_b = await site.sell("single", 2)
         keys = await _admin(site, "keys", "list")

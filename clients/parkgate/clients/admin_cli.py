@@ -223,6 +223,14 @@ def cmd_keys(s: Session, a: argparse.Namespace) -> Any:
     return call(admin_pb2.SigningKeyRequest(key_id=a.key_id), metadata=s.metadata, timeout=30)
 
 
+def cmd_ticket_reissue(s: Session, a: argparse.Namespace) -> Any:
+    """A leaked code: the ticket (a serial, or the code itself) gets a new serial and code; the old is refused."""
+    ticket = a.ticket.strip()
+    request = (admin_pb2.ReissueTicketRequest(serial=int(ticket), note=a.note or "") if ticket.isdigit()
+               else admin_pb2.ReissueTicketRequest(ticket_code=ticket, note=a.note or ""))
+    return s.admin.ReissueTicket(request, metadata=s.metadata, timeout=30)
+
+
 def cmd_audit(s: Session, a: argparse.Namespace) -> Any:
     if a.action == "verify":
         reply = s.admin.VerifyAuditLog(admin_pb2.VerifyAuditLogRequest(), metadata=s.metadata, timeout=120)
@@ -353,6 +361,10 @@ def add_parser(subparsers: Any) -> None:
     sp = cmd("keys", cmd_keys, "ticket signing keys: list, rotate, retire ID, revoke ID")
     sp.add_argument("action", choices=["list", "rotate", "retire", "revoke"])
     sp.add_argument("key_id", nargs="?", type=int)
+    sp = cmd("ticket-reissue", cmd_ticket_reissue,
+             "a leaked code: reissue the ticket (serial or code) with a new serial; the old code is refused")
+    sp.add_argument("ticket")
+    sp.add_argument("--note", help="why, for the operation log")
     sp = cmd("audit", cmd_audit, "read the operation log, newest first; 'audit verify' checks its hash chains")
     sp.add_argument("action", nargs="?", choices=["list", "verify"], default="list")
     sp.add_argument("--user")

@@ -187,6 +187,7 @@ class ParkgateServer:
         await self.server.start()
         self._tasks.append(asyncio.create_task(self._prepare_schema(), name="prepare-schema"))
         self._tasks.append(asyncio.create_task(self._watch_database(), name="watch-database"))
+        self._tasks.append(asyncio.create_task(self._drain_audit_outbox(), name="drain-audit-outbox"))
         cluster = self.settings.cluster
         if self.etcd is not None:  # a cluster member: clients find it through etcd (docs/ha.md)
             self.registration = Registration(self.etcd, cluster.name, self.settings.server_id,
@@ -232,6 +233,20 @@ class ParkgateServer:
                 self._tasks.append(asyncio.create_task(self.partitions.run(), name="partition-maintenance"))
                 self.schema_ready.set()
                 return
+
+    async def _drain_audit_outbox(self) -> None:
+        """Chain the operation-log records that calls staged but could not chain themselves."""
+        await self.schema_ready.wait()
+        age = self.settings.auth.audit_outbox_seconds
+        while True:
+            try:
+                moved = await self.admin.drain_audit_outbox(age)
+            except Exception as exc:  # the database or the chain write may be failing: try again later
+                log.warning("operation log outbox not drained: %s", exc)
+            else:
+                if moved:
+                    log.warning("operation log: %d staged records chained by the drainer", moved)
+            await asyncio.sleep(age)
 
     async def _watch_database(self) -> None:
         interval = self.settings.server.health_interval_seconds

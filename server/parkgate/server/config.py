@@ -86,6 +86,10 @@ class AuthSettings(_Section):
     # The key of the operation log's hash chains: kept out of the database, so
     # whoever can edit the database cannot rewrite the chain to match.
     audit_key: str = ""
+    # Operation-log records a call's transaction staged but the call could not
+    # chain (domain/audit_outbox.py) are moved into the chains once they are
+    # this old; the drainer looks this often.
+    audit_outbox_seconds: float = Field(10.0, gt=0)
 
 
 class EmbeddedSettings(_Section):

@@ -363,7 +363,8 @@ class GateAgent:
             keyring, welcome.park_number, welcome.attraction_slot, welcome.park_id, welcome.attraction_id,
             welcome.time_zone or self.cfg.fast_mode.time_zone, dict(welcome.attraction_slots),
             {p.product_number: AdmissionTerms(p.entries_total, p.entries_per_day, p.reentry_allowed,
-                                              p.hold_for_check, p.valid_days) for p in welcome.products})
+                                              p.hold_for_check, p.valid_days) for p in welcome.products},
+            frozenset(welcome.revoked_serials))
         self.disk.save_keys(self.keys)
         was_paused, self.paused = self.paused, welcome.entry_paused
         sentence = (f"connected to {link.address} (server {welcome.server_id}): {len(welcome.keys)} keys, park "
@@ -422,12 +423,14 @@ class GateAgent:
         if self.keys is None:
             return "new keys announced before any welcome: ignored (the welcome carries them)"
         keyring = keyring_from(command.keys, command.revoked_key_ids, self.keys.keyring)
-        self.keys = replace(self.keys, keyring=keyring)
+        # The server sends every revoked code that has not expired: the set replaces the cached one.
+        self.keys = replace(self.keys, keyring=keyring, revoked_serials=frozenset(command.revoked_serials))
         self.disk.save_keys(self.keys)
         if self.link is not None:
             self.link.acknowledge(command.command_id, True, f"{len(keyring)} keys")
         states = ", ".join(f"{e.key_id}:{e.state.name.lower()}" for e in keyring)
-        return f"keys updated by the server ({states}); acknowledged {command.command_id}"
+        return (f"keys updated by the server ({states}; {len(command.revoked_serials)} revoked codes); "
+                f"acknowledged {command.command_id}")
 
     async def _set_emergency(self, source: str, on: bool) -> str:
         before = bool(self.emergency)

@@ -83,6 +83,8 @@ class Command:
     # UPDATE_KEYS: (key id, public key, retired) of every usable key, and the ids revoked
     keys: tuple[tuple[int, bytes, bool], ...] = ()
     revoked_key_ids: tuple[int, ...] = ()
+    # UPDATE_KEYS: serials of tickets whose code was revoked (reissued)
+    revoked_serials: tuple[int, ...] = ()
 
 
 class GateLink:
@@ -140,7 +142,7 @@ class GateLink:
                     self.commands.put_nowait(Command(
                         c.command_id, gate_pb2.CommandKind.Name(c.kind), c.reason_text,
                         tuple((k.key_id, k.public_key, k.retired) for k in c.keys),
-                        tuple(int(k) for k in c.revoked_key_ids if k.isdigit())))
+                        tuple(int(k) for k in c.revoked_key_ids if k.isdigit()), tuple(c.revoked_serials)))
         except grpc.aio.AioRpcError as exc:
             log.warning("gate link to %s broke: %s %s", self.address, exc.code().name, exc.details())
         finally:

@@ -64,6 +64,8 @@ class CachedKeys:
     time_zone: str = "UTC"
     attraction_slots: dict[int, str] = field(default_factory=dict)
     products: dict[int, AdmissionTerms] = field(default_factory=dict)
+    # Tickets whose code leaked and was reissued: their old code is refused here (CODE_REVOKED).
+    revoked_serials: frozenset[int] = frozenset()
 
 
 def keyring_from(keys: Sequence[tuple[int, bytes, bool]], revoked: Sequence[int],
@@ -120,7 +122,8 @@ class GateDisk:
             "keyring": keys.keyring.public().hex(), "park_number": keys.park_number,
             "attraction_slot": keys.attraction_slot, "park_id": keys.park_id, "attraction_id": keys.attraction_id,
             "time_zone": keys.time_zone, "attraction_slots": {str(k): v for k, v in keys.attraction_slots.items()},
-            "products": {str(k): asdict(v) for k, v in keys.products.items()}, "saved_at": time.time()}))
+            "products": {str(k): asdict(v) for k, v in keys.products.items()},
+            "revoked_serials": sorted(keys.revoked_serials), "saved_at": time.time()}))
 
     def load_keys(self) -> CachedKeys | None:
         if self.folder is None:
@@ -132,7 +135,8 @@ class GateDisk:
                 native.Keyring.from_hex(data["keyring"]), int(data["park_number"]), int(data["attraction_slot"]),
                 str(data.get("park_id", "")), str(data.get("attraction_id", "")), str(data.get("time_zone", "UTC")),
                 {int(k): str(v) for k, v in data.get("attraction_slots", {}).items()},
-                {int(k): AdmissionTerms(**v) for k, v in data.get("products", {}).items()})
+                {int(k): AdmissionTerms(**v) for k, v in data.get("products", {}).items()},
+                frozenset(int(s) for s in data.get("revoked_serials", [])))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -242,6 +246,8 @@ class OfflineDecider:
         if not result.ok or result.ticket is None:
             return result.reason
         payload = result.ticket
+        if payload.serial in keys.revoked_serials:
+            return Reason.CODE_REVOKED
         if payload.park_id != keys.park_number:
             return Reason.NOT_VALID_FOR_PARK
         ticket = self._ticket(payload, keys)

@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ import orjson
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from parkgate.server.domain.audit_outbox import COMMITTED, CallRecord, current_call_record
 from parkgate.server.domain.errors import (
     Conflict,
     Forbidden,
@@ -367,14 +369,49 @@ class Permission(WrappingInterceptor):
 
 
 class Audit(WrappingInterceptor):
-    """Records every mutating call, with its outcome, in the operation log (S5)."""
+    """Records every mutating call, with its outcome, in the operation log (S5).
+
+    A unary mutating call runs with its :class:`CallRecord` current, so each
+    transaction it commits stages the record in the outbox too; the record
+    written here removes that row in the same transaction. If this write
+    fails, the staged row stays and the server's drainer chains it: a change
+    that committed never goes without its record.
+    """
 
     def __init__(self, record: Callable[..., Awaitable[None]]) -> None:
         self._record = record
 
+    def _wrap_unary(self, inner: Behavior, method: str) -> Behavior:
+        wrapped = super()._wrap_unary(inner, method)
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            state = current_call.get()
+            if state.rule is None or not state.rule.mutating:
+                return await wrapped(request, context)
+            # Streams are left out: tasks they start would carry the record past the stream's end.
+            token = current_call_record.set(CallRecord(str(uuid.uuid4()), lambda: self._fields(state, COMMITTED)))
+            try:
+                return await wrapped(request, context)
+            finally:
+                current_call_record.reset(token)
+
+        return behavior
+
     async def enter(self, state: CallState, request: Any, context: grpc.aio.ServicerContext) -> None:
         if state.rule is not None and state.rule.mutating:
             state.request_summary = summarize(request)
+
+    @staticmethod
+    def _fields(state: CallState, outcome: str) -> dict[str, Any]:
+        who = state.principal
+        summary = state.request_summary or {}
+        if who is None and state.method.endswith("/Login"):
+            username = str(summary.get("username", ""))
+        else:
+            username = who.username if who else ""
+        return {"user_id": who.user_id if who else None, "username": username,
+                "device_id": state.device_id or (who.device_id if who else "") or "",
+                "method": state.method, "outcome": outcome, "summary": summary, "peer": state.peer}
 
     async def leave(self, state: CallState, error: BaseException | None) -> None:
         if state.rule is None or not state.rule.mutating:
@@ -387,29 +424,18 @@ class Audit(WrappingInterceptor):
             outcome = "CANCELLED" if isinstance(error, asyncio.CancelledError) else "INTERNAL"
         else:
             outcome = "OK"
-        who = state.principal
-        summary = state.request_summary or {}
-        if who is None and state.method.endswith("/Login"):
-            username = str(summary.get("username", ""))
-        else:
-            username = who.username if who else ""
+        call = current_call_record.get()
+        current_call_record.set(None)  # the record's own transaction stages nothing
+        fields = self._fields(state, outcome)
         try:
-            await self._record(
-                user_id=who.user_id if who else None,
-                username=username,
-                device_id=state.device_id or (who.device_id if who else "") or "",
-                method=state.method,
-                outcome=outcome,
-                summary=summary,
-                peer=state.peer,
-            )
+            await self._record(**fields, call=call)
         except Exception as exc:
             # The call itself has already happened; a lost record is an
-            # operational alarm, not a reason to tell the client it failed. The
-            # record goes to the server log in full, so it survives there.
+            # operational alarm, not a reason to tell the client it failed. A
+            # committed change's record is still staged in the outbox; the whole
+            # record also goes to the server log.
             log.error("operation log write failed for %s (%s): %s; record: %s", state.method, outcome, exc,
-                      orjson.dumps({"username": username, "method": state.method, "outcome": outcome,
-                                    "summary": summary, "peer": state.peer}).decode())
+                      orjson.dumps({k: v for k, v in fields.items() if k != "user_id"}).decode())
 
 
 def interceptor_chain(

@@ -11,6 +11,7 @@ import orjson
 
 from parkgate.server.domain import device_secrets
 from parkgate.server.domain.audit_chain import ChainProblem, verify_chain
+from parkgate.server.domain.audit_outbox import CallRecord
 from parkgate.server.domain.errors import InvalidArgument, NotFound, Reason
 from parkgate.server.domain.texts import DEFAULT_PARAMETERS
 from parkgate.server.store import Database
@@ -90,9 +91,17 @@ class AdminService:
 
     # --- operation log (S5) -------------------------------------------------------
 
-    async def record_audit(self, **record: Any) -> None:
+    async def record_audit(self, *, call: CallRecord | None = None, **record: Any) -> None:
+        """Chain the record of a call, removing what the call staged in the outbox in the same transaction."""
         async with self.db.transaction() as conn:
+            if call is not None and not await audit_store.unstage(conn, call.call_id) and call.staged:
+                return  # a committed call's staged record was chained by the drainer already
             await audit_store.record(conn, **record, key=self.audit_key)
+
+    async def drain_audit_outbox(self, older_than_seconds: float) -> int:
+        """Chain staged records whose call never chained them (its write failed, or its server died)."""
+        async with self.db.transaction() as conn:
+            return await audit_store.drain(conn, older_than_seconds=older_than_seconds, key=self.audit_key)
 
     async def verify_audit_log(self, start: datetime | None, end: datetime | None) -> tuple[int, int,
                                                                                              list[ChainProblem]]:

@@ -43,6 +43,7 @@ from parkgate.server.store import Database
 from parkgate.server.store import admissions as admission_store
 from parkgate.server.store import catalog as catalog_store
 from parkgate.server.store import gates as store
+from parkgate.server.store import reissue as reissue_store
 from parkgate.server.store import settings as settings_store
 from parkgate.server.store.gates import GateConnection, ParkView
 from parkgate.server.store.keys import KEYS_CHANGED
@@ -75,6 +76,8 @@ class GateCommand:
     # UPDATE_KEYS: every key a gate may verify with (key id, public key, retired), and the revoked ids
     keys: tuple[tuple[int, bytes, bool], ...] = ()
     revoked_key_ids: tuple[int, ...] = ()
+    # UPDATE_KEYS: serials of tickets whose code leaked and was reissued
+    revoked_serials: tuple[int, ...] = ()
 
 
 #: NOTIFY payloads on the park state channel that carry a control-room confirmation, not a park id.
@@ -146,6 +149,8 @@ class GateHub:
         self.limits = limits or DeviceLimits()
         self.pending = 0  # validations of all gates submitted and not yet answered
         self._keyring_seen: tuple[tuple[int, str], ...] | None = None
+        # Revoked ticket codes (services/keys.py ReissueService): in the welcome and in UPDATE_KEYS.
+        self.revoked_serials: tuple[int, ...] = ()
         self._texts: dict[tuple[str, str], str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.recorder: FlowRecorder | None = None  # the live flow's counters and alerts (S26)
@@ -425,25 +430,31 @@ class GateHub:
                 log.warning("passage sweep: %s", exc)
 
     async def keys_changed(self) -> None:
-        """Reload the keyring; when it changed, send every gate of this server the keys (UPDATE_KEYS)."""
+        """Reload the keyring and the revoked codes; when they changed, send every gate of this server the keys
+        and revoked serials (UPDATE_KEYS)."""
         keyring = await self.pipeline.load_keyring(force=True)
+        async with self.db.connection() as conn:
+            revoked_serials = tuple(await reissue_store.revoked_serials(conn))
         seen = tuple((e.key_id, e.state.name) for e in keyring)
         previous, self._keyring_seen = self._keyring_seen, seen
-        if previous is None or previous == seen:
+        previous_serials, self.revoked_serials = self.revoked_serials, revoked_serials
+        if previous is None or (previous == seen and previous_serials == revoked_serials):
             return
-        command = self.keys_command(keyring)
+        command = self.keys_command(keyring, revoked_serials)
         for session in list(self.sessions.values()):
             session.outbox.put_nowait(command)
         log.info("keyring changed (%s): UPDATE_KEYS sent to %d gates",
                  ", ".join(f"{k}:{state.lower()}" for k, state in seen), len(self.sessions))
 
     @staticmethod
-    def keys_command(keyring: native.Keyring) -> GateCommand:
+    def keys_command(keyring: native.Keyring, revoked_serials: tuple[int, ...] = ()) -> GateCommand:
         keys = tuple((e.key_id, e.public_key, e.state.name == "RETIRED") for e in keyring
                      if e.state.name != "REVOKED")
         revoked = tuple(e.key_id for e in keyring if e.state.name == "REVOKED")
-        fingerprint = ",".join(f"{k}{'r' if r else ''}" for k, _, r in keys) + "-" + ",".join(map(str, revoked))
-        return GateCommand(f"keys:{fingerprint}", "UPDATE_KEYS", "the ticket signing keys changed", keys, revoked)
+        fingerprint = (",".join(f"{k}{'r' if r else ''}" for k, _, r in keys) + "-" + ",".join(map(str, revoked))
+                       + f"-{len(revoked_serials)}:{revoked_serials[-1] if revoked_serials else 0}")
+        return GateCommand(f"keys:{fingerprint}", "UPDATE_KEYS", "the ticket signing keys or revoked codes changed",
+                           keys, revoked, revoked_serials)
 
     async def emergency(self, park_id: str, on: bool) -> tuple[int, list[str]]:
         """Open (or release) every gate of the park; returns (gates told, gates that acknowledged)."""

@@ -9,6 +9,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from parkgate.server.domain.audit_chain import GENESIS, SHARDS, ChainedRecord, chain_name, record_hash
+from parkgate.server.domain.audit_outbox import COMMITTED
 
 from .database import Connection
 from .fetch import fetch_all
@@ -26,9 +27,10 @@ async def record(
     summary: dict[str, Any],
     peer: str,
     key: str = "",
+    at: datetime | None = None,
 ) -> None:
     """Append a record to one of today's chains (a random shard), linked to that chain's last record."""
-    at = datetime.now(UTC)
+    at = at or datetime.now(UTC)
     chain = chain_name(at, random.randrange(SHARDS))
     await conn.execute("INSERT INTO audit_chain_heads (chain, seq, hash) VALUES (%s, 0, %s) ON CONFLICT DO NOTHING",
                        (chain, GENESIS))
@@ -45,6 +47,34 @@ async def record(
         (at, user_id, username, device_id, method, outcome, Jsonb(summary), peer, chain, seq, prev, digest),
     )
     await conn.execute("UPDATE audit_chain_heads SET seq = %s, hash = %s WHERE chain = %s", (seq, digest, chain))
+
+
+async def unstage(conn: Connection, call_id: str) -> bool:
+    """Remove the call's staged record; False when there was none (never staged, or the drainer moved it)."""
+    cur = await conn.execute("DELETE FROM audit_outbox WHERE call_id = %s RETURNING call_id", (call_id,))
+    return await cur.fetchone() is not None
+
+
+async def drain(conn: Connection, *, older_than_seconds: float, key: str, limit: int = 500) -> int:
+    """Move staged records older than ``older_than_seconds`` into the chains; how many were moved.
+
+    SKIP LOCKED: a call removing its own row, or another server draining, is
+    not waited for; each row is moved by exactly one of them.
+    """
+    cur = await conn.execute(
+        """DELETE FROM audit_outbox WHERE call_id IN (
+               SELECT call_id FROM audit_outbox WHERE at < now() - make_interval(secs => %s)
+               ORDER BY at LIMIT %s FOR UPDATE SKIP LOCKED)
+           RETURNING call_id, at, user_id::text AS user_id, username, device_id, method, summary, peer""",
+        (older_than_seconds, limit),
+    )
+    rows = await cur.fetchall()
+    for row in rows:
+        await record(conn, user_id=row["user_id"], username=row["username"], device_id=row["device_id"],
+                     method=row["method"], outcome=COMMITTED,
+                     summary={**row["summary"], "staged_at": row["at"].isoformat(), "call_id": str(row["call_id"])},
+                     peer=row["peer"], key=key)
+    return len(rows)
 
 
 async def chain_heads(conn: Connection, start: datetime | None, end: datetime | None) -> dict[str, int]:

@@ -17,8 +17,10 @@ from typing import TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from parkgate.server.domain.audit_outbox import CallRecord, current_call_record
 from parkgate.server.domain.errors import Conflict, InvalidArgument, Reason, Unavailable
 
 from . import retry
@@ -50,6 +52,22 @@ async def connection_errors_to_domain() -> AsyncIterator[None]:
         raise Unavailable("the database disk is full", Reason.DISK_FULL) from exc
     except (psycopg.OperationalError, pg_errors.AdminShutdown, pg_errors.ReadOnlySqlTransaction) as exc:
         raise Unavailable(f"the database is not available: {exc}") from exc
+
+
+async def _stage_call_record(conn: Connection) -> CallRecord | None:
+    """Inside a mutating call, stage its operation-log record in this transaction (once per call): if the
+    change commits, so does the record; store/audit.py chains it or the drainer does (domain/audit_outbox.py).
+    Here rather than in store/audit.py, which needs this module."""
+    call = current_call_record.get()
+    if call is not None:
+        fields = call.describe()
+        await conn.execute(
+            """INSERT INTO audit_outbox (call_id, user_id, username, device_id, method, summary, peer)
+               VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (call_id) DO NOTHING""",
+            (call.call_id, fields["user_id"], fields["username"], fields["device_id"], fields["method"],
+             Jsonb(fields["summary"]), fields["peer"]),
+        )
+    return call
 
 
 class Database:
@@ -99,8 +117,12 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
-        async with self.connection() as conn, conn.transaction():
-            yield conn
+        async with self.connection() as conn:
+            async with conn.transaction():
+                call = await _stage_call_record(conn)
+                yield conn
+            if call is not None:
+                call.staged = True  # committed: from now on the row is the drainer's unless the call removes it
 
     async def run(self, work: Callable[[Connection], Awaitable[T]], *, what: str = "") -> T:
         """Run ``work(conn)`` in one transaction, again while the database is unavailable (up to the deadline).
@@ -120,8 +142,13 @@ class Database:
         COMMIT goes with the last of them. A batch that reads once and then writes is two round trips."""
 
         async def once() -> T:
-            async with self.connection() as conn, conn.pipeline(), conn.transaction():
-                return await work(conn)
+            async with self.connection() as conn:
+                async with conn.pipeline(), conn.transaction():
+                    call = await _stage_call_record(conn)
+                    result = await work(conn)
+                if call is not None:
+                    call.staged = True
+                return result
 
         return await retry.retry_idempotent(once, what=what, default_budget=self.acquire_timeout)
 

@@ -148,6 +148,12 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     async def RevokeSigningKey(self, request: admin_pb2.SigningKeyRequest, context: Ctx) -> admin_pb2.SigningKeyInfo:
         return _key(await self.keys.revoke(request.key_id))
 
+    async def ReissueTicket(self, request: admin_pb2.ReissueTicketRequest,
+                            context: Ctx) -> admin_pb2.ReissueTicketResponse:
+        done = await self.keys.reissue_ticket(serial=request.serial, code=request.ticket_code, note=request.note)
+        return admin_pb2.ReissueTicketResponse(revoked_serial=done.revoked_serial, serial=done.serial,
+                                               code=done.code, ticket_id=done.ticket_id)
+
     # --- the operation log's hash chains ------------------------------------------------
     async def VerifyAuditLog(self, request: admin_pb2.VerifyAuditLogRequest,
                              context: Ctx) -> admin_pb2.VerifyAuditLogResponse:

@@ -37,7 +37,8 @@ def _welcome(hub: GateHub, session: GateSession, server_id: str) -> gate_pb2.Ser
             for e in hub.pipeline.keyring if e.state.name != "REVOKED"]
     revoked = [str(e.key_id) for e in hub.pipeline.keyring if e.state.name == "REVOKED"]
     return gate_pb2.ServerMessage(welcome=gate_pb2.Welcome(
-        server_id=server_id, keys=keys, revoked_key_ids=revoked, entry_paused=session.paused,
+        server_id=server_id, keys=keys, revoked_key_ids=revoked, revoked_serials=hub.revoked_serials,
+        entry_paused=session.paused,
         emergency_open=session.emergency, language=session.language,
         park_number=session.place.park_number, attraction_slot=session.place.attraction_slot,
         time_zone=session.place.time_zone, park_id=session.place.park_id, attraction_id=session.place.attraction_id,
@@ -55,7 +56,7 @@ def _outgoing(message: GateResult | GateCommand) -> gate_pb2.ServerMessage:
             command_id=message.command_id, kind=gate_pb2.CommandKind.Value(message.kind), reason_text=message.text,
             request_id=message.request_id,
             keys=[gate_pb2.VerifyKey(key_id=k, public_key=pk, retired=retired) for k, pk, retired in message.keys],
-            revoked_key_ids=[str(k) for k in message.revoked_key_ids]))
+            revoked_key_ids=[str(k) for k in message.revoked_key_ids], revoked_serials=message.revoked_serials))
     d = message.decision
     return gate_pb2.ServerMessage(result=gate_pb2.ValidationResult(
         request_id=message.request_id, allow=d.allow, reason=d.reason.number,

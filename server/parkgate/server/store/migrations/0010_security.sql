@@ -15,3 +15,32 @@ CREATE TABLE audit_chain_heads (
     seq   bigint NOT NULL,
     hash  bytea NOT NULL
 );
+
+-- The outbox of the operation log: a mutating call's transaction stages its
+-- record here, so a change that commits always leaves a trace even when the
+-- chained record (written after the call) fails; the call's own write removes
+-- the row, and the server's drainer moves what is left into the chains.
+CREATE TABLE audit_outbox (
+    call_id   uuid PRIMARY KEY,
+    at        timestamptz NOT NULL DEFAULT now(),
+    user_id   uuid,
+    username  text NOT NULL DEFAULT '',
+    device_id text NOT NULL DEFAULT '',
+    method    text NOT NULL,
+    summary   jsonb NOT NULL DEFAULT '{}',
+    peer      text NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_outbox_at ON audit_outbox (at);
+
+-- A leaked ticket code: the ticket was reissued with a new serial and code,
+-- and the old one (voided) is refused; gates hear these serials (until the
+-- code expires) so they refuse the old code offline too.
+CREATE TABLE revoked_codes (
+    serial      bigint PRIMARY KEY,
+    ticket_id   uuid NOT NULL REFERENCES tickets,
+    reissued_as uuid NOT NULL REFERENCES tickets,
+    valid_until timestamptz NOT NULL,
+    revoked_at  timestamptz NOT NULL DEFAULT now(),
+    note        text NOT NULL DEFAULT ''
+);
+CREATE INDEX revoked_codes_valid_until ON revoked_codes (valid_until);

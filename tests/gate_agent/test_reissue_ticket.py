@@ -1,0 +1,86 @@
+"""A leaked ticket code is revoked and the ticket reissued: the old code is refused everywhere, the new one admits.
+
+``parkgate admin ticket-reissue SERIAL`` (the console command) voids the
+ticket and writes it again under a new serial and code (same order, rights,
+uses). Online the old code is refused at once; every connected gate gets the
+revoked serial in UPDATE_KEYS, and the gate agent's own offline decision
+refuses it from then on, also after a restart from its disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from parkgate import native
+from parkgate.clients.gate.offline import GateDisk, LocalDecision
+from parkgate.common.reason import Reason
+
+from .conftest import Rig, Site, open_link, run_admin, until
+
+OPENED = r"^OPEN \d+: one passage granted"
+
+
+async def test_reissued_ticket_old_code_refused_online_and_offline(site: Site, make_rig: Callable[..., Rig],
+                                                                    tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    rig = await make_rig("ag-reissue", start=False)
+    rig.config_path.write_text(rig.config_path.read_text().replace("[gate]\n", f'[gate]\nstate_dir = "{state}"\n', 1))
+    agent = await rig.start()
+    assert agent is not None and agent.keys is not None
+    link = await open_link(site, "reissue-link")
+    try:
+        leaked, other = await site.sell("single", 2)
+        old_serial = native.decode(leaked.code).serial
+        # Before: the gate agent's offline decision would admit the leaked code.
+        before = agent.decider.decide(leaked.code, "in", time.time(), agent.keys)
+        assert isinstance(before, LocalDecision) and before.ok
+
+        done = await run_admin(site, "ticket-reissue", str(old_serial), "--note", "code posted online")
+        assert done.returncode == 0, done.stderr
+        reply = orjson.loads(done.stdout)
+        new_code, new_serial = reply["code"], int(reply["serial"])
+        assert int(reply["revoked_serial"]) == old_serial and new_serial != old_serial
+        payload, old_payload = native.decode(new_code), native.decode(leaked.code)
+        assert payload.serial == new_serial
+        assert payload._replace(serial=0, key_id=0) == old_payload._replace(serial=0, key_id=0)  # same rights
+
+        command = await asyncio.wait_for(link.commands.get(), 15)
+        assert command.kind == "UPDATE_KEYS" and old_serial in command.revoked_serials
+        # Online, through a gate stream: refused at once.
+        assert (await link.validate("r-old", code=leaked.code)).reason == "VOIDED"
+        # The gate agent heard of it: its offline decision refuses the old code, and keeps the rest.
+        await until("the agent holds the revoked serial",
+                     lambda: old_serial in agent.keys.revoked_serials)  # type: ignore[union-attr]
+        assert agent.decider.decide(leaked.code, "in", time.time(), agent.keys) is Reason.CODE_REVOKED
+        still = agent.decider.decide(other.code, "in", time.time(), agent.keys)
+        assert isinstance(still, LocalDecision) and still.ok
+        fresh = agent.decider.decide(new_code, "in", time.time(), agent.keys)
+        assert isinstance(fresh, LocalDecision) and fresh.ok
+        # ...also from its disk, as after a restart without the server.
+        cached = GateDisk(state).load_keys()
+        assert cached is not None and old_serial in cached.revoked_serials
+
+        # The new code admits, through the agent and the real server.
+        mark = rig.board.mark()
+        rig.scan(new_code)
+        await rig.board.wait_for(OPENED, mark)
+        # By the code itself (as the leak shows it): the reissued ticket can be reissued again.
+        by_code = await run_admin(site, "ticket-reissue", new_code)
+        assert by_code.returncode == 0, by_code.stderr
+        assert int(orjson.loads(by_code.stdout)["revoked_serial"]) == new_serial
+        # A second reissue of the old serial is refused: it is voided.
+        again = await run_admin(site, "ticket-reissue", str(old_serial))
+        assert again.returncode != 0 and "VOIDED" in again.stderr
+        # A new gate hears of the revoked serial in its welcome.
+        late = await open_link(site, "reissue-late")
+        try:
+            assert late.welcome is not None and old_serial in late.welcome.revoked_serials
+        finally:
+            await late.close()
+    finally:
+        await link.close()
