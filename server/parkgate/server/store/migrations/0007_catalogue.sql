@@ -13,7 +13,9 @@ ALTER TABLE orders ADD COLUMN back_entered boolean NOT NULL DEFAULT false;
 
 -- What the decision engine reads of a ticket besides 0002/0003.
 ALTER TABLE tickets
-    ADD COLUMN balance           bigint CHECK (balance IS NULL OR balance >= 0),  -- NULL: not stored value
+    -- NULL: not stored value. Never below 0 online (the engine refuses); below 0 only when a site edge's
+    -- forwarded offline charge exceeded what was left: the debt shows (docs/sites.md, stored value offline).
+    ADD COLUMN balance           bigint,
     ADD COLUMN blocked_at        timestamptz,                                     -- a card reported lost
     ADD COLUMN attraction_limits jsonb NOT NULL DEFAULT '{}',                     -- S10: entries per attraction
     ADD COLUMN attraction_used   jsonb NOT NULL DEFAULT '{}',
