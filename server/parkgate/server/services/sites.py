@@ -462,7 +462,8 @@ class SiteService:
             rejected = await store.rejection_of(conn, record.device_id, record.sequence)
             if rejected is not None:
                 return Ack(record.device_id, record.sequence, False, Reason(rejected))
-            return Ack(record.device_id, record.sequence, True)
+            # this transaction began after the one that took it: a feed above it shows the record too
+            return Ack(record.device_id, record.sequence, True, taken_in=await store.current_transaction(conn))
         if record.sequence != last + 1:
             return Ack(record.device_id, record.sequence, False, Reason.OUT_OF_ORDER)
         conflict = False
