@@ -144,7 +144,7 @@ async def test_the_edge_charges_cards_alone_within_its_limit_and_the_cluster_tak
         await gate.open()
         try:
             owed = await gate.validate(rid(), card_uid=short, timeout=10)
-            assert (owed.allow, owed.reason) == (False, "INSUFFICIENT_BALANCE")
+            assert (owed.allow, owed.reason, owed.balance) == (False, "INSUFFICIENT_BALANCE", -100)
         finally:
             await gate.close()
     finally:

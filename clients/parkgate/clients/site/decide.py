@@ -90,6 +90,8 @@ class Decider:
                 return gate_pb2.ValidationResult.FromString(prior)
             result = await self._ask(place, request) if self.cluster.may_ask() else None
             if result is not None:
+                if result.HasField("balance") and not result.balance.currency and place.park_id in self.picture.parks:
+                    result.balance.currency = self.picture.parks[place.park_id].currency
                 self._keep_online(place, request, result)
                 return result
             return self.decide_alone(place, request)

@@ -190,7 +190,10 @@ class SiteServicer(site_pb2_grpc.SiteServicer):
             device_id=i.device_id, result=gate_pb2.ValidationResult(
                 request_id=i.request.request_id, allow=d.allow, reason=d.reason.number, entries_left=d.entries_left,
                 persons=d.persons, ticket_id=d.ticket_id, hold_for_check=d.hold_for_check,
-                display_text=d.reason.name.replace("_", " ").capitalize()))
+                display_text=d.reason.name.replace("_", " ").capitalize(), photo_ref=d.photo_ref,
+                swallow_card=d.swallow_card,
+                # the edge fills in the park's currency (it has it from the feed)
+                balance=common_pb2.Money(minor_units=d.balance) if d.balance is not None else None))
             for i, d in zip(request.items, decisions, strict=True)])
 
     async def Forward(self, request: site_pb2.ForwardRequest, context: Ctx) -> site_pb2.ForwardResponse:
