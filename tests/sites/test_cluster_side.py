@@ -524,6 +524,18 @@ async def test_a_forwarded_stored_value_charge_is_taken_once_and_fed_back(sites:
     fares = {(f.attraction_id, f.day_type, f.amount) for p in _items(batches, "park")
              for f in p.fares}  # type: ignore[attr-defined]
     assert ("s-ride", "", 250) in fares
+    # a day type's fare set later reaches a live feed: the park comes again with its fares
+    stream = sites.site.Feed(site_pb2.FeedRequest(from_version=0), metadata=sites.north.metadata)
+    _, _ = await _feed_until_caught_up(stream)
+    await park.admin.catalog.SetAttractionFare(catalog_pb2.AttractionFare(
+        attraction_id="s-ride", day_type=catalog_pb2.WEEKEND, price=common_pb2.Money(minor_units=275, currency="CNY")),
+        metadata=md)
+    changed = await _next_with(stream, lambda b: any(
+        f.attraction_id == "s-ride" and f.day_type == "weekend" for i in b.items if i.WhichOneof("item") == "park"
+        for f in i.park.fares))
+    stream.cancel()
+    assert ("s-ride", "weekend", 275) in {(f.attraction_id, f.day_type, f.amount) for i in changed.items
+                                          if i.WhichOneof("item") == "park" for f in i.park.fares}
 
     def charge(sequence: int, request_id: str, amount: int) -> site_pb2.ForwardedRecord:
         return site_pb2.ForwardedRecord(device_id=ride.device_id, sequence=sequence, decision=site_pb2.OfflineDecision(

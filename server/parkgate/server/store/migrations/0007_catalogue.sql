@@ -37,6 +37,15 @@ CREATE TABLE attraction_fares (
     amount        bigint NOT NULL CHECK (amount >= 0),
     PRIMARY KEY (attraction_id, day_type)
 );
+-- A fare changed is its attraction changed, for the site feed (its park is sent again with the fares).
+CREATE FUNCTION attraction_fares_feed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE attractions SET feed_xid = pg_current_xact_id()
+     WHERE id = CASE WHEN TG_OP = 'DELETE' THEN OLD.attraction_id ELSE NEW.attraction_id END;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER attraction_fares_feed AFTER INSERT OR UPDATE OR DELETE ON attraction_fares
+    FOR EACH ROW EXECUTE FUNCTION attraction_fares_feed();
 
 -- Money moved on a card at a window (top-ups, refunds of the balance,
 -- replacement fees) and what happened to the card (lost, reissued,
