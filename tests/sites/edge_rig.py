@@ -44,9 +44,9 @@ async def until(condition, what: str, timeout: float = 30.0, every: float = 0.1)
 
 
 async def register(park: TestPark, device_id: str, kind: int, *, direction: int = common_pb2.IN,
-                   site: str = SITE) -> str:
+                   site: str = SITE, attraction: str = "") -> str:
     reply = await park.admin.admin.RegisterDevice(admin_pb2.RegisterDeviceRequest(device=admin_pb2.Device(
-        id=device_id, kind=kind, site=site, park_id=park.park_id, direction=direction)),
+        id=device_id, kind=kind, site=site, park_id=park.park_id, direction=direction, attraction_id=attraction)),
         metadata=park.admin.metadata)
     park.secrets[device_id] = reply.secret
     return reply.secret
@@ -90,6 +90,7 @@ class Edge:
     secret: str
     faketime: str = ""          # e.g. "+5s": the edge's clock is off by this much (libfaketime)
     forward_batch: int = 50
+    extra: str = ""             # more lines of [site] in site.toml
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -124,6 +125,7 @@ reconnect_max_seconds = 1.0
 forward_batch = {self.forward_batch}
 serials_wanted = 1000
 log_level = "info"
+{self.extra}
 """)
         command = [sys.executable, "-m", "parkgate.common.cli", "site", "run", "--config", str(config)]
         if self.faketime:

@@ -546,3 +546,63 @@ async def test_a_change_committed_late_is_never_stepped_over(sites: Sites) -> No
     batches, _end = await _feed_until_caught_up(feed)
     feed.cancel()
     assert {t.ticket_id: t.entries_today for t in _items(batches, "ticket")}.get(first.id) == 7
+
+
+async def test_a_forwarded_stored_value_charge_is_taken_once_and_fed_back(sites: Sites) -> None:
+    """S8 offline: the feed carries balances and fares; a charge forwarded again (same sequence, or the same
+    request id under a new sequence) is taken once; a negative charge is turned down with its reason."""
+    park, md = sites.park, sites.park.admin.metadata
+    money = common_pb2.Money(minor_units=250, currency="CNY")
+    await park.admin.catalog.PutAttraction(catalog_pb2.PutAttractionRequest(attraction=catalog_pb2.Attraction(
+        id="s-ride", park_id=PARK, name="ride", stored_value_price=money)), metadata=md)
+    await park.product("s-purse", kind=catalog_pb2.STORED_VALUE, card_bound=True)
+    ride = await _register(park, "gate-north-ride", admin_pb2.GATE, "north", direction=common_pb2.IN,
+                           attraction_id="s-ride")
+    [card] = await park.sell("s-purse", cards=["04F7000001"])
+    await park.seller.sales.TopUpCard(sales_pb2.TopUpCardRequest(request_id=rid(), card_uid="04F7000001",
+                                                                 payment=sales_pb2.Payment(
+        method=common_pb2.CASH, amount=common_pb2.Money(minor_units=400, currency="CNY"))),
+        metadata=park.seller.metadata)
+
+    stream = sites.site.Feed(site_pb2.FeedRequest(from_version=0), metadata=sites.north.metadata)
+    batches, _ = await _feed_until_caught_up(stream)
+    stream.cancel()
+    fed = [t for t in _items(batches, "ticket") if t.ticket_id == card.id]  # type: ignore[attr-defined]
+    assert [(t.stored_value, t.balance) for t in fed] == [(True, 400)]  # type: ignore[attr-defined]
+    fares = {(f.attraction_id, f.day_type, f.amount) for p in _items(batches, "park")
+             for f in p.fares}  # type: ignore[attr-defined]
+    assert ("s-ride", "", 250) in fares
+    # a day type's fare set later reaches a live feed: the park comes again with its fares
+    stream = sites.site.Feed(site_pb2.FeedRequest(from_version=0), metadata=sites.north.metadata)
+    _, _ = await _feed_until_caught_up(stream)
+    await park.admin.catalog.SetAttractionFare(catalog_pb2.AttractionFare(
+        attraction_id="s-ride", day_type=catalog_pb2.WEEKEND, price=common_pb2.Money(minor_units=275, currency="CNY")),
+        metadata=md)
+    changed = await _next_with(stream, lambda b: any(
+        f.attraction_id == "s-ride" and f.day_type == "weekend" for i in b.items if i.WhichOneof("item") == "park"
+        for f in i.park.fares))
+    stream.cancel()
+    assert ("s-ride", "weekend", 275) in {(f.attraction_id, f.day_type, f.amount) for i in changed.items
+                                          if i.WhichOneof("item") == "park" for f in i.park.fares}
+
+    def charge(sequence: int, request_id: str, amount: int) -> site_pb2.ForwardedRecord:
+        return site_pb2.ForwardedRecord(device_id=ride.device_id, sequence=sequence, decision=site_pb2.OfflineDecision(
+            request=gate_pb2.ValidationRequest(request_id=request_id, card_uid="04f7000001"),
+            result=gate_pb2.ValidationResult(allow=True, reason=1), decided_at=_now_ts(), charged=amount))
+
+    first = charge(_next_sequence(sites, ride), rid(), 250)
+    for _ in range(3):
+        [ack] = await _forward(sites, sites.north, first)
+        assert ack.accepted and ack.taken_in > 0
+    again = charge(first.sequence + 1, first.decision.request.request_id, 250)  # same request, new sequence
+    [ack] = await _forward(sites, sites.north, again)
+    assert ack.accepted
+    second = charge(again.sequence + 1, rid(), 250)  # beyond the balance: the gate opened, the debt shows
+    [ack] = await _forward(sites, sites.north, second)
+    assert ack.accepted
+    assert park.sql("SELECT balance FROM tickets WHERE id = %s", card.id) == [(400 - 2 * 250,)]
+    assert park.sql("SELECT count(*), sum(charged) FROM validations WHERE ticket_id = %s AND charged > 0",
+                    card.id) == [(2, 500)]
+    [ack] = await _forward(sites, sites.north, charge(second.sequence + 1, rid(), -5))
+    assert not ack.accepted and ack.reason == 132  # INVALID_AMOUNT
+    assert park.sql("SELECT balance FROM tickets WHERE id = %s", card.id) == [(-100,)]

@@ -41,14 +41,6 @@ EDGE_ID = "east-edge"
 
 
 @pytest.fixture(scope="module")
-async def cluster(module_dsn: str) -> AsyncIterator[Cluster]:
-    c = Cluster(module_dsn)
-    await c.start()
-    yield c
-    await c.close()
-
-
-@pytest.fixture(scope="module")
 async def park(cluster: Cluster, module_dsn: str) -> TestPark:
     assert cluster.running is not None
     p = await open_park([cluster.running], module_dsn, PARK, "Edge Park", time_zone="UTC")

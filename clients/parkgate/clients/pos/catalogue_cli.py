@@ -20,6 +20,7 @@ from rich.table import Table
 from parkgate.v1 import common_pb2, sales_pb2
 
 from ..money import format_money, parse_amount
+from .output import member_card, write_member_card
 from .window import Window, describe, new_request_id, payment_method
 
 Cmd = Any
@@ -107,12 +108,38 @@ def cmd_member(w: Window, a: argparse.Namespace) -> Any:
             raise ValueError("member reissue needs --member and --card (the new card's UID)")
         members = [w.call_sales("ReissueCard", sales_pb2.ReissueCardRequest(
             request_id=rid, member_id=a.member, new_card_uid=a.card[0], payments=_payments(w, a.pay)), mutating=True)]
+    elif a.action == "print":
+        return _print_member(w, a)
     else:  # renew
         members = [w.call_sales("RenewMember", sales_pb2.RenewMemberRequest(
             request_id=rid, member_id=a.member or "", payments=_payments(w, a.pay)), mutating=True)]
     if a.json:
         return [describe(m) for m in members]
     Console().print(_member_table(w, members) if members else "(none)")
+    return None
+
+
+def _print_member(w: Window, a: argparse.Namespace) -> Any:
+    """The member card of ``--card`` as a PDF (and on ``--printer``), with the photo: needs members.personal."""
+    if not a.card:
+        raise ValueError("member print needs --card (the member's card UID)")
+    uid = a.card[0].strip().upper()
+    member = next((m for m in w.call_sales("FindMembers", sales_pb2.FindMembersRequest(card_uid=uid)).members
+                   if m.card_uid.upper() == uid), None)
+    if member is None:
+        raise ValueError(f"no member holds card {uid}")
+    # PERMISSION_DENIED here (an operator without members.personal) stops the print: a member card without
+    # its face is no member card.
+    photo = w.call_sales("GetMemberPhoto", sales_pb2.GetMemberPhotoRequest(member_id=member.id)).jpeg
+    product = next((p for p in w.products() if p.id == member.product_id), None)
+    park = w.parks().get(product.park_id) if product is not None else None
+    written = write_member_card(member_card(member, product, park, photo), Path(a.out or "."), a.printer or "")
+    for note in written.notes:
+        print(f"note: {note}")
+    if a.json:
+        return {"member_id": member.id, "card_uid": member.card_uid, "pdf": str(written.path), "photo": bool(photo)}
+    print(f"member card {member.card_uid} ({member.name}): {written.path}" + (f", printed on {a.printer}"
+                                                                          if a.printer else ""))
     return None
 
 
@@ -265,8 +292,10 @@ def cmd_backentry(w: Window, a: argparse.Namespace) -> Any:
 
 def add_commands(cmd: Cmd) -> None:
     sp = cmd("member", cmd_member, "member cards: register (a family with several --name/--card), find, lost, "
-                                   "reissue, renew")
-    sp.add_argument("action", choices=("register", "find", "lost", "reissue", "renew"))
+                                   "reissue, renew, print (the card with the photo: PDF, and --printer)")
+    sp.add_argument("action", choices=("register", "find", "lost", "reissue", "renew", "print"))
+    sp.add_argument("--out", help="print: the folder for member-<card>.pdf (default: here)")
+    sp.add_argument("--printer", help="print: an ESC/POS printer's serial port, e.g. /dev/ttyUSB0")
     sp.add_argument("--product")
     sp.add_argument("--name", action="append", default=[])
     sp.add_argument("--card", action="append", default=[], help="card UID (repeat for a family; the new card for reissue)")

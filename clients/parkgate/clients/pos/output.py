@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from parkgate.v1 import catalog_pb2, common_pb2, sales_pb2
 
 from ..devices import SerialPrinter, SerialSettings
-from ..tickets import SoldTicket, qr_png, qr_svg, ticket_pdf
+from ..tickets import MemberCard, SoldTicket, escpos_member_card, member_card_pdf, qr_png, qr_svg, ticket_pdf
 
 FORMATS = ("png", "svg", "pdf")
 
@@ -80,3 +80,28 @@ def print_tickets(tickets: Sequence[SoldTicket], port: str, baudrate: int = 9600
     with SerialPrinter(SerialSettings(port=port, baudrate=baudrate)) as printer:
         for ticket in tickets:
             printer.print_ticket(ticket)
+
+
+def member_card(member: sales_pb2.Member, product: catalog_pb2.Product | None, park: catalog_pb2.Park | None,
+                photo_jpeg: bytes | None) -> MemberCard:
+    """The printable member card; the validity's last day in the park's own calendar."""
+    zone = ZoneInfo(park.time_zone) if park is not None and park.time_zone else UTC
+    until = None
+    if member.valid_until.seconds:
+        until = (member.valid_until.ToDatetime(tzinfo=UTC) - timedelta(seconds=1)).astimezone(zone).date()
+    return MemberCard(member_id=member.id, name=member.name, card_uid=member.card_uid,
+                      park_name=park.name if park is not None else "", product_name=(
+                          product.name if product is not None else member.product_id),
+                      valid_until=until, photo_jpeg=photo_jpeg or None, family_id=member.family_id)
+
+
+def write_member_card(card: MemberCard, folder: Path, printer: str = "", baudrate: int = 9600) -> Written:
+    """``member-<card uid>.pdf`` in ``folder``; with ``printer`` (a serial port), the ESC/POS card too."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rendered = member_card_pdf(card)
+    path = folder / f"member-{card.card_uid}.pdf"
+    path.write_bytes(rendered.data)
+    if printer:
+        with SerialPrinter(SerialSettings(port=printer, baudrate=baudrate)) as out:
+            out.write(escpos_member_card(card, out.layout))
+    return Written(path, rendered.notes)

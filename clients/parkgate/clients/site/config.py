@@ -55,6 +55,9 @@ class SiteSection(BaseModel):
     reconnect_max_seconds: float = Field(5.0, gt=0)
     # Sessions a window opened at the edge while the cluster was away last this long.
     offline_session_hours: float = Field(12.0, gt=0)
+    # Stored value offline (S8): what the edge may charge one card, in minor units, while deciding alone,
+    # counted from the card's last balance the feed reported (0 = stored-value cards are refused offline).
+    offline_stored_value_limit: int = Field(1000, ge=0, le=10_000_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("servers")

@@ -68,6 +68,7 @@ class Decider:
         self.deadline = cfg.decision_deadline_ms / 1000
         self.batch_max = cfg.batch_max
         self.batch_wait = cfg.batch_wait_ms / 1000
+        self.charge_limit = cfg.offline_stored_value_limit
         self._batch: list[_Waiting] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -89,6 +90,8 @@ class Decider:
                 return gate_pb2.ValidationResult.FromString(prior)
             result = await self._ask(place, request) if self.cluster.may_ask() else None
             if result is not None:
+                if result.HasField("balance") and not result.balance.currency and place.park_id in self.picture.parks:
+                    result.balance.currency = self.picture.parks[place.park_id].currency
                 self._keep_online(place, request, result)
                 return result
             return self.decide_alone(place, request)
@@ -102,9 +105,9 @@ class Decider:
         now = time.time() if now is None else now
         if place.park_id not in self.picture.parks:
             return result_of(request.request_id, Verdict(False, Reason.NO_OFFLINE_TERMS))
-        outcome = local_decision(self.store, self.picture, place, request, now)
+        outcome = local_decision(self.store, self.picture, place, request, now, self.charge_limit)
         verdict = outcome.verdict
-        result = result_of(request.request_id, verdict)
+        result = result_of(request.request_id, verdict, self.picture.parks[place.park_id].currency)
         self.offline_decisions += 1
         if not verdict.allow:
             return result  # a refusal changes nothing: no write, no fsync (a retry is decided again)
@@ -115,10 +118,14 @@ class Decider:
             SiteStore.put_answer(tx, place.device_id, request.request_id, body, True)
             decided_at = Timestamp()
             decided_at.FromNanoseconds(int(now * 1e9))
-            SiteStore.enqueue(tx, place.device_id, lambda seq: site_pb2.ForwardedRecord(
+            sequence = SiteStore.enqueue(tx, place.device_id, lambda seq: site_pb2.ForwardedRecord(
                 device_id=place.device_id, sequence=seq, decision=site_pb2.OfflineDecision(
-                    request=_with_scan_time(request, decided_at), result=result, decided_at=decided_at),
+                    request=_with_scan_time(request, decided_at), result=result, decided_at=decided_at,
+                    charged=verdict.charged),
             ).SerializeToString())
+            if verdict.charged and verdict.ticket is not None:
+                # counted against the card's offline limit until the feed shows the cluster took it
+                SiteStore.put_charge(tx, place.device_id, sequence, verdict.ticket.ticket_id, verdict.charged, now)
         return result
 
     # --- online -----------------------------------------------------------------------------------

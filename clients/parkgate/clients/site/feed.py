@@ -70,6 +70,7 @@ def apply_batch(store: SiteStore, batch: site_pb2.FeedBatch) -> None:
         for item in batch.items:
             apply_item(tx, item)
         SiteStore.put_meta(tx, VERSION_KEY, str(batch.version))
+        SiteStore.settle_charges(tx, batch.version)
 
 
 class FeedFollower:

@@ -103,6 +103,7 @@ class Forwarder:
                                                   metadata=self.cluster.metadata())
         sent = {(r.device_id, r.sequence) for r in batch}
         done: list[tuple[str, int]] = []
+        taken: list[tuple[str, int, int]] = []
         refused: list[tuple[str, int, str]] = []
         for ack in reply.acks:
             key = (ack.device_id, ack.sequence)
@@ -110,6 +111,7 @@ class Forwarder:
                 continue
             if ack.accepted:
                 done.append(key)
+                taken.append((*key, ack.taken_in))
                 self.conflicts += ack.conflict
                 if ack.conflict:
                     log.warning("forwarded %s #%d: the cluster recorded a conflict (admitted at another site)",
@@ -120,7 +122,7 @@ class Forwarder:
                     continue  # not a refusal of the record: send it again later (from the first unacknowledged)
                 refused.append((*key, reason))
                 log.error("ALERT forwarded %s #%d refused by the cluster: %s (kept in 'rejected')", *key, reason)
-        self.store.acknowledge(done, refused)
+        self.store.acknowledge(done, refused, taken)
         log.debug("forwarded %d record(s), %d refused", len(done), len(refused))
         self.forwarded += len(done)
         self.refused += len(refused)

@@ -7,6 +7,13 @@ store per decision. :func:`local_decision` builds the engine's
 binding), the feed's record of the ticket (refunds, voids, its uses at the
 cluster) and this edge's own uses, and calls :func:`parkgate.rules.decide`.
 Nothing here writes: the caller makes the answer durable before the gate acts.
+
+Stored value (S8): a card's balance is the feed's balance less what this edge
+charged alone since (``charges``); the attraction's fare comes from the feed's
+park (by day type, with the fed holiday calendar, as the cluster picks it). An
+admission that would take the card's offline charges past ``charge_limit`` is
+refused OFFLINE_CHARGE_LIMIT: the limit bounds what a card can owe when the
+edge's picture of its balance is stale.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from parkgate.rules import (
     decide,
     ticket_from_code,
 )
-from parkgate.v1 import common_pb2, gate_pb2, sales_pb2, site_pb2
+from parkgate.v1 import catalog_pb2, common_pb2, gate_pb2, sales_pb2, site_pb2
 
 from .store import SiteStore
 
@@ -124,14 +131,42 @@ class LocalOutcome:
     serial: int
 
 
+def fare_here(store: SiteStore, park: site_pb2.SitePark, attraction_id: str, day: date) -> int:
+    """What ``attraction_id`` charges a stored-value card on ``day`` (park-local): the cluster's rule
+    (its day type's fare, a peak day falling back to the holiday fare, then the flat price; none is free)."""
+    by_type = {f.day_type: f.amount for f in park.fares if f.attraction_id == attraction_id}
+    if not by_type:
+        return 0
+    body = store.body("holidays", "park_id || '/' || day", f"{park.park_id}/{day.isoformat()}")
+    if body is not None:
+        kind = "peak" if catalog_pb2.Holiday.FromString(body).day_type == catalog_pb2.PEAK else "holiday"
+    else:
+        kind = "weekend" if day.isoweekday() >= 6 else "weekday"
+    for key in (kind, "holiday" if kind == "peak" else kind, ""):
+        if key in by_type:
+            return by_type[key]
+    return 0
+
+
+def _with_balance(store: SiteStore, ticket: TicketState, fed: site_pb2.TicketUse | None) -> tuple[TicketState, int]:
+    """The ticket with its stored-value balance as this edge knows it, and what the edge charged alone since."""
+    if fed is None or not fed.stored_value:
+        return ticket, 0
+    pending = store.charged_since_fed(fed.ticket_id)
+    return replace(ticket, balance=fed.balance - pending), pending
+
+
 def _fed(store: SiteStore, serial: int) -> site_pb2.TicketUse | None:
     body = store.body("tickets", "serial", serial)
     return None if body is None else site_pb2.TicketUse.FromString(body)
 
 
 def local_decision(store: SiteStore, picture: SitePicture, place: GatePlace,
-                   request: gate_pb2.ValidationRequest, now: float) -> LocalOutcome:
-    """The decision this edge makes alone for ``request`` at ``place`` at ``now`` (epoch seconds)."""
+                   request: gate_pb2.ValidationRequest, now: float, charge_limit: int | None = None) -> LocalOutcome:
+    """The decision this edge makes alone for ``request`` at ``place`` at ``now`` (epoch seconds).
+
+    ``charge_limit`` (minor units per card) caps the stored-value charges made alone; None = no cap
+    (replaying an admission the cluster made online)."""
     direction: Direction = "out" if request.direction == common_pb2.OUT else place.direction
     park = picture.parks[place.park_id]
     if request.WhichOneof("credential") == "card_uid":
@@ -143,7 +178,8 @@ def local_decision(store: SiteStore, picture: SitePicture, place: GatePlace,
         body = store.body("tickets", "ticket_id", bound[0])
         if body is None:
             return LocalOutcome(Verdict(False, Reason.UNKNOWN_TICKET), 0)
-        fed = site_pb2.TicketUse.FromString(body)
+        fed: site_pb2.TicketUse | None = site_pb2.TicketUse.FromString(body)
+        assert fed is not None
         ticket = _merge(_from_use(fed, park), fed, store.use(fed.serial))
     else:
         checked = native.authenticate_batch([request.code.strip()], picture.keyring)[0]
@@ -155,15 +191,23 @@ def local_decision(store: SiteStore, picture: SitePicture, place: GatePlace,
             return LocalOutcome(Verdict(False, Reason.NOT_VALID_FOR_PARK), code.serial)
         slots = frozenset(park.attraction_slots[s] for s in code.attraction_slots if s in park.attraction_slots)
         base = ticket_from_code(code, terms_of(park, code.product_id), park.park_id, slots, code.all_attractions)
-        ticket = _merge(base, _fed(store, code.serial), store.use(code.serial))
+        fed = _fed(store, code.serial)
+        ticket = _merge(base, fed, store.use(code.serial))
+    ticket, pending = _with_balance(store, ticket, fed)
     clock = LocalTime(now, ZoneInfo(place.time_zone))
-    return LocalOutcome(decide(ticket, place, direction, ParkState(place.park_id), clock), ticket.serial)
+    fare = fare_here(store, park, place.attraction_id, clock.day) if ticket.balance is not None else 0
+    verdict = decide(ticket, place, direction, ParkState(place.park_id), clock, fare)
+    if verdict.allow and verdict.charged and charge_limit is not None and pending + verdict.charged > charge_limit:
+        verdict = Verdict(False, Reason.OFFLINE_CHARGE_LIMIT, ticket, attraction_id=place.attraction_id)
+    return LocalOutcome(verdict, ticket.serial)
 
 
-def result_of(request_id: str, verdict: Verdict) -> gate_pb2.ValidationResult:
+def result_of(request_id: str, verdict: Verdict, currency: str = "") -> gate_pb2.ValidationResult:
     """The answer a gate gets for a verdict made here (the same fields the cluster fills)."""
     ticket = verdict.ticket
-    return gate_pb2.ValidationResult(
+    balance = (common_pb2.Money(minor_units=ticket.balance, currency=currency)
+               if ticket is not None and ticket.balance is not None else None)
+    return gate_pb2.ValidationResult(balance=balance,
         request_id=request_id, allow=verdict.allow, reason=verdict.reason.number,
         display_text="Welcome" if verdict.allow else verdict.reason.value.replace("_", " ").capitalize(),
         entries_left=verdict.entries_left, persons=verdict.persons or (ticket.persons if ticket else 0),

@@ -27,7 +27,9 @@ Tables (one module owns all the SQL):
 * ``sales`` -- orders sold here (offline) with their session, for idempotency and shift totals;
 * ``sessions`` -- window sessions the edge knows (opened through it online, or offline), by the
   SHA-256 of their token: a copied site.db gives no usable session token;
-* ``serials`` + ``meta.site_key`` -- the provisioned signing key and serial ranges.
+* ``serials`` + ``meta.site_key`` -- the provisioned signing key and serial ranges;
+* ``charges`` -- stored-value charges this edge made alone, counted against the card's fed balance and
+  the offline limit until a feed batch past the transaction that took them at the cluster arrives.
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ CREATE TABLE IF NOT EXISTS sessions (token TEXT PRIMARY KEY, user_name TEXT NOT 
                                      permissions TEXT, display_name TEXT, started_at REAL, expires_at REAL,
                                      offline INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS serials (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, next INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS charges (device_id TEXT, sequence INTEGER, ticket_id TEXT NOT NULL,
+                                    amount INTEGER NOT NULL, at REAL, taken_in INTEGER,
+                                    PRIMARY KEY (device_id, sequence));
+CREATE INDEX IF NOT EXISTS charges_ticket ON charges (ticket_id);
 """
 
 #: Tables that hold the feed's picture; a full resync empties them.
@@ -249,9 +255,15 @@ class SiteStore:
     def pending_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
-    def acknowledge(self, done: Iterable[tuple[str, int]], refused: Iterable[tuple[str, int, str]]) -> None:
-        """Drop acknowledged records; move refused ones to ``rejected`` with their reason; one transaction."""
+    def acknowledge(self, done: Iterable[tuple[str, int]], refused: Iterable[tuple[str, int, str]],
+                    taken_in: Iterable[tuple[str, int, int]] = ()) -> None:
+        """Drop acknowledged records; move refused ones to ``rejected`` with their reason; one transaction.
+
+        ``taken_in`` (device, sequence, cluster transaction) marks the records' charges as taken: they stop
+        counting once the feed passes that transaction (:meth:`settle_charges`)."""
         with self.transaction() as tx:
+            tx.executemany("UPDATE charges SET taken_in = ? WHERE device_id = ? AND sequence = ?",
+                           [(x, d, s) for d, s, x in taken_in])
             for device_id, sequence, reason in refused:
                 tx.execute("INSERT OR REPLACE INTO rejected (device_id, sequence, reason, body, at) "
                            "SELECT device_id, sequence, ?, body, ? FROM outbox WHERE device_id = ? AND sequence = ?",
@@ -261,6 +273,26 @@ class SiteStore:
 
     def rejected_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM rejected").fetchone()[0])
+
+    # --- stored value offline ----------------------------------------------------------------------
+
+    def charged_since_fed(self, ticket_id: str) -> int:
+        """What this edge charged the card alone that the feed's balance does not show yet."""
+        row = self.db.execute("SELECT coalesce(sum(amount), 0) FROM charges WHERE ticket_id = ?",
+                              (ticket_id,)).fetchone()
+        return int(row[0])
+
+    @staticmethod
+    def put_charge(tx: sqlite3.Connection, device_id: str, sequence: int, ticket_id: str, amount: int,
+                   at: float) -> None:
+        tx.execute("INSERT INTO charges (device_id, sequence, ticket_id, amount, at) VALUES (?, ?, ?, ?, ?)",
+                   (device_id, sequence, ticket_id, amount, at))
+
+    @staticmethod
+    def settle_charges(tx: sqlite3.Connection, feed_version: int) -> None:
+        """A feed batch at ``feed_version`` sees every cluster transaction below it: those charges are in
+        the balances it carries (a charge the cluster refused stays counted: the safe side)."""
+        tx.execute("DELETE FROM charges WHERE taken_in IS NOT NULL AND taken_in < ?", (feed_version,))
 
     # --- sales and sessions ----------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ TM-T20/T88 and the many compatible Chinese models): ESC @ (initialise), ESC a
 (alignment), ESC E (bold), GS ! (character size), ESC d (feed), the native QR
 function ``GS ( k`` (model 2, module size, error level, store, print: the
 printer draws the symbol itself, so no raster image crosses the serial line)
-and GS V (cut).
+and GS V (cut). A member card's photo is a raster image (GS v 0), dithered to
+black and white with Pillow: the one image a thermal print carries.
 
 Text encoding: ``"cp437"`` (code page 0, the ESC/POS default) for Latin
 text; ``"gb18030"`` for printers in Chinese mode (FS & is sent to select it).
@@ -14,11 +15,14 @@ Characters the encoding cannot express are printed as ``?``.
 
 from __future__ import annotations
 
+import io
 import textwrap
 from dataclasses import dataclass
 from typing import Literal
 
-from .model import SoldTicket, ticket_fields
+from PIL import Image, ImageOps
+
+from .model import MemberCard, SoldTicket, member_fields, ticket_fields
 from .qr import ErrorLevel, make_qr
 
 ESC, GS, FS, LF = b"\x1b", b"\x1d", b"\x1c", b"\n"
@@ -95,15 +99,69 @@ def _text(text: str, encoding: str) -> bytes:
     return cleaned.encode(encoding, errors="replace")
 
 
+def raster_image(jpeg: bytes, width_dots: int) -> bytes:
+    """GS v 0: ``jpeg`` scaled to ``width_dots`` wide and dithered (Floyd-Steinberg) to black and white.
+
+    ValueError when the bytes are not an image Pillow reads (the caller prints the card without it)."""
+    try:
+        with Image.open(io.BytesIO(jpeg)) as img:
+            grey = ImageOps.exif_transpose(img).convert("L")
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"not an image: {exc}") from None
+    height = max(1, round(grey.height * width_dots / grey.width))
+    # ESC/POS prints a 1 bit; Pillow's "1" mode stores white as 1: invert before dithering.
+    bits = ImageOps.invert(grey.resize((width_dots, height))).convert("1")
+    row_bytes = (width_dots + 7) // 8
+    return (GS + b"v0\x00" + bytes([row_bytes & 0xFF, row_bytes >> 8, height & 0xFF, height >> 8])
+            + bits.tobytes())
+
+
+#: The photo's width on the card: 192 dots = 24 mm at 203 dpi.
+PHOTO_DOTS = 192
+
+
+def _start(layout: EscPosLayout) -> bytearray:
+    """Initialise the printer (and its Chinese mode for gb18030): how every print begins."""
+    out = bytearray(INIT)
+    if layout.encoding == "gb18030":
+        out += CHINESE_MODE_ON
+    return out
+
+
+def _labelled(fields: list[tuple[str, str]], columns: int, enc: str) -> bytes:
+    """Label/value lines, values wrapped under themselves."""
+    out = bytearray()
+    label_width = max(len(label) for label, _ in fields) + 1
+    for label, value in fields:
+        wrapped = textwrap.wrap(value, max(8, columns - label_width)) or [""]
+        out += _text(f"{label:<{label_width}}{wrapped[0]}", enc) + LF
+        for more in wrapped[1:]:
+            out += _text(" " * label_width + more, enc) + LF
+    return bytes(out)
+
+
+def escpos_member_card(card: MemberCard, layout: EscPosLayout | None = None) -> bytes:
+    """A member card on the thermal printer: park, the photo (raster), then the card's lines; ends with the cut."""
+    layout = layout or EscPosLayout()
+    columns = COLUMNS[layout.paper_mm]
+    enc = layout.encoding
+    out = _start(layout) + align("center") + bold(True)
+    for line in textwrap.wrap(card.park_name, columns) or [""]:
+        out += _text(line, enc) + LF
+    out += bold(False)
+    if card.photo_jpeg:
+        out += raster_image(card.photo_jpeg, PHOTO_DOTS) + LF
+    out += align("left") + _labelled(member_fields(card), columns, enc)
+    out += feed(2) + (PARTIAL_CUT if layout.partial_cut else FULL_CUT)
+    return bytes(out)
+
+
 def escpos_ticket(ticket: SoldTicket, layout: EscPosLayout | None = None) -> bytes:
     """The whole ticket as one ESC/POS byte string, ending with the cut."""
     layout = layout or EscPosLayout()
     columns = COLUMNS[layout.paper_mm]
     enc = layout.encoding
-    out = bytearray(INIT)
-    if enc == "gb18030":
-        out += CHINESE_MODE_ON
-    out += align("center") + bold(True) + size(2, 2)
+    out = _start(layout) + align("center") + bold(True) + size(2, 2)
     # Double width halves the line; wrap long park names rather than let the printer cut words.
     for line in textwrap.wrap(ticket.park_name, max(1, columns // 2)) or [""]:
         out += _text(line, enc) + LF
@@ -114,12 +172,7 @@ def escpos_ticket(ticket: SoldTicket, layout: EscPosLayout | None = None) -> byt
     out += qr_code(ticket.code, module_dots=layout.qr_module_dots, error=layout.qr_error)
     out += bold(True) + size(1, 2) + _text(f"No. {ticket.serial}", enc) + LF + size() + bold(False)
     out += align("left") + LF
-    label_width = max(len(label) for label, _ in ticket_fields(ticket)) + 1
-    for label, value in ticket_fields(ticket):
-        wrapped = textwrap.wrap(value, max(8, columns - label_width)) or [""]
-        out += _text(f"{label:<{label_width}}{wrapped[0]}", enc) + LF
-        for more in wrapped[1:]:
-            out += _text(" " * label_width + more, enc) + LF
+    out += _labelled(ticket_fields(ticket), columns, enc)
     out += align("center") + _text("Show the QR code at the gate.", enc) + LF
     out += feed(2) + (PARTIAL_CUT if layout.partial_cut else FULL_CUT)
     return bytes(out)

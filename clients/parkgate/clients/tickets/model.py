@@ -56,3 +56,30 @@ def ticket_fields(ticket: SoldTicket) -> list[tuple[str, str]]:
         ("Window", f"{ticket.window} / {ticket.operator}"),
     ]
     return fields
+
+
+@dataclass(frozen=True)
+class MemberCard:
+    """A member card as the window prints it (S15): who, which card, until when, and the face to check.
+
+    ``photo_jpeg`` is what the server keeps (already resized); it is fetched over the contract only by an
+    operator holding ``members.personal``. None = printed without a photo (the caller decides that).
+    """
+
+    member_id: str
+    name: str
+    card_uid: str
+    park_name: str
+    product_name: str
+    valid_until: date | None
+    photo_jpeg: bytes | None
+    family_id: str = ""
+
+
+def member_fields(card: MemberCard) -> list[tuple[str, str]]:
+    """The labelled lines of a member card, in print order (PDF and thermal printer alike)."""
+    fields = [("Member", card.name), ("Card", card.card_uid), ("Pass", card.product_name)]
+    if card.valid_until is not None:
+        fields.append(("Valid until", card.valid_until.isoformat()))
+    fields.append(("No.", card.member_id[:8]))
+    return fields

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fpdf import FPDF
 
-from .model import SoldTicket, ticket_fields
+from .model import MemberCard, SoldTicket, member_fields, ticket_fields
 from .qr import qr_png
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,9 @@ CJK_FONTS: tuple[str, ...] = (
     "/usr/share/fonts/truetype/arphic/uming.ttc",
 )
 
+#: An ID-1 card (ISO/IEC 7810, 85.6 x 54 mm), landscape: what a card printer takes.
+CARD_MM = (85.6, 54.0)
+PHOTO_MM = (28.0, 36.0)  # a passport-style 7:9 photo on the card's left
 PAGE_MM = (105.0, 148.0)  # A6 portrait: a ticket-sized page, four to an A4 sheet
 MARGIN_MM = 8.0
 QR_MM = 48.0
@@ -163,4 +166,39 @@ def ticket_pdf(ticket: SoldTicket, *, fonts: FontSet | None = None) -> RenderedP
     notes = tuple(dict.fromkeys(pdf.notes))  # each note once, in order
     for note in notes:
         log.warning("ticket %s PDF: %s", ticket.serial, note)
+    return RenderedPdf(bytes(pdf.output()), notes)
+
+
+def member_card_pdf(card: MemberCard, *, fonts: FontSet | None = None) -> RenderedPdf:
+    """One ID-1 page: the member's photo on the left, park, name, card and validity on the right.
+
+    The photo is embedded as it came (a JPEG, fpdf2 keeps it DCT-encoded): the gate's checker compares
+    the face with this print. Without a photo the box says so, and the notes carry why.
+    """
+    pdf = _Ticket(fonts or FontSet.find())
+    pdf.set_margins(4.0, 4.0, 4.0)
+    pdf.set_auto_page_break(False)
+    pdf.set_title(f"{card.park_name} - {card.name}")
+    pdf.set_creator("parkgate")
+    pdf.add_page(format=CARD_MM)  # wider than high as given: fpdf2 keeps the format as it is in portrait
+    x, y = 4.0, (CARD_MM[1] - PHOTO_MM[1]) / 2
+    if card.photo_jpeg:
+        pdf.image(io.BytesIO(card.photo_jpeg), x=x, y=y, w=PHOTO_MM[0], h=PHOTO_MM[1], keep_aspect_ratio=True)
+    else:
+        pdf.rect(x, y, *PHOTO_MM)
+        pdf.notes.append(f"member {card.member_id[:8]}: printed without a photo")
+    left = x + PHOTO_MM[0] + 3.0
+    pdf.set_left_margin(left)
+    pdf.set_xy(left, 5.0)
+    pdf.text_line(card.park_name, 10, bold=True, align="L")
+    pdf.ln(1)
+    for label, value in member_fields(card):
+        pdf.set_x(left)
+        pdf.set_font(pdf.family, pdf.bold_style, 7)
+        pdf.cell(17, 4.2, pdf.printable(label))
+        pdf.set_font(pdf.family, "", 7)
+        pdf.multi_cell(0, 4.2, pdf.printable(value), new_x="LMARGIN", new_y="NEXT")
+    notes = tuple(dict.fromkeys(pdf.notes))
+    for note in notes:
+        log.warning("member card %s PDF: %s", card.card_uid, note)
     return RenderedPdf(bytes(pdf.output()), notes)

@@ -96,6 +96,7 @@ class SitePark:
     park: Park
     attraction_slots: dict[int, str]
     products: list[tuple[int, AdmissionTerms]]
+    fares: list[tuple[str, str, int]] = field(default_factory=list)  # (attraction, day type or "", amount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,7 @@ class OfflineAdmission:
     allow: bool
     reason: Reason
     decided_at: float
+    charged: int = 0            # what the edge took from a stored-value card (minor units)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +183,7 @@ class Ack:
     accepted: bool
     reason: Reason = Reason.OK
     conflict: bool = False
+    taken_in: int = 0           # the transaction that took it (see site.proto ForwardAck.taken_in)
 
 
 class SiteService:
@@ -387,7 +390,7 @@ class SiteService:
         slots = {a.slot: a.id for a in await store.park_attractions(conn, park.id)}
         products = [(p.number, effective_terms(p.kind, p.rules))
                     for p in await admission_store.park_products(conn, park.id)]
-        return SitePark(park, slots, products)
+        return SitePark(park, slots, products, await store.park_fares(conn, park.id))
 
     # --- 3. online validations ------------------------------------------------------------------
 
@@ -493,7 +496,8 @@ class SiteService:
             rejected = await store.rejection_of(conn, record.device_id, journal_id, record.sequence)
             if rejected is not None:
                 return Ack(record.device_id, record.sequence, False, Reason(rejected))
-            return Ack(record.device_id, record.sequence, True)
+            # this transaction began after the one that took it: a feed above it shows the record too
+            return Ack(record.device_id, record.sequence, True, taken_in=await store.current_transaction(conn))
         if record.sequence != last + 1:
             return Ack(record.device_id, record.sequence, False, Reason.OUT_OF_ORDER)
         conflict = False
@@ -514,7 +518,8 @@ class SiteService:
                       edge.device_id, exc.reason_name, exc.message)
             return Ack(record.device_id, record.sequence, False, exc.reason)
         await store.advance_cursor(conn, record.device_id, journal_id, edge.device_id, record.sequence)
-        return Ack(record.device_id, record.sequence, True, conflict=conflict)
+        return Ack(record.device_id, record.sequence, True, conflict=conflict,
+                   taken_in=await store.current_transaction(conn))
 
     async def _take_admission(self, conn: Connection, edge: Edge, device: Device, made: OfflineAdmission) -> bool:
         """Record the edge's decision; an admission consumes the ticket's use, whatever the row says now."""
@@ -528,6 +533,8 @@ class SiteService:
             request_id = f"{made.request_id}:offline"  # the cluster refused it, the edge let them in: it stands
             if await store.recorded_decision(conn, device.id, request_id) is not None:
                 return False
+        if made.charged < 0 or (made.charged and not made.allow):
+            raise InvalidArgument("a forwarded charge is a positive amount of an admission", Reason.INVALID_AMOUNT)
         place = await self._place_of(conn, device)
         direction = made.direction or place.direction
         serial = 0
@@ -554,12 +561,21 @@ class SiteService:
         clock = LocalTime.at(made.decided_at, ZoneInfo(place.time_zone))
         outcome = rules.reconcile_admission(ticket, place, direction, park.state, clock)
         verdict = outcome.verdict
+        charged = made.charged if ticket.balance is not None else 0
+        if charged and verdict.ticket is not None:
+            # The gate opened on it: the charge stands, even beyond the balance (the debt shows, see docs/sites.md).
+            verdict = replace(verdict, ticket=replace(verdict.ticket, balance=(verdict.ticket.balance or 0) - charged))
+            after_balance = verdict.ticket.balance if verdict.ticket is not None else None
+            if after_balance is not None and after_balance < 0:
+                log.warning("offline charge %s/%s of %d on ticket %s exceeded the balance: %d owed",
+                            device.id, request_id, charged, ticket.ticket_id, -after_balance)
         earlier = await store.first_admission(conn, ticket.ticket_id) if outcome.used_elsewhere else None
         if earlier is not None and earlier.site == edge.site and earlier.device_id == device.id:
             earlier = None  # the same gate used it up itself: nothing happened elsewhere
         after_park = move_park(park.state, verdict.moved) if verdict.moved else None
-        row = _row(admission, place.park_id, ticket.ticket_id, True, made.reason, verdict.moved, verdict.counted,
-                   verdict.entries_left, verdict.hold_for_check)
+        row = replace(_row(admission, place.park_id, ticket.ticket_id, True, made.reason, verdict.moved,
+                           verdict.counted, verdict.entries_left, verdict.hold_for_check),
+                      charged=charged, balance=verdict.ticket.balance if verdict.ticket is not None else None)
         await admission_store.write_batch(
             conn, made.decided_at, [verdict.ticket] if verdict.ticket is not None else [], [row],
             [after_park] if after_park else [],

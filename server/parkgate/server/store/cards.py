@@ -97,7 +97,7 @@ async def ticket_card(conn: Connection, ticket_id: str, *, for_update: bool = Fa
 
 
 async def add_balance(conn: Connection, ticket_id: str, delta: int) -> int:
-    """Change a locked card's balance; the CHECK (balance >= 0) is the last guard against a negative one."""
+    """Change a locked card's balance (callers check it stays >= 0: only offline debts go below)."""
     cur = await conn.execute("UPDATE tickets SET balance = balance + %s WHERE id = %s RETURNING balance",
                              (delta, ticket_id))
     row = await cur.fetchone()

@@ -172,6 +172,26 @@ async def park_attractions(conn: Connection, park_id: str) -> list[Attraction]:
     )
 
 
+async def park_fares(conn: Connection, park_id: str) -> list[tuple[str, str, int]]:
+    """What each attraction of the park charges a stored-value card: (attraction, day type or "" = flat, amount)."""
+    cur = await conn.execute(
+        """SELECT a.id AS attraction_id, '' AS day_type, a.stored_value_price AS amount FROM attractions a
+           WHERE a.park_id = %(park)s AND a.stored_value_price > 0
+           UNION ALL SELECT f.attraction_id, f.day_type, f.amount FROM attraction_fares f
+           JOIN attractions a ON a.id = f.attraction_id WHERE a.park_id = %(park)s""",
+        {"park": park_id},
+    )
+    return [(r["attraction_id"], r["day_type"], int(r["amount"])) for r in await cur.fetchall()]
+
+
+async def current_transaction(conn: Connection) -> int:
+    """This transaction's id: a feed snapshot whose horizon is above it sees what it wrote."""
+    cur = await conn.execute("SELECT pg_current_xact_id()::text::bigint AS x")
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["x"])
+
+
 async def changed_keys(conn: Connection, since: int) -> list[FeedKey]:
     return await fetch_all(conn, FeedKey,
                            f"SELECT key_id, public_key, state FROM signing_keys WHERE {_SINCE} ORDER BY key_id",

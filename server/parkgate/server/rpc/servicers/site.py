@@ -87,7 +87,9 @@ def _feed_item(entry: FeedEntry) -> site_pb2.FeedItem:
             products=[gate_pb2.AdmissionTerms(
                 product_number=n, entries_total=t.entries_total, entries_per_day=t.entries_per_day,
                 reentry_allowed=t.reentry_allowed, hold_for_check=t.hold_for_check, valid_days=t.valid_days)
-                for n, t in entry.products]))
+                for n, t in entry.products],
+            fares=[site_pb2.SiteFare(attraction_id=a, day_type=d, amount=m) for a, d, m in entry.fares],
+            currency=p.currency))
     if isinstance(entry, FeedKey):
         if entry.state == "revoked":
             return site_pb2.FeedItem(revoked_key_id=entry.key_id)
@@ -100,7 +102,7 @@ def _feed_item(entry: FeedEntry) -> site_pb2.FeedItem:
             state=_STATES.get(t.status, sales_pb2.VALID), entries_used=t.entries_used,
             entries_today=t.entries_today, entries_day=t.entries_day.isoformat() if t.entries_day else "",
             inside=t.inside, first_used_at=_epoch_ts(t.first_used_at), valid_from=_epoch_ts(t.valid_from),
-            valid_until=_epoch_ts(t.valid_until)))
+            valid_until=_epoch_ts(t.valid_until), stored_value=t.balance is not None, balance=t.balance or 0))
     if isinstance(entry, FeedCard):
         return site_pb2.FeedItem(card=site_pb2.CardBinding(card_uid=entry.card_uid, ticket_id=entry.ticket_id))
     if isinstance(entry, UnboundCard):
@@ -149,7 +151,7 @@ def _record(r: site_pb2.ForwardedRecord) -> Forwarded:
             request_id=req.request_id, code=req.code, card_uid=req.card_uid, direction=_direction(req.direction),
             allow=d.result.allow, reason=Reason.from_number(d.result.reason) if d.result.reason else (
                 Reason.OK if d.result.allow else Reason.REASON_UNSPECIFIED),
-            decided_at=d.decided_at.ToNanoseconds() / 1e9)
+            decided_at=d.decided_at.ToNanoseconds() / 1e9, charged=d.charged)
     elif kind == "sale":
         s = r.sale
         o = s.order
@@ -193,7 +195,10 @@ class SiteServicer(site_pb2_grpc.SiteServicer):
             device_id=i.device_id, result=gate_pb2.ValidationResult(
                 request_id=i.request.request_id, allow=d.allow, reason=d.reason.number, entries_left=d.entries_left,
                 persons=d.persons, ticket_id=d.ticket_id, hold_for_check=d.hold_for_check,
-                display_text=d.reason.name.replace("_", " ").capitalize()))
+                display_text=d.reason.name.replace("_", " ").capitalize(), photo_ref=d.photo_ref,
+                swallow_card=d.swallow_card,
+                # the edge fills in the park's currency (it has it from the feed)
+                balance=common_pb2.Money(minor_units=d.balance) if d.balance is not None else None))
             for i, d in zip(request.items, decisions, strict=True)])
 
     async def Forward(self, request: site_pb2.ForwardRequest, context: Ctx) -> site_pb2.ForwardResponse:
@@ -201,7 +206,8 @@ class SiteServicer(site_pb2_grpc.SiteServicer):
         acks = await self.sites.forward(edge, request.journal_id, [_record(r) for r in request.records])
         return site_pb2.ForwardResponse(acks=[site_pb2.ForwardAck(
             device_id=a.device_id, sequence=a.sequence, accepted=a.accepted,
-            reason=a.reason.number if not a.accepted else 0, conflict=a.conflict) for a in acks])
+            reason=a.reason.number if not a.accepted else 0, conflict=a.conflict, taken_in=a.taken_in)
+            for a in acks])
 
     async def Provision(self, request: site_pb2.ProvisionRequest, context: Ctx) -> site_pb2.ProvisionResponse:
         edge = await self._edge(request, context)

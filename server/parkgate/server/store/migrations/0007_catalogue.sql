@@ -13,7 +13,9 @@ ALTER TABLE orders ADD COLUMN back_entered boolean NOT NULL DEFAULT false;
 
 -- What the decision engine reads of a ticket besides 0002/0003.
 ALTER TABLE tickets
-    ADD COLUMN balance           bigint CHECK (balance IS NULL OR balance >= 0),  -- NULL: not stored value
+    -- NULL: not stored value. Never below 0 online (the engine refuses); below 0 only when a site edge's
+    -- forwarded offline charge exceeded what was left: the debt shows (docs/sites.md, stored value offline).
+    ADD COLUMN balance           bigint,
     ADD COLUMN blocked_at        timestamptz,                                     -- a card reported lost
     ADD COLUMN attraction_limits jsonb NOT NULL DEFAULT '{}',                     -- S10: entries per attraction
     ADD COLUMN attraction_used   jsonb NOT NULL DEFAULT '{}',
@@ -35,6 +37,15 @@ CREATE TABLE attraction_fares (
     amount        bigint NOT NULL CHECK (amount >= 0),
     PRIMARY KEY (attraction_id, day_type)
 );
+-- A fare changed is its attraction changed, for the site feed (its park is sent again with the fares).
+CREATE FUNCTION attraction_fares_feed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE attractions SET feed_xid = pg_current_xact_id()
+     WHERE id = CASE WHEN TG_OP = 'DELETE' THEN OLD.attraction_id ELSE NEW.attraction_id END;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER attraction_fares_feed AFTER INSERT OR UPDATE OR DELETE ON attraction_fares
+    FOR EACH ROW EXECUTE FUNCTION attraction_fares_feed();
 
 -- Money moved on a card at a window (top-ups, refunds of the balance,
 -- replacement fees) and what happened to the card (lost, reissued,
