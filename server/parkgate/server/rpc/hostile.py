@@ -25,7 +25,7 @@ FREE_TEXT_FIELDS = frozenset({"description", "note", "text", "value", "detail", 
 SCANNED_FIELDS = frozenset({"code"})
 MAX_IDENTIFIER_CHARS = 256      # ids, codes, user names, keys
 MAX_TEXT_CHARS = 4096           # free text
-MAX_BYTES = 2 * 1024 * 1024     # a member photo
+MAX_BYTES = 4 * 1024 * 1024     # a backstop at the message size; a field's own limit (a photo: 2 MiB) gives its own reason
 MAX_REPEATED = 10_000           # items in one repeated field
 _LINE_CONTROLS = frozenset("\t\n\r")
 # Bidirectional overrides make an identifier read differently from what it is.
