@@ -162,10 +162,10 @@ async def test_nul_bytes_and_garbage_get_a_clear_error(sites: Sites) -> None:
     bad = site_pb2.SiteValidateRequest(items=[site_pb2.SiteValidation(
         device_id="gate-north", request=gate_pb2.ValidationRequest(request_id="a\x00b", code="x"))])
     code, reason = await _refused(sites.site.Validate(bad, metadata=sites.north.metadata))
-    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "TEXT_NOT_ALLOWED")
     forward = site_pb2.ForwardRequest(records=[_decision(sites.gate_n, 1, "PG1:\x00garbage")], journal_id=JOURNAL)
     assert await _refused(sites.site.Forward(forward, metadata=sites.north.metadata)) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+        grpc.StatusCode.INVALID_ARGUMENT, "TEXT_NOT_ALLOWED")
     raw = sites.park.server.channel().unary_unary(
         "/parkgate.v1.Site/Forward", request_serializer=lambda b: b, response_deserializer=lambda b: b)
     assert await _refused(raw(b"\xff\xff\xff\xff garbage", metadata=sites.north.metadata)) == (

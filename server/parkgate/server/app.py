@@ -229,7 +229,6 @@ class ParkgateServer:
                 await asyncio.sleep(delay)
             else:
                 self.flow_recorder.start()
-                await self.sites.start()
                 self._tasks.append(asyncio.create_task(self.partitions.run(), name="partition-maintenance"))
                 self.schema_ready.set()
                 return
@@ -286,7 +285,6 @@ class ParkgateServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.sites.stop()
         await self.gates.stop()
         await self.flow_recorder.stop()
         await self.flow_watch.stop()

@@ -454,7 +454,7 @@ class GateHub:
         fingerprint = (",".join(f"{k}{'r' if r else ''}" for k, _, r in keys) + "-" + ",".join(map(str, revoked))
                        + f"-{len(revoked_serials)}:{revoked_serials[-1] if revoked_serials else 0}")
         return GateCommand(f"keys:{fingerprint}", "UPDATE_KEYS", "the ticket signing keys or revoked codes changed",
-                           keys, revoked, revoked_serials)
+                           keys=keys, revoked_key_ids=revoked, revoked_serials=revoked_serials)
 
     async def emergency(self, park_id: str, on: bool) -> tuple[int, list[str]]:
         """Open (or release) every gate of the park; returns (gates told, gates that acknowledged)."""

@@ -49,6 +49,7 @@ from parkgate.server.store import admissions as admission_store
 from parkgate.server.store import catalog as catalog_store
 from parkgate.server.store import devices as device_store
 from parkgate.server.store import gates as gate_store
+from parkgate.server.store import keys as keys_store
 from parkgate.server.store import sales as sales_store
 from parkgate.server.store import settings as settings_store
 from parkgate.server.store import sites as store
@@ -67,7 +68,7 @@ from parkgate.server.store.rows.sites import (
 )
 
 from .catalog import product_or_refuse
-from .gates import GateCommand, GateHub
+from .gates import GateHub
 from .sales import SELLING_DEVICE_KINDS
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,6 @@ class SiteService:
         self.gates = gates
         self.pipeline = gates.pipeline
         self._check_device = check_device
-        self._tasks: list[asyncio.Task[None]] = []
         self.feed_poll_seconds = feed_poll_seconds
         self.feed_heartbeat_seconds = feed_heartbeat_seconds
         self._verified: dict[tuple[str, bytes], tuple[Edge, float]] = {}
@@ -238,13 +238,13 @@ class SiteService:
             if existing is None:
                 key_id = 1 + await sales_store.highest_key_id(conn)
                 await store.add_site_key(conn, key_id, public_key, edge.site)
-                await store.notify_keys(conn)
+                await keys_store.notify_keys_changed(conn)
             else:
                 key_id = existing.key_id
             return await store.reserve_serials(conn, key_id, edge.site, edge.device_id, count)
 
         block = await self.db.run(work, what="provision a site")
-        await self._keys_changed()
+        await self.gates.keys_changed()
         log.info("site %s (edge %s): key %d, serials %d-%d", edge.site, edge.device_id, block.key_id,
                  block.serial_first, block.serial_last)
         return block
@@ -261,40 +261,10 @@ class SiteService:
                                Reason.BAD_CONFIGURATION)
             row = await store.revoke_key(conn, key_id)
             assert row is not None
-            await store.notify_keys(conn)
-        await self._keys_changed()
+            await keys_store.notify_keys_changed(conn)
+        await self.gates.keys_changed()
         log.warning("signing key %d%s revoked", key_id, f" of site {row.site}" if row.site else "")
         return row.site
-
-    async def _keys_changed(self) -> None:
-        """Re-read the keyring and tell this server's gates: their next welcome carries the keys as they are."""
-        before = {(e.key_id, e.state) for e in self.pipeline.keyring}
-        await self.pipeline.load_keyring(force=True)
-        if {(e.key_id, e.state) for e in self.pipeline.keyring} == before:
-            return
-        for session in list(self.gates.sessions.values()):
-            session.outbox.put_nowait(GateCommand(str(uuid.uuid4()), "UPDATE_KEYS", "Signing keys changed"))
-
-    async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._watch_keys(), name="sites-keys"))
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-
-    async def _watch_keys(self) -> None:
-        """Keys added or revoked on any server reach this server's keyring and gates (NOTIFY, read again after
-        a lost listener)."""
-        while True:
-            try:
-                await self._keys_changed()
-                async for _payload in gate_store.notifications(self.db.conninfo, store.KEYS_CHANNEL):
-                    await self._keys_changed()
-            except (ParkgateError, OSError) as exc:
-                log.warning("signing key listener: %s; listening again in 1s", exc)
-            await asyncio.sleep(1.0)
 
     # --- 2. the feed --------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """Site service: what a site edge asks of the cluster (docs/sites.md, "The cluster's side"), and conflicts for admins.
 
 Every device call names the edge in its metadata (``parkgate-device-id``,
-``parkgate-device-secret``); the service proves it before anything else. A
-text field holding a NUL byte is refused here with INVALID_ARGUMENT, before
-it can reach PostgreSQL (which cannot store one) as an internal error.
+``parkgate-device-secret``); the service proves it before anything else. Text
+holding NUL or control characters never gets here: the one check of every
+request (rpc/hostile.py) refuses it with TEXT_NOT_ALLOWED.
 """
 
 from __future__ import annotations
@@ -46,23 +46,6 @@ Ctx = grpc.aio.ServicerContext
 DEVICE_ID = "parkgate-device-id"
 DEVICE_SECRET = "parkgate-device-secret"
 _STATES = {"valid": sales_pb2.VALID, "refunded": sales_pb2.REFUNDED_STATE, "voided": sales_pb2.VOIDED_STATE}
-
-
-def refuse_nul(message: Message, path: str = "") -> None:
-    """INVALID_ARGUMENT for a NUL byte in any text field of ``message`` (nested, repeated and map values too)."""
-    for fd, value in message.ListFields():
-        name = f"{path}{fd.name}"
-        if not fd.is_repeated:
-            values: list[Any] = [value]
-        elif fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-            values = [*value.keys(), *value.values()]
-        else:
-            values = list(value)
-        for v in values:
-            if isinstance(v, str) and "\x00" in v:
-                raise InvalidArgument(f"{name}: a NUL byte in a text field", Reason.INVALID_ARGUMENT)
-            if isinstance(v, Message):
-                refuse_nul(v, f"{name}.")
 
 
 def _metadata(context: Ctx) -> tuple[str, str]:
@@ -176,7 +159,6 @@ class SiteServicer(site_pb2_grpc.SiteServicer):
         self.sites = sites
 
     async def _edge(self, request: Message, context: Ctx) -> Edge:
-        refuse_nul(request)
         device_id, secret = _metadata(context)
         current_call.get().device_id = device_id
         return await self.sites.authenticate(device_id, secret)
@@ -217,7 +199,6 @@ class SiteServicer(site_pb2_grpc.SiteServicer):
 
     async def ListConflicts(self, request: site_pb2.ListConflictsRequest,
                             context: Ctx) -> site_pb2.ListConflictsResponse:
-        refuse_nul(request)
         rows, total = await self.sites.conflicts(request.park_id, convert.from_ts(request.since,
                                                                                    request.HasField("since")))
         return site_pb2.ListConflictsResponse(total=total, conflicts=[site_pb2.Conflict(
