@@ -90,6 +90,7 @@ class Edge:
     secret: str
     faketime: str = ""          # e.g. "+5s": the edge's clock is off by this much (libfaketime)
     forward_batch: int = 50
+    extra: str = ""             # more site.toml sections, e.g. [power] and [metrics]
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -124,6 +125,7 @@ reconnect_max_seconds = 1.0
 forward_batch = {self.forward_batch}
 serials_wanted = 1000
 log_level = "info"
+{self.extra}
 """)
         command = [sys.executable, "-m", "parkgate.common.cli", "site", "run", "--config", str(config)]
         if self.faketime:
