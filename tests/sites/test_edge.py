@@ -405,7 +405,7 @@ async def test_on_battery_the_edge_decides_alone_and_on_low_battery_stops_losing
     gate: Rig | None = None
     try:
         await edge.ready()
-        gate = await start_gate(park, edge, "east-gate-8", make_pty_pair, tmp_path)
+        gate = await start_gate(park, edge, "east-gate-9", make_pty_pair, tmp_path)
         first, second, third = await park.sell("single", 3)
 
         # The mains go: the edge decides alone at once, the cluster (up) is not asked.
@@ -484,7 +484,7 @@ async def test_the_edge_serves_metrics_of_what_its_gates_did(
         await edge.ready()
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         assert f"metrics on {url}" in edge.log_text()
-        gate = await start_gate(park, edge, "east-gate-7", make_pty_pair, tmp_path)
+        gate = await start_gate(park, edge, "east-gate-10", make_pty_pair, tmp_path)
         ticket, offline = await park.sell("single", 2)
         mark = gate.board.mark()
         gate.scan(ticket.code)
