@@ -424,7 +424,7 @@ async def test_on_battery_the_edge_decides_alone_and_on_low_battery_stops_losing
         dummy_ups.set_status("OL")
         await until(lambda: "back on steady mains" in edge.log_text(), "the edge back on mains")
         await until(lambda: admissions(park, first.id) == 1, "the on-battery admission forwarded")
-        assert edge.queued == 0
+        await until(lambda: edge.queued == 0, "the forward acknowledged")
         gate.scan(second.code)
         await gate.board.wait_for(r"OPEN", mark, times=2)
         await until(lambda: admissions(park, second.id) == 1, "an online admission decided by the cluster")
