@@ -493,6 +493,8 @@ async def test_the_edge_serves_metrics_of_what_its_gates_did(
         allowed = sample(text, "parkgate_validations_total", r'decided_by="server",reason="OK",result="allow"')
         assert allowed == 1.0, text
         assert sample(text, "parkgate_offline_journal_depth") == 0.0, text
+        assert sample(text, "parkgate_connected_streams", r'kind="gate"') == 1.0, text
+        assert sample(text, "parkgate_connected_streams", r'kind="site_feed"') == 1.0, text
 
         # The cluster goes away: the next admission is the edge's own and waits in its journal.
         await cluster.stop()
