@@ -90,7 +90,7 @@ class Edge:
     secret: str
     faketime: str = ""          # e.g. "+5s": the edge's clock is off by this much (libfaketime)
     forward_batch: int = 50
-    extra: str = ""             # more lines of [site] in site.toml
+    extra: str = ""             # more site.toml after [site]'s keys: keys of [site], then sections ([power], [metrics])
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0

@@ -11,14 +11,19 @@ Read as a runbook:
 * a ticket refunded before the cut is refused at the gate while the cluster is away;
 * one ticket shown at two sites while both are cut off: admitted once at each, one conflict recorded;
 * the first server in the edge's list is dead: the edge uses the next one (feed, key, online decisions);
-* the edge's clock is a few seconds off: decisions and forwarding still hold (limits in docs/sites.md).
+* the edge's clock is a few seconds off: decisions and forwarding still hold (limits in docs/sites.md);
+* its UPS (upsd + dummy-ups) goes on battery: it decides alone at once with the cluster up and not asked,
+  forwards when the mains are back; on low battery it stops cleanly, nothing acknowledged lost;
+* its /metrics after a gate behind it admitted someone: the validation counter and the journal depth.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -29,6 +34,7 @@ from parkgate.clients.gate.agent import GateAgent
 from parkgate.clients.gate.config import load_config
 from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.clients.pos.window import Window
+from parkgate.ha.dummy_ups import DummyUps
 from parkgate.server.pg import free_port
 from parkgate.v1 import admin_pb2, gate_pb2, sales_pb2, site_pb2, site_pb2_grpc
 from tests.fixtures.park import TestPark, open_park, rid
@@ -49,7 +55,7 @@ async def park(cluster: Cluster, module_dsn: str) -> TestPark:
     await register(p, "east-window", admin_pb2.SALES_WINDOW)
     # One gate per test beyond the first two: each test's edge starts with a fresh store.
     for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6",
-                 "east-gate-7", "east-gate-8"):
+                 "east-gate-7", "east-gate-8", "east-gate-9", "east-gate-10"):
         await register(p, gate, admin_pb2.GATE)
     await register(p, "west-edge", admin_pb2.SITE_EDGE, site="west")
     await register(p, "west-gate-1", admin_pb2.GATE, site="west")
@@ -67,31 +73,39 @@ async def edge(park: TestPark, cluster: Cluster, tmp_path: Path) -> AsyncIterato
         await cluster.start()
 
 
+async def start_gate(park: TestPark, edge: Edge, device: str, make_pty_pair: Callable[[], PtyPair],
+                     tmp_path: Path) -> Rig:
+    """A real gate agent with its relay board, pointed at the edge (it knows no other server)."""
+    scanner, relay = make_pty_pair(), make_pty_pair()
+    secret = tmp_path / f"{device}.secret"
+    secret.write_text(park.secrets[device] + "\n")
+    config = tmp_path / f"{device}.toml"
+    config.write_text(toml_config(device, secret, [edge.address], scanner=scanner.device, relay=relay.device,
+                                  relay_extra="open_ms = 3000\nconfirm_passage = false")
+                      # a loaded test machine: the edge's own deadline (400 ms) decides, not the gate's
+                      .replace("request_deadline_seconds = 1.5", "request_deadline_seconds = 5.0"))
+    rig = Rig(config, scanner.open_far(), BoardSim(relay, 200))
+    rig.agent = GateAgent(load_config(config))
+    rig.task = asyncio.create_task(rig.agent.run())
+    await asyncio.wait_for(rig.agent.online.wait(), 20)
+    return rig
+
+
+async def stop_gate(rig: Rig) -> None:
+    await rig.stop()
+    assert rig.scanner is not None
+    rig.scanner.close()
+    rig.board.stop()
+
+
 @pytest.fixture
 async def gates(park: TestPark, edge: Edge, make_pty_pair: Callable[[], PtyPair], tmp_path: Path
                 ) -> AsyncIterator[list[Rig]]:
-    """Two real gate agents with relay boards, pointed at the edge (they know no other server)."""
-    rigs = []
-    for device in ("east-gate-1", "east-gate-2"):
-        scanner, relay = make_pty_pair(), make_pty_pair()
-        secret = tmp_path / f"{device}.secret"
-        secret.write_text(park.secrets[device] + "\n")
-        config = tmp_path / f"{device}.toml"
-        config.write_text(toml_config(device, secret, [edge.address], scanner=scanner.device, relay=relay.device,
-                                      relay_extra="open_ms = 3000\nconfirm_passage = false")
-                          # a loaded test machine: the edge's own deadline (400 ms) decides, not the gate's
-                          .replace("request_deadline_seconds = 1.5", "request_deadline_seconds = 5.0"))
-        rig = Rig(config, scanner.open_far(), BoardSim(relay, 200))
-        rig.agent = GateAgent(load_config(config))
-        rig.task = asyncio.create_task(rig.agent.run())
-        await asyncio.wait_for(rig.agent.online.wait(), 20)
-        rigs.append(rig)
+    """Two real gate agents with relay boards, pointed at the edge."""
+    rigs = [await start_gate(park, edge, device, make_pty_pair, tmp_path) for device in ("east-gate-1", "east-gate-2")]
     yield rigs
     for rig in rigs:
-        await rig.stop()
-        assert rig.scanner is not None
-        rig.scanner.close()
-        rig.board.stop()
+        await stop_gate(rig)
 
 
 async def window_at(edge: Edge, park: TestPark, config_home: Path, monkeypatch: pytest.MonkeyPatch) -> Window:
@@ -366,3 +380,127 @@ async def test_an_emergency_and_a_pause_from_the_cluster_reach_the_gates_behind_
             await cluster.start()
         await park.control().EmergencyRelease(gate_pb2.EmergencyRequest(park_id=PARK), metadata=md)
         await park.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=PARK, capacity=0), metadata=md)
+
+
+# --- power (issue 13) and metrics (issue 14) ----------------------------------------------------
+
+def power_toml(ups: DummyUps) -> str:
+    return (f'[power]\nsource = "nut"\nport = {ups.port}\npoll_seconds = 0.2\nsettle_seconds = 0.5\n'
+            'lost_after_seconds = 30\n')
+
+
+async def test_on_battery_the_edge_decides_alone_and_on_low_battery_stops_losing_nothing(
+        park: TestPark, cluster: Cluster, dummy_ups: DummyUps, make_pty_pair: Callable[[], PtyPair],
+        tmp_path: Path) -> None:
+    edge = Edge(tmp_path / "edge", [cluster.address], EDGE_ID, park.secrets[EDGE_ID], extra=power_toml(dummy_ups))
+    edge.start()
+    gate: Rig | None = None
+    try:
+        await edge.ready()
+        gate = await start_gate(park, edge, "east-gate-9", make_pty_pair, tmp_path)
+        first, second, third = await park.sell("single", 3)
+
+        # The mains go: the edge decides alone at once, the cluster (up) is not asked.
+        dummy_ups.set_status("OB", charge=80)
+        await until(lambda: "on battery: deciding every validation locally" in edge.log_text(),
+                    "the edge's on-battery alert")
+        mark = gate.board.mark()
+        gate.scan(first.code)
+        await gate.board.wait_for(r"OPEN", mark)
+        await until(lambda: edge.queued == 1, "the edge's own decision in its journal")
+        assert edge.store_value("SELECT count(*) FROM decisions WHERE offline = 1") == 1
+        assert cluster.running is not None  # the cluster was up all along: not asked, not told yet
+        assert admissions(park, first.id) == 0
+
+        # Back on steady mains: forwarded, and the cluster decides again.
+        dummy_ups.set_status("OL")
+        await until(lambda: "back on steady mains" in edge.log_text(), "the edge back on mains")
+        await until(lambda: admissions(park, first.id) == 1, "the on-battery admission forwarded")
+        await until(lambda: edge.queued == 0, "the forward acknowledged")
+        gate.scan(second.code)
+        await gate.board.wait_for(r"OPEN", mark, times=2)
+        await until(lambda: admissions(park, second.id) == 1, "an online admission decided by the cluster")
+        assert edge.store_value("SELECT count(*) FROM decisions WHERE offline = 1") == 1
+
+        # On battery again, one more admission, then the battery runs low: a clean stop, nothing lost.
+        dummy_ups.set_status("OB", charge=60)
+        await until(lambda: edge.log_text().count("on battery: deciding every validation locally") == 2,
+                    "the second on-battery alert")
+        gate.scan(third.code)
+        await gate.board.wait_for(r"OPEN", mark, times=3)
+        await until(lambda: edge.queued == 1, "the second on-battery admission in the journal")
+        dummy_ups.set_status("OB LB", charge=10)
+        assert edge.process is not None
+        await until(lambda: edge.process is not None and edge.process.poll() is not None,
+                    "the edge to stop for low battery", timeout=60)
+        assert edge.process.returncode == 0, edge.log_text()[-3000:]
+        text = edge.log_text()
+        assert "stopping for power" in text and "stopped for power; journal checkpointed" in text, text[-3000:]
+        wal = edge.folder / "state" / "site.db-wal"
+        assert not wal.exists() or wal.stat().st_size == 0  # everything folded into site.db
+        assert edge.queued == 1
+        assert admissions(park, third.id) == 0
+
+        # Mains back, the edge started again: what it acknowledged reaches the cluster, once.
+        dummy_ups.set_status("OL", charge=100)
+        edge.start()
+        await edge.ready()
+        await until(lambda: edge.queued == 0, "the journal forwarded after the restart", timeout=60)
+        for ticket in (first, second, third):
+            assert admissions(park, ticket.id) == 1, ticket.id
+    finally:
+        if gate is not None:
+            await stop_gate(gate)
+        edge.stop()
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return str(reply.read().decode())
+
+
+def sample(text: str, name: str, labels: str = "") -> float | None:
+    pattern = re.escape(name) + (r"\{" + labels + r"\}" if labels else r"(\{\})?") + r" (\S+)"
+    found = re.search("^" + pattern + "$", text, re.MULTILINE)
+    return float(found.group(found.lastindex or 1)) if found else None
+
+
+async def test_the_edge_serves_metrics_of_what_its_gates_did(
+        park: TestPark, cluster: Cluster, make_pty_pair: Callable[[], PtyPair], tmp_path: Path) -> None:
+    metrics_port = free_port()
+    edge = Edge(tmp_path / "edge", [cluster.address], EDGE_ID, park.secrets[EDGE_ID],
+                extra=f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
+    edge.start()
+    gate: Rig | None = None
+    try:
+        await edge.ready()
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        assert f"metrics on {url}" in edge.log_text()
+        gate = await start_gate(park, edge, "east-gate-10", make_pty_pair, tmp_path)
+        ticket, offline = await park.sell("single", 2)
+        mark = gate.board.mark()
+        gate.scan(ticket.code)
+        await gate.board.wait_for(r"OPEN", mark)
+        text = await asyncio.to_thread(scrape, url)
+        allowed = sample(text, "parkgate_validations_total", r'decided_by="server",reason="OK",result="allow"')
+        assert allowed == 1.0, text
+        assert sample(text, "parkgate_offline_journal_depth") == 0.0, text
+        assert sample(text, "parkgate_connected_streams", r'kind="gate"') == 1.0, text
+        assert sample(text, "parkgate_connected_streams", r'kind="site_feed"') == 1.0, text
+
+        # The cluster goes away: the next admission is the edge's own and waits in its journal.
+        await cluster.stop()
+        gate.scan(offline.code)
+        await gate.board.wait_for(r"OPEN", mark, times=2)
+        text = await asyncio.to_thread(scrape, url)
+        assert sample(text, "parkgate_validations_total", r'decided_by="edge",reason="OK",result="allow"') == 1.0
+        assert sample(text, "parkgate_offline_journal_depth") == 1.0, text
+        lag = sample(text, "parkgate_offline_forward_lag_seconds")
+        assert lag is not None and lag >= 0.0
+        assert 'parkgate_power_state{parkgate_power_state="mains"} 1.0' in text
+    finally:
+        if gate is not None:
+            await stop_gate(gate)
+        edge.stop()
+        if cluster.running is None:
+            await cluster.start()

@@ -61,3 +61,16 @@ def test_check_config_prints_the_configuration_or_names_the_bad_key(tmp_path: Pa
                           str(write(tmp_path, "batch_max = 0\n"))], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert "site.batch_max" in bad.stderr
+
+
+def test_power_and_metrics_are_off_by_default_and_strict(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""), env={})
+    assert config.power.source == "none" and config.power.decide_locally_on_battery
+    assert config.metrics.listen == ""
+    on = load_config(write(tmp_path, '[power]\nsource = "nut"\nport = 3493\n[metrics]\nlisten = "127.0.0.1:9466"\n'),
+                     env={})
+    assert on.power.source == "nut" and on.metrics.listen == "127.0.0.1:9466"
+    with pytest.raises(SiteConfigError, match=r"power\.sorce: unknown key"):
+        load_config(write(tmp_path, '[power]\nsorce = "nut"\n'), env={})
+    with pytest.raises(SiteConfigError, match=r"metrics\.listen"):
+        load_config(write(tmp_path, '[metrics]\nlisten = "nowhere"\n'), env={})

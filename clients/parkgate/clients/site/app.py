@@ -13,10 +13,15 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
+import threading
+import time
 
 import grpc
 
+from parkgate.common import metrics
 from parkgate.common.channels import listen
+from parkgate.common.power import PowerState, PowerWatcher, Transition
 from parkgate.v1 import (  # noqa: F401 -- the descriptors of every service the edge passes through
     admin_pb2,
     auth_pb2,
@@ -58,6 +63,12 @@ class SiteEdge:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._stop = asyncio.Event()
+        self.power = PowerWatcher.from_settings(config.power, who=cfg.device_id)
+        self.power.on_transition(self._power_changed)
+        self.stopping_for_power = False
+        self.metrics_endpoint: metrics.MetricsEndpoint | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
 
     def _feed_changed(self) -> None:
         old = self.picture.keyring
@@ -99,10 +110,75 @@ class SiteEdge:
         self.server.add_generic_rpc_handlers((self.handler,))
         self.port = listen(self.server, self.config.site.listen)
         await self.server.start()
+        self._start_metrics()
         log.info("site edge %s listening on %s; cluster %s; %d records wait to be forwarded",
                  self.config.site.device_id, self.config.site.listen, ", ".join(self.config.site.servers),
                  self.store.pending_count())
         return self.port
+
+    # --- metrics (docs/monitor.md) ------------------------------------------------------------
+
+    def _start_metrics(self) -> None:
+        """/metrics when ``[metrics] listen`` is set; the forward queue is read at each scrape.
+
+        The scraper runs in its own threads, so it reads site.db through its own read-only
+        connection (WAL: it never blocks the edge's writes, and never sees half a transaction).
+        """
+        metrics.track_offline_journal(lambda: self._read_journal()[0], lambda: self._read_journal()[1])
+        metrics.set_power_state("mains")
+        if self.config.metrics.listen:
+            self.metrics_endpoint = metrics.serve_metrics(self.config.metrics.listen)
+            log.info("metrics on %s", self.metrics_endpoint.url)
+
+    def _read_journal(self) -> tuple[int, float]:
+        """(records waiting, age in seconds of the oldest) for the scraper's thread."""
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = sqlite3.connect(f"file:{self.store.path}?mode=ro", uri=True,
+                                               check_same_thread=False, timeout=5)
+            depth = int(self._reader.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            row = self._reader.execute("SELECT body FROM outbox ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            return depth, 0.0
+        record = site_pb2.ForwardedRecord.FromString(bytes(row[0]))
+        at = record.decision.decided_at if record.HasField("decision") else record.sale.sold_at
+        return depth, max(0.0, time.time() - at.ToNanoseconds() / 1e9) if at.seconds else 0.0
+
+    # --- power (S30, docs/power.md) -----------------------------------------------------------
+
+    async def _power_changed(self, t: Transition) -> None:
+        """On battery: decide here at once; low battery / forced shutdown: stop cleanly; mains: the cluster again."""
+        if t.new == PowerState.UNKNOWN:
+            metrics.set_power_state("unknown")
+            log.warning("lost contact with the UPS; the edge carries on as it was (deciding locally: %s)",
+                        self.decider.local_only)
+            return
+        if t.new == PowerState.ON_BATTERY:
+            metrics.set_power_state("on_battery")
+            if self.config.power.decide_locally_on_battery and not self.decider.local_only:
+                self.decider.local_only = True
+                self.forwarder.paused = True
+                log.warning("ALERT site edge %s on battery: deciding every validation locally (no wait for the "
+                            "cluster), each admission durable in site.db; %d record(s) wait to be forwarded "
+                            "when the mains are back", self.config.site.device_id, self.store.pending_count())
+        elif t.new in (PowerState.LOW_BATTERY, PowerState.SHUTTING_DOWN) and not self.stopping_for_power:
+            metrics.set_power_state("low_battery" if t.new == PowerState.LOW_BATTERY else "shutting_down")
+            self.stopping_for_power = True
+            if t.new == PowerState.LOW_BATTERY:
+                await self.power.begin_shutdown("low battery: the edge stops taking calls (the gates decide "
+                                                "offline), makes its journal durable and stops")
+                metrics.set_power_state("shutting_down")
+            log.warning("ALERT site edge %s stopping for power (%s): %d record(s) kept in site.db for the "
+                        "next start", self.config.site.device_id, t.why, self.store.pending_count())
+            self._stop.set()
+        elif t.new == PowerState.ONLINE:
+            metrics.set_power_state("mains")
+            if self.decider.local_only:
+                self.decider.local_only = False
+                self.forwarder.paused = False
+                self.forwarder.kick()
+                log.warning("site edge %s back on steady mains: asking the cluster again; forwarding %d record(s)",
+                            self.config.site.device_id, self.store.pending_count())
 
     async def run(self, *, install_signals: bool = False) -> None:
         if install_signals:
@@ -110,7 +186,8 @@ class SiteEdge:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
         await self.start()
-        tasks = [asyncio.create_task(t) for t in (self.feed.run(), self.forwarder.run(), self.provision())]
+        tasks = [asyncio.create_task(t) for t in (self.feed.run(), self.forwarder.run(), self.provision(),
+                                                  self.power.run())]
         try:
             await self._stop.wait()
         finally:
@@ -120,7 +197,15 @@ class SiteEdge:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             if self.server is not None:
-                await self.server.stop(2)
+                await self.server.stop(2)  # no new calls; the ones in flight finish (their writes commit)
             await self.cluster.close()
+            if self.metrics_endpoint is not None:
+                self.metrics_endpoint.close()
+            with self._reader_lock:
+                if self._reader is not None:
+                    self._reader.close()
+            self.store.checkpoint()
+            pending = self.store.pending_count()
             self.store.close()
-            log.info("site edge stopped")
+            log.info("site edge stopped%s; journal checkpointed, %d record(s) wait to be forwarded",
+                     " for power" if self.stopping_for_power else "", pending)

@@ -17,7 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..gate.config import _hostport  # one HOST:PORT rule for every client's configuration
+from parkgate.common.power import PowerSettings
+
+from ..gate.config import MetricsSection, _hostport  # one HOST:PORT rule for every client's configuration
 
 ENV_PREFIX = "PARKGATE_SITE__"
 
@@ -81,10 +83,21 @@ class SiteSection(BaseModel):
         return secret
 
 
+class SitePowerSection(PowerSettings):
+    """The edge's UPS (docs/power.md): the shared ``[power]`` keys, plus what the edge does on battery."""
+
+    # On battery: decide every validation here at once (no wait for the cluster's deadline), each
+    # admission durable in site.db before the gate hears it; back on steady mains the cluster is asked again.
+    decide_locally_on_battery: bool = True
+
+
 class SiteConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     site: SiteSection
+    # The edge's Prometheus /metrics (docs/monitor.md): ``listen = "HOST:PORT"``; empty (the default) = off.
+    metrics: MetricsSection = MetricsSection()
+    power: SitePowerSection = SitePowerSection()
 
     @property
     def database(self) -> Path:

@@ -30,6 +30,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from parkgate import native
+from parkgate.common import metrics
 from parkgate.common.reason import Reason
 from parkgate.rules import GatePlace, Verdict
 from parkgate.v1 import gate_pb2, site_pb2
@@ -75,6 +76,8 @@ class Decider:
         self._tasks: set[asyncio.Task[None]] = set()
         self.online_decisions = 0
         self.offline_decisions = 0
+        # On battery (docs/power.md): every validation is decided here at once, the cluster is not asked.
+        self.local_only = False
 
     async def validate(self, place: GatePlace, request: gate_pb2.ValidationRequest) -> gate_pb2.ValidationResult:
         prior = self.store.answer(place.device_id, request.request_id)
@@ -88,13 +91,17 @@ class Decider:
             prior = self.store.answer(place.device_id, request.request_id)
             if prior is not None:
                 return gate_pb2.ValidationResult.FromString(prior)
-            result = await self._ask(place, request) if self.cluster.may_ask() else None
+            asking = self.cluster.may_ask() and not self.local_only
+            result = await self._ask(place, request) if asking else None
             if result is not None:
                 if result.HasField("balance") and not result.balance.currency and place.park_id in self.picture.parks:
                     result.balance.currency = self.picture.parks[place.park_id].currency
                 self._keep_online(place, request, result)
+                metrics.count_decisions("server", [(Reason.from_number(result.reason).value, result.allow)])
                 return result
-            return self.decide_alone(place, request)
+            result = self.decide_alone(place, request)
+            metrics.count_decisions("edge", [(Reason.from_number(result.reason).value, result.allow)])
+            return result
 
     # --- alone ----------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import grpc
 
+from parkgate.common import metrics
 from parkgate.v1 import site_pb2
 
 from .cluster import Cluster
@@ -107,6 +108,10 @@ class FeedFollower:
     async def _follow(self) -> None:
         start = self.version
         call = self.cluster.stub().Feed(site_pb2.FeedRequest(from_version=start), metadata=self.cluster.metadata())
+        with metrics.CONNECTED_STREAMS.labels("site_feed").track_inprogress():
+            await self._apply(call, start)
+
+    async def _apply(self, call: grpc.aio.UnaryStreamCall, start: int) -> None:  # type: ignore[type-arg]
         async for batch in call:
             apply_batch(self.store, batch)
             self.batches += 1

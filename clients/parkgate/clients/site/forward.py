@@ -27,6 +27,7 @@ an ALERT; nothing is dropped silently. OUT_OF_ORDER and the cluster's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import grpc
@@ -50,6 +51,8 @@ class Forwarder:
         self.refused = 0
         # Shrinks by half when the cluster is too slow for a batch (deadline, busy), grows back on success.
         self.batch = cluster.config.forward_batch
+        # On battery the queue waits (docs/power.md): back on steady mains it is forwarded.
+        self.paused = False
 
     def kick(self) -> None:
         """Something new was queued: forward soon."""
@@ -60,6 +63,11 @@ class Forwarder:
         delay = cfg.reconnect_min_seconds
         log.debug("forwarder started: %d record(s) queued", self.store.pending_count())
         while True:
+            if self.paused:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), 1.0)
+                continue
             address = self.cluster.address
             try:
                 sent = await self.forward_once()

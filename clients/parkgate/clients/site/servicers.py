@@ -34,6 +34,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from parkgate.common import metrics
 from parkgate.common.reason import Reason
 from parkgate.v1 import auth_pb2, common_pb2, gate_pb2, sales_pb2, site_pb2
 
@@ -322,6 +323,7 @@ class EdgeHandler(grpc.GenericRpcHandler):
         outbox: asyncio.Queue[gate_pb2.ServerMessage | None] = asyncio.Queue()
         self.gates[id(outbox)] = _GateStream(outbox, place.park_id, direction, welcome.emergency_open,
                                              welcome.entry_paused)
+        metrics.CONNECTED_STREAMS.labels("gate").inc()
         # the state may have changed between the welcome and registering the stream
         self.sync_park_states(self.picture())
         tasks: set[asyncio.Task[None]] = set()
@@ -331,6 +333,7 @@ class EdgeHandler(grpc.GenericRpcHandler):
                 yield message
         finally:
             self.gates.pop(id(outbox), None)
+            metrics.CONNECTED_STREAMS.labels("gate").dec()
             reader.cancel()
             for task in tasks:
                 task.cancel()

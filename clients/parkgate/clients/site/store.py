@@ -255,6 +255,10 @@ class SiteStore:
     def pending_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
+    def checkpoint(self) -> None:
+        """Fold the WAL into site.db and truncate it: before a power-loss stop, one file holds everything."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def acknowledge(self, done: Iterable[tuple[str, int]], refused: Iterable[tuple[str, int, str]],
                     taken_in: Iterable[tuple[str, int, int]] = ()) -> None:
         """Drop acknowledged records; move refused ones to ``rejected`` with their reason; one transaction.
