@@ -184,7 +184,9 @@ class Supervisor:
         with open(log_path, "ab") as fh:
             if is_root() and not self.user.is_current:
                 os.chown(log_path, self.user.uid, self.user.gid)
-            env = self.user.env({"PYTHONUNBUFFERED": "1"})
+            # the cluster's own calls (a server probing its peers' health, the power watcher) trust its CA too
+            tls = {k: os.environ[k] for k in ("PARKGATE_TLS_CA_FILE", "PARKGATE_INSECURE") if k in os.environ}
+            env = self.user.env({"PYTHONUNBUFFERED": "1", **tls})
             proc = spawn_daemon(
                 argv,
                 run_as=self.user,
