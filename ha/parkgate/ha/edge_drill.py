@@ -58,6 +58,7 @@ class GatesRound:
     gates: int
     decisions: int
     longest_wait_seconds: float  # one person's wait from presenting the ticket to the decision
+    longest_wait_from_kill_seconds: float  # when that person presented the ticket, relative to the kill
     failover_refusals: int  # DATABASE_UNAVAILABLE / SERVER_OVERLOADED / no answer within the gate's deadline
     acked: int  # admissions a gate was told "allow"
     lost: int  # ... and not in the cluster's database after the edge forwarded everything
@@ -73,7 +74,8 @@ class GatesRound:
 
     def sentence(self) -> str:
         return (f"round {self.number}: primary {self.victim} killed with {self.gates} gates behind a site edge -> "
-                f"longest wait for a decision {self.longest_wait_seconds:.2f}s, {self.failover_refusals} refusals "
+                f"longest wait for a decision {self.longest_wait_seconds:.2f}s (ticket presented "
+                f"{self.longest_wait_from_kill_seconds:+.1f}s from the kill), {self.failover_refusals} refusals "
                 f"caused by the failover, {self.decisions} decisions, {self.acked} admissions acknowledged, "
                 f"{self.lost} lost, {self.duplicates} doubled at the cluster (queue empty "
                 f"{self.forwarded_after_seconds:.1f}s after the kill), leader now {self.new_leader}")
@@ -193,7 +195,7 @@ async def gates_round(drill: Drill, number: int, *, gates: int = 4, pause: float
     edge.start()
     try:
         await edge.ready(drill.timeout)
-        load = GateLoad([edge.address], devices, codes, pause=pause)
+        load = GateLoad([edge.address], devices, codes, pause=pause, connected_first=True)
         load.start()
         try:
             await asyncio.sleep(drill.settle)
@@ -216,7 +218,8 @@ async def gates_round(drill: Drill, number: int, *, gates: int = 4, pause: float
     for kind, n in result.errors.items():  # a stream broken or no answer in the gate's deadline
         refusals[kind] = refusals.get(kind, 0) + n
     r = GatesRound(number=number, victim=victim, gates=gates, decisions=result.decisions,
-                   longest_wait_seconds=round(result.longest_wait, 3), failover_refusals=sum(refusals.values()),
+                   longest_wait_seconds=round(result.longest_wait, 3),
+                   longest_wait_from_kill_seconds=round(result.longest_wait_began - struck, 2), failover_refusals=sum(refusals.values()),
                    acked=check["acked"], lost=check["lost"], duplicates=check["duplicates"],
                    forwarded_after_seconds=round(forwarded, 1), refusals=refusals,
                    other_denials={k: v for k, v in result.denied.items() if k not in FAILOVER_REASONS},
