@@ -148,6 +148,15 @@ def cmd_drill(args: argparse.Namespace) -> int:
     from .drill import Drill, render, report
 
     drill = Drill(_data_dir(args), args.kill, clients=args.clients, timeout=args.timeout, load=args.load, say=_say)
+    if args.load == "gates":
+        from .edge_drill import gates_render, gates_report, gates_round
+
+        async def rounds() -> list[Any]:
+            return [await gates_round(drill, i + 1) for i in range(args.rounds)]
+
+        rep = gates_report(asyncio.run(rounds()))
+        print(orjson.dumps(rep, option=orjson.OPT_INDENT_2).decode() if args.json else gates_render(rep))
+        return 0 if rep["summary"]["ok"] else 1
     rep = report(asyncio.run(drill.run(args.rounds)))
     # The rounds were told on stderr as they ended; stdout gets the report.
     print(orjson.dumps(rep, option=orjson.OPT_INDENT_2).decode() if args.json else render(rep, rounds=False))
@@ -210,8 +219,8 @@ def add_parser(sub: Any) -> None:
                        help="what to kill -9 each round (switchover: a planned switchover instead)")
     drill.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     drill.add_argument("--clients", type=int, default=4, help="concurrent writing clients (default 4)")
-    drill.add_argument("--load", choices=["sales", "params"], default="sales",
-                       help="quick sales of one ticket (default) or parameter upserts")
+    drill.add_argument("--load", choices=["sales", "params", "gates"], default="sales",
+                       help="quick sales of one ticket (default), parameter upserts, or gates behind a site edge")
     drill.set_defaults(func=_run(cmd_drill))
 
     config = csub.add_parser("config", help="write each member's etcd/Patroni/server files (several machines)")

@@ -46,7 +46,7 @@ from .supervisor import ADMIN_FILE, ClusterError, Supervisor, load_secrets, load
 log = logging.getLogger("parkgate.ha.drill")
 
 KINDS = ("primary", "server", "etcd-member", "switchover")
-LOADS = ("sales", "params")
+LOADS = ("sales", "params", "gates")  # gates: turnstiles behind a site edge (.edge_drill)
 
 
 @dataclass
@@ -125,6 +125,8 @@ class Drill:
         if load not in LOADS:
             raise ValueError(f"--load: one of {', '.join(LOADS)}, not {load!r}")
         self.load = load
+        if load == "gates" and kind != "primary":
+            raise ValueError("--load gates: only with --kill primary")
         self._seller: tuple[str, str] | None = None  # (token, product) for the sales load
         self.clients = clients
         self.settle = settle
