@@ -115,7 +115,7 @@ class GateLoad:
     def __init__(self, servers: list[str], gates: list[tuple[str, str]], codes: list[str], *,
                  pause: float = 0.1, deadline: float = 2.0) -> None:
         self.servers, self.gates, self.codes = servers, gates, list(reversed(codes))
-        # Codes admitted once, to be shown again at another gate (the visitor who tries twice):
+        # Codes admitted once, to be shown again at whichever gate is free (the visitor who tries twice):
         # a single-use ticket must be denied then, also when the failover fell between the two.
         self.again: list[str] = []
         self.pause, self.deadline = pause, deadline
