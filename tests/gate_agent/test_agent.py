@@ -14,12 +14,15 @@ and the agent runs as the `parkgate gate run` process a technician starts.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.server.pg import free_port
@@ -436,3 +439,28 @@ async def test_a_used_up_single_use_card_is_swallowed_by_the_exit_card_collector
     finally:
         await rig.stop()
         board.stop()
+
+
+async def test_a_board_that_never_reports_the_passage_gives_the_entry_back_by_the_agents_own_timeout(
+        site: Site, make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture) -> None:
+    """The passage sensor's line is broken (the board reports neither PASSED nor NOTPASSED).
+
+    The agent's own timer (relay.passage_timeout_seconds after the open) tells the
+    server "did not pass", which gives the entry back; the server's sweep (2 x the
+    parameter, 20 s) is not what did it: the agent says so in its log.
+    """
+    caplog.set_level(logging.INFO)
+    rig = await make_rig("ag-silent", auto_pass_ms=None, relay_extra="open_ms = 400\npassage_timeout_seconds = 1.0")
+    rig.board.do("silent on")
+    await rig.board.wait_for(r"^passage reports OFF")
+    ticket, = await site.sell("single")
+    mark = rig.board.mark()
+    rig.scan(ticket.code)
+    await rig.board.wait_for(OPENED, mark)
+    await rig.board.wait_for(r"^nobody passed \d+: not reported \(silent\)", mark)
+    await until(lambda: any("no passage report in time" in r.getMessage() for r in caplog.records),
+                timeout=30, what="the agent's own passage timeout")
+    await site.until_sql("SELECT reason, annulled_at IS NOT NULL, entries_used FROM validations v "
+                         "JOIN tickets t ON t.id = v.ticket_id WHERE v.ticket_id = %s", ticket.id,
+                         expect=[("PASSAGE_NOT_CONFIRMED", True, 0)], timeout=30)
+    assert rig.board.count(r"NOTPASSED|^passage: PASSED", mark) == 0  # the board really said nothing

@@ -296,6 +296,22 @@ async def test_an_emergency_opens_every_gate_on_every_server_until_released(park
     assert reason_of(err.value) == "PERMISSION_DENIED"
 
 
+async def test_a_state_change_no_notify_announces_reaches_the_gates_by_the_poll(park: Park) -> None:
+    """The NOTIFY is lost (here: never sent, the park state changed by plain SQL): every server's
+    state poll (gates.state_poll_seconds) still tells its gates, on both servers, both ways."""
+    gates = [await park.gate(f"g-poll-{n}", server=n) for n in range(2)]
+    quiet = """UPDATE park_state SET emergency = %s, emergency_since = CASE WHEN %s THEN now() END,
+                   emergency_changed_at = now(), changed_at = now() WHERE park_id = %s"""
+    park.sql(quiet, True, True, PARK)
+    try:
+        for link in gates:
+            await _next_command(link, "EMERGENCY_OPEN_CMD", timeout=60)
+    finally:
+        park.sql(quiet, False, False, PARK)
+    for link in gates:
+        await _next_command(link, "EMERGENCY_RELEASE_CMD", timeout=60)
+
+
 async def test_an_emergency_names_the_gate_that_never_acknowledged(park: Park) -> None:
     """A gate that hears the command but never confirms the relay is held open is not counted as open."""
     obedient, deaf = await park.gate("g-ack-yes"), await park.gate("g-ack-never", server=1)

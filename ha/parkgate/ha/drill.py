@@ -16,8 +16,11 @@ One round, as a runbook:
    it), keep writing a little, stop the writers;
 5. restart what was killed (``cluster up``: only what is not running) and wait
    for the cluster to be whole again;
-6. compare every acknowledged operation with the database: lost (must be 0),
-   duplicates (must be 0).
+6. send every acknowledged sale again (same request id, through the other
+   servers) and compare each reply with the first: same order, same tickets
+   (mismatches must be 0); then compare every acknowledged operation with the
+   database: lost (must be 0), duplicates (must be 0: for sales, tickets per
+   sale fingerprint beyond one, over every order the load made).
 
 Each round is logged as one sentence and reported as JSON; the command exits 1
 if any round lost or duplicated anything.
@@ -62,10 +65,14 @@ class Round:
     duplicates: int
     errors: dict[str, int] = field(default_factory=dict)
     new_leader: str | None = None
+    #: sales load: acknowledged sales sent again after the round, and the replies unlike the first
+    replayed: int = 0
+    replay_mismatches: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.duplicates == 0 and self.rto_seconds is not None
+        return (self.lost == 0 and self.duplicates == 0 and self.replay_mismatches == 0
+                and self.rto_seconds is not None)
 
     def sentence(self) -> str:
         rto = "no write succeeded" if self.rto_seconds is None else f"RTO {self.rto_seconds:.1f}s"
@@ -73,7 +80,8 @@ class Round:
         errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"
         return (f"round {self.number}: {self.kind} {self.victim} -> {rto}, longest stall "
                 f"{self.longest_stall_seconds:.1f}s, {self.acked} acknowledged, {self.lost} lost, "
-                f"{self.duplicates} duplicated, client errors: {errors}, whole again after "
+                f"{self.duplicates} duplicated, {self.replayed} replayed ({self.replay_mismatches} "
+                f"replies unlike the first), client errors: {errors}, whole again after "
                 f"{self.recovered_seconds:.1f}s{leader}")
 
 
@@ -204,7 +212,8 @@ class Drill:
                   rto_seconds=None if first is None else round(first - struck, 2),
                   longest_stall_seconds=round(result.stall, 2), recovered_seconds=round(recovered, 1),
                   acked=check["acked"], lost=check["lost"], duplicates=check["duplicates"],
-                  errors=dict(result.errors), new_leader=leader)
+                  errors=dict(result.errors), new_leader=leader, replayed=result.replayed,
+                  replay_mismatches=len(result.replay_mismatches))
         self.say(r.sentence())
         return r
 
@@ -221,6 +230,7 @@ def report(rounds: list[Round]) -> dict[str, Any]:
             "ok": all(r.ok for r in rounds),
             "lost": sum(r.lost for r in rounds),
             "duplicates": sum(r.duplicates for r in rounds),
+            "replay_mismatches": sum(r.replay_mismatches for r in rounds),
             "acked": sum(r.acked for r in rounds),
             "rto_max_seconds": max(rtos) if rtos else None,
             "rto_mean_seconds": round(sum(rtos) / len(rtos), 2) if rtos else None,

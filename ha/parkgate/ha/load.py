@@ -7,8 +7,15 @@ server applies once however often it is retried), or ``Admin.SetParameter``
 with that key (an upsert), which every server has. An operation counts as *acknowledged* only when a server
 answered OK; a failed attempt is retried with the same key on the next server
 (client failover), never skipped. Afterwards :func:`verify` reads the table and
-compares: every acknowledged key must be there (lost = 0), each once (the key
-is the primary key, so duplicates are counted to prove it, not assumed).
+compares: every acknowledged key must be there (lost = 0), each once.
+
+Duplicates are counted where they CAN happen, for sales: each key is the
+*fingerprint* of one sale the client means to make once, and tickets are counted
+per fingerprint (a client that retried an unknown outcome under a new request id
+would hold two tickets for one fingerprint); and after the load every
+acknowledged sale is sent again (:meth:`Writer.replay`, through the other
+servers, after the failover) and each reply is compared with the first reply
+for that request id: same order id, same ticket ids.
 
 What it measures, from the client's side:
 
@@ -69,6 +76,10 @@ class LoadResult:
     errors: Counter[str] = field(default_factory=Counter)
     stall: float = 0.0
     attempts: int = 0
+    #: sales: the first reply per key, (order id, ticket ids)
+    replies: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    replayed: int = 0
+    replay_mismatches: list[str] = field(default_factory=list)
 
     def first_ack_after(self, t: float) -> float | None:
         after = [a for a in self.acked.values() if a >= t]
@@ -128,12 +139,63 @@ class Writer:
     async def __aexit__(self, *exc: Any) -> None:
         await self.stop()
 
+    @staticmethod
+    def request_id(key: str, attempt: int) -> str:
+        """The request id of an attempt at the sale ``key``: the same for every attempt.
+
+        A sale whose outcome is unknown (the server died, the deadline passed) is
+        retried under the SAME request id, so the server applies it once. ``attempt``
+        is part of the signature so the duplicate check can be shown to fail: a
+        client that made a new id per attempt doubles sales (see :func:`verify`).
+        """
+        return key
+
+    async def _sell(self, channel: grpc.aio.Channel, key: str, attempt: int) -> tuple[str, tuple[str, ...]]:
+        meta = (("authorization", f"Bearer {self.token}"),)
+        order = await sales_pb2_grpc.SalesStub(channel).QuickSell(sales_pb2.QuickSellRequest(
+            request_id=self.request_id(key, attempt), product_id=self.sell or "", quantity=1,
+            method=common_pb2.CASH), metadata=meta, timeout=self.call_timeout)
+        return str(order.id), tuple(sorted(str(t.id) for t in order.tickets))
+
+    async def replay(self, attempts: int = 20) -> LoadResult:
+        """Send every acknowledged sale again and compare the reply with the first one.
+
+        Run after the load (and the failover): each replay goes to the server after
+        the one that first answered, so it reads the idempotency record the new
+        primary holds. A reply with another order or other tickets is a mismatch.
+        """
+        items = sorted(self.result.replies.items())
+
+        async def one(idx: int, key: str, first: tuple[str, tuple[str, ...]]) -> None:
+            for attempt in range(attempts):
+                channel = self._channels[(idx + 1 + attempt) % len(self._channels)]
+                try:
+                    again = await self._sell(channel, key, 1000 + attempt)
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    self.result.errors[f"replay {_reason(exc)}"] += 1
+                    await asyncio.sleep(0.2)
+            else:
+                self.result.replay_mismatches.append(f"{key}: no reply to the replay")
+                return
+            self.result.replayed += 1
+            if again != first:
+                self.result.replay_mismatches.append(f"{key}: first {first}, replay {again}")
+
+        for start in range(0, len(items), self.clients):  # as many at once as the load had clients
+            batch = items[start:start + self.clients]
+            await asyncio.gather(*(one(start + j, k, f) for j, (k, f) in enumerate(batch)))
+        return self.result
+
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._client(i), name=f"writer-{i}") for i in range(self.clients)]
 
-    async def stop(self) -> LoadResult:
+    async def stop(self, *, replay: bool = True) -> LoadResult:
+        """Stop the clients; for sales, replay every acknowledged sale (see :meth:`replay`) first."""
         self._stop.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.sell and replay:
+            await self.replay()
         for ch in self._channels:
             await ch.close()
         return self.result
@@ -141,7 +203,7 @@ class Writer:
     async def _client(self, i: int) -> None:
         meta = (("authorization", f"Bearer {self.token}"),)
         which = i % len(self._channels)
-        n = 0
+        n = attempt = 0
         last_ack = time.monotonic()
         while not self._stop.is_set():
             key = f"{self.prefix}.{i}.{n}"
@@ -149,39 +211,47 @@ class Writer:
             self.result.attempts += 1
             try:
                 if self.sell:
-                    await sales_pb2_grpc.SalesStub(channel).QuickSell(sales_pb2.QuickSellRequest(
-                        request_id=key, product_id=self.sell, quantity=1, method=common_pb2.CASH),
-                        metadata=meta, timeout=self.call_timeout)
+                    self.result.replies[key] = await self._sell(channel, key, attempt)
                 else:
                     await admin_pb2_grpc.AdminStub(channel).SetParameter(
                         admin_pb2.SetParameterRequest(key=key, value=str(n)), metadata=meta, timeout=self.call_timeout)
             except grpc.aio.AioRpcError as exc:
                 self.result.errors[_reason(exc)] += 1
                 which = (which + 1) % len(self._channels)  # fail over to the next server; same key again
+                attempt += 1
                 await asyncio.sleep(0.1)
                 continue
             now = time.monotonic()
             self.result.acked[key] = now
             self.result.stall = max(self.result.stall, now - last_ack)
             last_ack = now
-            n += 1
+            n, attempt = n + 1, 0
             if self.pause:
                 await asyncio.sleep(self.pause)
+
+
+def fingerprint_of(request_id: str) -> str:
+    """The sale a request id belongs to: the load's key (:meth:`Writer.request_id` adds nothing to it)."""
+    return request_id.split("~", 1)[0]
 
 
 def verify(dsn: str, prefix: str, acked: dict[str, float], *, sales: bool = False) -> dict[str, int]:
     """Compare acknowledged operations with the tables: ``{"acked", "present", "lost", "duplicates"}``.
 
-    Sales: one order per request id holding exactly one ticket; a second order or a second
-    ticket for one request id is a duplicate.
+    Sales: tickets are counted per sale fingerprint (:func:`fingerprint_of` the
+    request id), over every order of the load, so a sale sent twice under two
+    request ids counts as a duplicate; each sale must hold exactly one ticket.
     """
     pattern = prefix.replace("_", r"\_") + ".%"
     with psycopg.connect(dsn, connect_timeout=5) as conn:
         if sales:
-            rows = conn.execute(
-                """SELECT o.request_id, count(DISTINCT o.id) + count(t.id) - 1 FROM orders o
-                   LEFT JOIN tickets t ON t.order_id = o.id WHERE o.request_id LIKE %s GROUP BY o.request_id""",
-                [pattern]).fetchall()
+            per_request = conn.execute(
+                """SELECT o.request_id, count(t.id) FROM orders o LEFT JOIN tickets t ON t.order_id = o.id
+                   WHERE o.request_id LIKE %s GROUP BY o.request_id""", [pattern]).fetchall()
+            tickets: Counter[str] = Counter()
+            for request_id, count in per_request:
+                tickets[fingerprint_of(str(request_id))] += int(count)
+            rows = list(tickets.items())
         else:
             rows = conn.execute("SELECT key, count(*) FROM parameters WHERE key LIKE %s GROUP BY key",
                                 [pattern]).fetchall()

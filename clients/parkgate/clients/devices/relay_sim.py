@@ -13,6 +13,9 @@ Then type on its standard input what a person or the building would do:
     pass            a person walks through (the passage sensor fires)
     emergency on    the local emergency input closes (fire alarm) / ``emergency off``
     power lost      mains fails / ``power ok``
+    silent on       the passage sensor's line breaks: passages and timeouts are no
+                    longer reported (no PASSED/NOTPASSED), so the agent's own
+                    passage timeout must give the entry back / ``silent off``
     reboot          the board restarts (sends READY, forgets all state)
     state           print the board's state
     quit
@@ -80,6 +83,8 @@ class Board:
     auto_pass_at: float | None = None
     collector_capacity: int = 500      # single-use cards the collector's bin holds (S21)
     collected: int = 0
+    #: a broken sensor line: the board still lets people through and locks again, but reports nothing
+    silent: bool = False
 
     def boot(self) -> bytes:
         self.lock, self.emergency, self.on_battery, self.display = LockState.LOCKED, False, False, ""
@@ -153,8 +158,10 @@ class Board:
             self.say("passage with no OPEN pending (held, emergency or forced): PASSED 0")
             return format_event(RelayEvent(EventKind.PASSED, 0))
         done = self.pending.popleft()
-        self.say(f"passage: PASSED {done.seq}")
+        self.say(f"passage of {done.seq}: not reported (silent)" if self.silent else f"passage: PASSED {done.seq}")
         self._after_head_done(now)
+        if self.silent:
+            return b""
         return format_event(RelayEvent(EventKind.PASSED, done.seq))
 
     def tick(self, now: float) -> bytes:
@@ -198,7 +205,16 @@ class Board:
             self.lock = LockState.LOCKED
             self.say("gate locked")
 
+    def set_silent(self, on: bool) -> bytes:
+        self.silent = on
+        self.say("passage reports OFF (silent): nothing passed or not passed is reported" if on
+                 else "passage reports ON")
+        return b""
+
     def _not_passed(self, item: _Open) -> bytes:
+        if self.silent:
+            self.say(f"nobody passed {item.seq}: not reported (silent)")
+            return b""
         self.say(f"nobody passed: NOTPASSED {item.seq}")
         return format_event(RelayEvent(EventKind.NOT_PASSED, item.seq))
 
@@ -260,6 +276,8 @@ def _operator(board: Board, word: str, now: float) -> bytes:
         "emergency off": lambda: board.set_emergency(False),
         "power lost": lambda: board.set_power(True),
         "power ok": lambda: board.set_power(False),
+        "silent on": lambda: board.set_silent(True),
+        "silent off": lambda: board.set_silent(False),
         "reboot": board.boot,
         "empty collector": lambda: board.empty_collector(),
     }
@@ -269,7 +287,7 @@ def _operator(board: Board, word: str, now: float) -> bytes:
     action = actions.get(" ".join(word.split()))
     if action is None:
         if word:
-            board.say(f"unknown input {word!r}: pass, emergency on|off, power lost|ok, empty collector, reboot, state, quit")
+            board.say(f"unknown input {word!r}: pass, emergency on|off, power lost|ok, silent on|off, empty collector, reboot, state, quit")
         return b""
     return action()
 
