@@ -29,7 +29,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from parkgate import native
 from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.clients.site.store import SiteStore
-from parkgate.v1 import admin_pb2, catalog_pb2, common_pb2, gate_pb2, sales_pb2, site_pb2, site_pb2_grpc
+from parkgate.v1 import (
+    admin_pb2,
+    catalog_pb2,
+    common_pb2,
+    gate_pb2,
+    ops_pb2,
+    ops_pb2_grpc,
+    sales_pb2,
+    site_pb2,
+    site_pb2_grpc,
+)
 from tests.fixtures.park import PRICE, TestPark, open_park, rid
 from tests.fixtures.server import RunningServer, reason_of, start_server, stop_server
 
@@ -606,3 +616,15 @@ async def test_a_forwarded_stored_value_charge_is_taken_once_and_fed_back(sites:
     [ack] = await _forward(sites, sites.north, charge(second.sequence + 1, rid(), -5))
     assert not ack.accepted and ack.reason == 132  # INVALID_AMOUNT
     assert park.sql("SELECT balance FROM tickets WHERE id = %s", card.id) == [(-100,)]
+
+
+async def test_cluster_status_lists_the_edges_by_their_last_contact(sites: Sites) -> None:
+    ops = ops_pb2_grpc.OpsStub(sites.park.server.channel())
+    before = {e.device_id: e for e in (await ops.ClusterStatus(
+        ops_pb2.ClusterStatusRequest(), metadata=sites.park.admin.metadata)).edges}
+    assert {sites.north.device_id, sites.south.device_id} <= set(before)
+    await sites.site.Validate(site_pb2.SiteValidateRequest(), metadata=sites.south.metadata)  # south speaks
+    south = {e.device_id: e for e in (await ops.ClusterStatus(
+        ops_pb2.ClusterStatusRequest(), metadata=sites.park.admin.metadata)).edges}[sites.south.device_id]
+    assert south.online and south.site == "south" and south.HasField("last_contact")
+    assert south.last_contact.ToDatetime() >= before[sites.south.device_id].last_contact.ToDatetime()

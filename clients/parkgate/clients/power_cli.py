@@ -65,6 +65,10 @@ def render_cluster(reply: dict[str, Any]) -> str:
     for p in reply.get("power", []):
         lines.append(f"  power {p.get('machine', ''):<16} {p.get('role', ''):<9} "
                      f"{_STATE.get(p.get('state', ''), p.get('state'))} {_battery(p)}")
+    for e in reply.get("edges", []):
+        contact = e.get("last_contact") or "never"
+        lines.append(f"  edge {e.get('device_id', ''):<16} site {e.get('site', ''):<12} "
+                     f"{'online' if e.get('online') else 'OFFLINE'}  last contact {contact}")
     if reply.get("error"):
         lines.append(f"  note: {reply['error']}")
     return "\n".join(lines)

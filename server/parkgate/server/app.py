@@ -160,7 +160,8 @@ class ParkgateServer:
         catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(self.catalog), s)
         ops_pb2_grpc.add_OpsServicer_to_server(
             OpsServicer(self.db, self.settings.server_id, self.started_at, native.IMPLEMENTATION,
-                        power=self.power, etcd=self.etcd, cluster=self.settings.cluster.name), s
+                        power=self.power, etcd=self.etcd, cluster=self.settings.cluster.name,
+                        site_online_seconds=self.settings.live_flow.site_online_seconds), s
         )
         sales_pb2_grpc.add_SalesServicer_to_server(SalesServicer(self.sales, self.members, self.groups, self.vouchers), s)
         gate_pb2_grpc.add_GateServicer_to_server(GateServicer(self.gates, self.settings.server_id), s)

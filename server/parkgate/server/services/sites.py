@@ -75,6 +75,8 @@ log = logging.getLogger(__name__)
 
 EDGE_KIND = "site_edge"
 CREDENTIAL_TTL_SECONDS = 10.0
+#: An edge's last contact (devices.last_seen_at) is written at most this often.
+CONTACT_WRITE_SECONDS = 5.0
 PLACE_TTL_SECONDS = 30.0
 #: A journal id is the edge's own random token; bounded so a garbled one cannot bloat the cursors.
 MAX_JOURNAL_ID = 64
@@ -199,6 +201,7 @@ class SiteService:
         self.feed_heartbeat_seconds = feed_heartbeat_seconds
         self._verified: dict[tuple[str, bytes], tuple[Edge, float]] = {}
         self._places: dict[str, tuple[GatePlace, str, float]] = {}
+        self._seen: dict[str, float] = {}  # edge -> when its contact was last written
 
     # --- 1. who calls --------------------------------------------------------------------
 
@@ -210,6 +213,7 @@ class SiteService:
         key = (device_id, hashlib.sha256(secret.encode()).digest())
         known = self._verified.get(key)
         if known is not None and known[1] > time.monotonic():
+            await self._contact(known[0])
             return known[0]
         device = await self._check_device(device_id, secret)
         if device.kind != EDGE_KIND:
@@ -218,7 +222,18 @@ class SiteService:
             raise Forbidden(f"site edge {device_id!r} is registered without a site", Reason.NO_SITE)
         edge = Edge(device.id, device.site)
         self._verified[key] = (edge, time.monotonic() + CREDENTIAL_TTL_SECONDS)
+        await self._contact(edge)
         return edge
+
+    async def _contact(self, edge: Edge) -> None:
+        """Record that the edge is in contact, at most every CONTACT_WRITE_SECONDS (not a write per call)."""
+        now = time.monotonic()
+        if now - self._seen.get(edge.device_id, -CONTACT_WRITE_SECONDS) < CONTACT_WRITE_SECONDS:
+            return
+        self._seen[edge.device_id] = now
+        with contextlib.suppress(ParkgateError):  # a missed contact mark never fails the edge's call
+            async with self.db.transaction() as conn:
+                await device_store.mark_seen(conn, edge.device_id)
 
     # --- 5. the site's key and serials -------------------------------------------------------
 
@@ -306,6 +321,7 @@ class SiteService:
                 if items or time.monotonic() - quiet_since >= self.feed_heartbeat_seconds:
                     yield FeedChunk(version, caught_up=True, items=items)
                     quiet_since = time.monotonic()
+                    await self._contact(edge)  # an open feed is contact, even when the site is quiet
                 since = version
         finally:
             self.gates.state_watchers.discard(wake)

@@ -62,3 +62,8 @@ async def replace_secret_hash(conn: Connection, device_id: str, old_hash: str, n
     """Rewrite a device's stored hash unless a rotation changed it meanwhile."""
     await conn.execute("UPDATE devices SET secret_hash = %s WHERE id = %s AND secret_hash = %s",
                        (new_hash, device_id, old_hash))
+
+
+async def mark_seen(conn: Connection, device_id: str) -> None:
+    """The device spoke to us now (the control room and Ops.ClusterStatus show its last contact)."""
+    await conn.execute("UPDATE devices SET last_seen_at = now() WHERE id = %s", (device_id,))

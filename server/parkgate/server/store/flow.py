@@ -106,12 +106,13 @@ async def alerts_since(conn: Connection, park_id: str, since: datetime, limit: i
     return [AlertRow(**row) for row in await cur.fetchall()]
 
 
-async def site_edges(conn: Connection, park_id: str) -> list[SiteRow]:
-    """Site edge devices of the park (or of no park) by their last contact; none until site edges exist."""
+async def site_edges(conn: Connection, park_id: str | None = None) -> list[SiteRow]:
+    """Site edge devices of the park (or of no park; every edge when ``park_id`` is None) by their last contact."""
     cur = await conn.execute(
         """SELECT id AS device_id, site, last_seen_at AS last_contact FROM devices
-           WHERE kind = 'site_edge' AND (park_id = %s OR park_id IS NULL) AND NOT disabled ORDER BY id""",
-        (park_id,),
+           WHERE kind = 'site_edge' AND (%s::text IS NULL OR park_id = %s OR park_id IS NULL) AND NOT disabled
+           ORDER BY id""",
+        (park_id, park_id),
     )
     return [SiteRow(**row) for row in await cur.fetchall()]
 

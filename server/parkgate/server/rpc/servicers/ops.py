@@ -21,8 +21,10 @@ from parkgate.common.channels import open_aio_channel
 from parkgate.common.power import PowerState
 from parkgate.server.cluster_view import patroni_view, power_records
 from parkgate.server.discovery import Etcd, EtcdUnavailable, discover
+from parkgate.server.domain.errors import ParkgateError
 from parkgate.server.power import ServerPower
 from parkgate.server.store import Database
+from parkgate.server.store import flow as flow_store
 from parkgate.server.store.gates import gates_on_battery
 from parkgate.server.store.migrations import schema_version
 from parkgate.v1 import ops_pb2, ops_pb2_grpc
@@ -66,8 +68,10 @@ async def server_health(address: str, timeout: float = 1.5) -> str:
 
 class OpsServicer(ops_pb2_grpc.OpsServicer):
     def __init__(self, db: Database, server_id: str, started_at: datetime, native_impl: str, *,
-                 power: ServerPower | None = None, etcd: Etcd | None = None, cluster: str = "parkgate") -> None:
+                 power: ServerPower | None = None, etcd: Etcd | None = None, cluster: str = "parkgate",
+                 site_online_seconds: float = 90.0) -> None:
         self.db = db
+        self.site_online_seconds = site_online_seconds
         self.server_id = server_id
         self.started_at = started_at
         self.native_impl = native_impl
@@ -112,23 +116,37 @@ class OpsServicer(ops_pb2_grpc.OpsServicer):
             since=_since(snap.get("since")), detail=str(snap.get("detail", "")),
             machines=[machine_power(r) for r in await self._records()], gates_on_battery=on_battery)
 
+    async def _edges(self) -> list[ops_pb2.SiteEdgeContact]:
+        """Every site edge and its last contact (what the control room's monitor shows per park)."""
+        try:
+            async with self.db.connection() as conn:
+                edges = await flow_store.site_edges(conn)
+        except ParkgateError:
+            return []  # the database is away: the rest of the picture still comes from etcd
+        now = datetime.now(UTC)
+        return [ops_pb2.SiteEdgeContact(
+            device_id=e.device_id, site=e.site, last_contact=ts(e.last_contact),
+            online=e.last_contact is not None and (now - e.last_contact).total_seconds() <= self.site_online_seconds)
+            for e in edges]
+
     async def ClusterStatus(self, request: ops_pb2.ClusterStatusRequest, context: Ctx) -> ops_pb2.ClusterStatusResponse:
         records = await self._records()
         power = [machine_power(r) for r in records]
+        edges = await self._edges()
         if self.etcd is None:
             health = "SERVING" if await self.db.probe() else "NOT_SERVING"
             return ops_pb2.ClusterStatusResponse(
-                managed=False, power=power, error="not a cluster member (no cluster.etcd_endpoints)",
+                managed=False, power=power, error="not a cluster member (no cluster.etcd_endpoints)", edges=edges,
                 servers=[ops_pb2.ServerHealth(server_id=self.server_id, health=health)])
         try:
             view = await patroni_view(self.etcd, self.cluster)
             addresses = await discover(self.etcd, self.cluster)
         except EtcdUnavailable as exc:
-            return ops_pb2.ClusterStatusResponse(managed=True, power=power, error=str(exc))
+            return ops_pb2.ClusterStatusResponse(managed=True, power=power, error=str(exc), edges=edges)
         healths = await asyncio.gather(*(server_health(a) for a in addresses))
         by_machine = {p.machine: p.state for p in power}
         return ops_pb2.ClusterStatusResponse(
-            managed=True, leader=view.leader, sync_standby=view.sync_standby, power=power,
+            managed=True, leader=view.leader, sync_standby=view.sync_standby, power=power, edges=edges,
             members=[ops_pb2.ClusterMember(name=m.name, role=m.role, state=m.state, host=m.host, lag_bytes=m.lag_bytes,
                                            timeline=m.timeline, power=by_machine.get(m.name, 0)) for m in view.members],
             servers=[ops_pb2.ServerHealth(address=a, health=h) for a, h in zip(addresses, healths, strict=True)],
