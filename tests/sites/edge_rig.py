@@ -24,7 +24,7 @@ import pytest
 from parkgate.server.pg import free_port
 from parkgate.v1 import admin_pb2, common_pb2
 from tests.fixtures.park import TestPark
-from tests.fixtures.server import RunningServer, start_server, stop_server
+from tests.fixtures.server import RunningServer, start_server, stop_server, use_test_pki
 
 SITE = "east"
 
@@ -117,6 +117,8 @@ device_id = "{self.device_id}"
 secret_file = "{secret_file}"
 servers = [{", ".join(f'"{s}"' for s in self.servers)}]
 listen = "{self.address}"
+tls_cert_file = "{use_test_pki().cert_file}"
+tls_key_file = "{use_test_pki().key_file}"
 state_dir = "{self.folder / 'state'}"
 decision_deadline_ms = 400
 offline_hold_seconds = 1.0

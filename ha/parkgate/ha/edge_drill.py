@@ -36,13 +36,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parkgate.common.channels import open_aio_channel
+from parkgate.common.tls import DevPki
 from parkgate.server.pg import free_port
 from parkgate.v1 import admin_pb2, admin_pb2_grpc
 
 from . import patroni_api
 from .gate_load import PARK, GateLoad, prepare_gates, verify_admissions
 from .load import login, prepare_sales
-from .supervisor import ClusterError, Supervisor
+from .supervisor import ClusterError, Supervisor, trust_cluster_ca
 
 if TYPE_CHECKING:
     from .drill import Drill
@@ -84,8 +85,9 @@ class GatesRound:
 class SiteEdge:
     """``parkgate site run`` as a subprocess with its own folder; its log goes to a file, not to the drill's output."""
 
-    def __init__(self, folder: Path, device_id: str, secret: str, servers: list[str]) -> None:
+    def __init__(self, folder: Path, device_id: str, secret: str, servers: list[str], pki: DevPki) -> None:
         self.folder, self.device_id, self.secret, self.servers = folder, device_id, secret, servers
+        self.pki = pki  # the cluster's development CA: the edge listens with its certificate
         self.address = f"127.0.0.1:{free_port()}"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -103,6 +105,7 @@ class SiteEdge:
         # The edge's defaults, except a quick reconnect: the drill wants the edge back on the new leader soon.
         config.write_text(f'[site]\ndevice_id = "{self.device_id}"\nsecret_file = "{secret_file}"\n'
                           f'servers = [{servers}]\nlisten = "{self.address}"\n'
+                          f'tls_cert_file = "{self.pki.cert_file}"\ntls_key_file = "{self.pki.key_file}"\n'
                           f'state_dir = "{self.folder / "state"}"\nreconnect_min_seconds = 0.2\n'
                           'reconnect_max_seconds = 1.0\n')
         with open(self.log, "ab") as out:
@@ -191,7 +194,8 @@ async def gates_round(drill: Drill, number: int, *, gates: int = 4, pause: float
     # is used once, and a gate that runs out simply stops presenting.
     tickets = int(gates * 90 / pause)
     devices, codes = await prepare_gates(servers[0], drill.password, token, product, tag, gates, tickets, site=site)
-    edge = SiteEdge(drill.data_dir / "drill-edges" / tag, f"drill-edge-{tag}", secret, servers)
+    edge = SiteEdge(drill.data_dir / "drill-edges" / tag, f"drill-edge-{tag}", secret, servers,
+                    trust_cluster_ca(drill.spec))
     edge.start()
     try:
         await edge.ready(drill.timeout)

@@ -180,13 +180,14 @@ class Supervisor:
     def _save(self) -> None:
         _write(self.spec.data_dir / STATE_FILE, self.state.to_json(), None, 0o644)
 
-    def _spawn(self, name: str, kind: str, argv: list[str], log_path: Path, cwd: Path) -> Proc:
+    def _spawn(self, name: str, kind: str, argv: list[str], log_path: Path, cwd: Path,
+               env_extra: dict[str, str] | None = None) -> Proc:
         with open(log_path, "ab") as fh:
             if is_root() and not self.user.is_current:
                 os.chown(log_path, self.user.uid, self.user.gid)
             # the cluster's own calls (a server probing its peers' health, the power watcher) trust its CA too
             tls = {k: os.environ[k] for k in ("PARKGATE_TLS_CA_FILE", "PARKGATE_INSECURE") if k in os.environ}
-            env = self.user.env({"PYTHONUNBUFFERED": "1", **tls})
+            env = self.user.env({"PYTHONUNBUFFERED": "1", **tls, **(env_extra or {})})
             proc = spawn_daemon(
                 argv,
                 run_as=self.user,
@@ -264,11 +265,14 @@ class Supervisor:
             # the server's user reads its own copy of the development certificate and key
             _write(d / "server.pem", pki.cert_file.read_bytes(), who, 0o644)
             _write(d / "server.key", pki.key_file.read_bytes(), who)
+            # ... and the CA, to trust its peers when it probes their health (Ops.ClusterStatus): the cluster's
+            # own folder may be closed to that user
+            _write(d / "ca.pem", pki.ca_file.read_bytes(), who, 0o644)
             _write(d / "server.toml", server_config(spec, server, secrets_), who)
             if not self._running(server.name):
                 self._spawn(server.name, "server",
                             [*python, "-m", "parkgate.common.cli", "server", "--config", str(d / "server.toml")],
-                            d / "server.log", d)
+                            d / "server.log", d, env_extra={"PARKGATE_TLS_CA_FILE": str(d / "ca.pem")})
                 self.say(f"started parkgate server {server.name} on {server.address}")
         for server in spec.servers:
             self._wait_alive(server.name, f"server {server.name} to report SERVING",

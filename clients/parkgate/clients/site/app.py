@@ -20,7 +20,7 @@ import time
 import grpc
 
 from parkgate.common import metrics
-from parkgate.common.channels import listen
+from parkgate.common.channels import Transport, listen
 from parkgate.common.power import PowerState, PowerWatcher, Transition
 from parkgate.v1 import (  # noqa: F401 -- the descriptors of every service the edge passes through
     admin_pb2,
@@ -108,7 +108,11 @@ class SiteEdge:
     async def start(self) -> int:
         self.server = grpc.aio.server()
         self.server.add_generic_rpc_handlers((self.handler,))
-        self.port = listen(self.server, self.config.site.listen)
+        site = self.config.site
+        transport = (Transport(insecure=True) if site.insecure else
+                     Transport(cert_file=site.tls_cert_file, key_file=site.tls_key_file) if site.tls_cert_file
+                     else None)  # None: as the environment says (PARKGATE_SERVER__TLS_*), never silently plaintext
+        self.port = listen(self.server, site.listen, transport)
         await self.server.start()
         self._start_metrics()
         log.info("site edge %s listening on %s; cluster %s; %d records wait to be forwarded",

@@ -36,8 +36,12 @@ class SiteSection(BaseModel):
     secret_file: Path
     # The cluster's servers, tried in order (the next one when a server does not answer).
     servers: list[str] = Field(min_length=1)
-    # Where the site's gates and windows connect.
+    # Where the site's gates and windows connect, over TLS with this certificate and key (docs/security.md);
+    # plaintext only with insecure = true. The cluster's CA is trusted through PARKGATE_TLS_CA_FILE.
     listen: str = "127.0.0.1:50070"
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    insecure: bool = False
     # The local store (site.db) and the site's signing key live here.
     state_dir: Path
     # How long a gate's validation waits for the cluster before the edge decides alone.
