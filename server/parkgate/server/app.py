@@ -23,6 +23,7 @@ from parkgate import native
 from parkgate.common import metrics
 from parkgate.common.channels import Transport, listen
 from parkgate.server.config import Settings
+from parkgate.server.domain import device_secrets
 from parkgate.server.domain.errors import ParkgateError
 from parkgate.server.domain.limits import DeviceLimits
 from parkgate.server.services.admin import AdminService
@@ -166,7 +167,8 @@ class ParkgateServer:
         sales_pb2_grpc.add_SalesServicer_to_server(SalesServicer(self.sales, self.members, self.groups, self.vouchers), s)
         gate_pb2_grpc.add_GateServicer_to_server(GateServicer(self.gates, self.settings.server_id), s)
         gate_pb2_grpc.add_GateControlServicer_to_server(GateControlServicer(self.gates), s)
-        site_pb2_grpc.add_SiteServicer_to_server(SiteServicer(self.sites), s)
+        site_pb2_grpc.add_SiteServicer_to_server(
+            SiteServicer(self.sites, device_secrets.key_bytes(self.settings.auth.device_secret_key)), s)
         reports_pb2_grpc.add_ReportsServicer_to_server(ReportsServicer(self.reports, self.live_flow), s)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, s)
         # both grpc.reflection.v1 and v1alpha (tools that ask v1 first see nothing otherwise)

@@ -21,13 +21,14 @@ PREFIX = "hmac-sha256$"
 _DEFAULT_KEY = b"parkgate device secret v1"
 
 
-def _key(key: str) -> bytes:
+def key_bytes(key: str) -> bytes:
+    """The HMAC key a setting names (a fixed label when unset); a site edge gets it to check secrets alone."""
     return key.encode() if key else _DEFAULT_KEY
 
 
 def hash_secret(secret: str, key: str = "") -> str:
     """The stored form of a device secret."""
-    return PREFIX + hmac.new(_key(key), secret.encode(), hashlib.sha256).hexdigest()
+    return PREFIX + hmac.new(key_bytes(key), secret.encode(), hashlib.sha256).hexdigest()
 
 
 def is_fast(stored: str) -> bool:

@@ -57,7 +57,7 @@ def _direction(value: int) -> Any:
     return convert.direction_name(value)
 
 
-def _feed_item(entry: FeedEntry) -> site_pb2.FeedItem:
+def _feed_item(entry: FeedEntry, hash_key: bytes) -> site_pb2.FeedItem:
     if isinstance(entry, ParkView):
         return site_pb2.FeedItem(park_state=site_pb2.SiteParkState(
             park_id=entry.park_id, emergency_open=entry.emergency, entry_paused=entry.paused, inside=entry.inside,
@@ -107,7 +107,7 @@ def _feed_item(entry: FeedEntry) -> site_pb2.FeedItem:
     return site_pb2.FeedItem(device=site_pb2.GateDevice(
         device_id=d.id, secret_hash=d.secret_hash, park_id=d.park_id, attraction_id=d.attraction_id,
         direction=common_pb2.IN if d.direction == "in" else common_pb2.OUT if d.direction == "out" else 0,
-        disabled=d.disabled, kind=d.kind))
+        disabled=d.disabled, kind=d.kind, secret_hash_key=hash_key))
 
 
 def _epoch_ts(seconds: float | None) -> Timestamp | None:
@@ -118,9 +118,9 @@ def _epoch_ts(seconds: float | None) -> Timestamp | None:
     return stamp
 
 
-def _batch(chunk: FeedChunk) -> site_pb2.FeedBatch:
+def _batch(chunk: FeedChunk, hash_key: bytes) -> site_pb2.FeedBatch:
     return site_pb2.FeedBatch(version=chunk.version, full_resync=chunk.full_resync, caught_up=chunk.caught_up,
-                              items=[_feed_item(i) for i in chunk.items])
+                              items=[_feed_item(i, hash_key) for i in chunk.items])
 
 
 def _record(r: site_pb2.ForwardedRecord) -> Forwarded:
@@ -155,8 +155,9 @@ def _record(r: site_pb2.ForwardedRecord) -> Forwarded:
 
 
 class SiteServicer(site_pb2_grpc.SiteServicer):
-    def __init__(self, sites: SiteService) -> None:
+    def __init__(self, sites: SiteService, device_hash_key: bytes) -> None:
         self.sites = sites
+        self.device_hash_key = device_hash_key
 
     async def _edge(self, request: Message, context: Ctx) -> Edge:
         device_id, secret = _metadata(context)
@@ -166,7 +167,7 @@ class SiteServicer(site_pb2_grpc.SiteServicer):
     async def Feed(self, request: site_pb2.FeedRequest, context: Ctx) -> AsyncIterator[site_pb2.FeedBatch]:
         edge = await self._edge(request, context)
         async for chunk in self.sites.feed(edge, request.from_version):
-            yield _batch(chunk)
+            yield _batch(chunk, self.device_hash_key)
 
     async def Validate(self, request: site_pb2.SiteValidateRequest, context: Ctx) -> site_pb2.SiteValidateResponse:
         edge = await self._edge(request, context)
