@@ -84,8 +84,6 @@ def summarize(request: Any) -> dict[str, Any]:
             return {k: ("***" if any(w in k for w in _SECRET_WORDS) else scrub(v)) for k, v in value.items()}
         if isinstance(value, list):
             return [scrub(v) for v in value]
-        if isinstance(value, str) and "\x00" in value:  # PostgreSQL stores no NUL: the log line shows it escaped
-            return value.replace("\x00", "\\x00")
         return value
 
     return printable(scrub(MessageToDict(request, preserving_proto_field_name=True)))
