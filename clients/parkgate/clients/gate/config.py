@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -211,15 +211,20 @@ class GateConfig(_Section):
         return secret
 
 
-def load_config(path: str | os.PathLike[str]) -> GateConfig:
-    """Read and validate the gate's TOML file; GateConfigError names the bad key."""
+def read_toml(path: str | os.PathLike[str], error: type[Exception]) -> dict[str, Any]:
+    """A box's TOML file as a dict; a missing or broken file is ``error`` saying which (gate and site edge)."""
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
-        raise GateConfigError(f"config file {path}: not found") from None
+        raise error(f"config file {path}: not found") from None
     except tomllib.TOMLDecodeError as exc:
-        raise GateConfigError(f"config file {path}: not valid TOML: {exc}") from None
+        raise error(f"config file {path}: not valid TOML: {exc}") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> GateConfig:
+    """Read and validate the gate's TOML file; GateConfigError names the bad key."""
+    data = read_toml(path, GateConfigError)
     try:
         config = GateConfig.model_validate(data)
     except ValidationError as exc:

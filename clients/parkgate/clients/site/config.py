@@ -10,7 +10,6 @@ service manager. docs/sites.md has the reference.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from parkgate.common.power import PowerSettings
 
-from ..gate.config import MetricsSection, _hostport  # one HOST:PORT rule for every client's configuration
+from ..gate.config import (  # one HOST:PORT rule for every client's configuration
+    MetricsSection,
+    _hostport,
+    read_toml,
+)
 
 ENV_PREFIX = "PARKGATE_SITE__"
 
@@ -120,13 +123,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> SiteConfig:
     """Read and validate ``site.toml`` with the environment's overrides; SiteConfigError names the bad key."""
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise SiteConfigError(f"config file {path}: not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SiteConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    data = read_toml(path, SiteConfigError)
     section = dict(data.get("site", {})) if isinstance(data.get("site"), dict) else data.get("site")
     if isinstance(section, dict):
         section.update(_from_env(os.environ if env is None else env))
