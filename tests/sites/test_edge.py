@@ -27,6 +27,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from parkgate.clients.connection import CallError
@@ -54,7 +55,7 @@ async def park(cluster: Cluster, module_dsn: str) -> TestPark:
     await register(p, EDGE_ID, admin_pb2.SITE_EDGE)
     await register(p, "east-window", admin_pb2.SALES_WINDOW)
     # One gate per test beyond the first two: each test's edge starts with a fresh store.
-    for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6",
+    for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6", "east-gate-11",
                  "east-gate-7", "east-gate-8", "east-gate-9", "east-gate-10"):
         await register(p, gate, admin_pb2.GATE)
     await register(p, "west-edge", admin_pb2.SITE_EDGE, site="west")
@@ -308,6 +309,47 @@ async def test_one_ticket_at_two_sites_during_a_partition_is_one_admission_per_s
         assert {mine[0].first_site, mine[0].second_site} == {"east", "west"}
     finally:
         west.stop()
+
+
+async def test_a_ticket_the_edge_admitted_alone_is_decided_there_until_the_cluster_has_the_record(
+        park: TestPark, cluster: Cluster, edge: Edge, module_dsn: str) -> None:
+    """The failover drill's doubled entry: the cluster is back, the edge's own admission not yet forwarded.
+
+    Asked then, the cluster would let the ticket in a second time (it has not heard of the first use);
+    the edge decides that ticket itself until the cluster has acknowledged its record."""
+    ticket, *probes = await park.sell("single", 12)
+    await cluster.stop()
+    link = GateLink(edge.address, Hello("east-gate-11", park.secrets["east-gate-11"]))
+    await link.open()
+    try:
+        first = await link.validate("us-1", code=ticket.code, timeout=10)
+        assert first.allow
+        assert edge.store_value("SELECT count(*) FROM unsettled") == 1
+        async with await psycopg.AsyncConnection.connect(module_dsn) as held:
+            # Forwarding waits on this lock; online validation does not touch the table.
+            await held.execute("LOCK TABLE forward_cursors IN EXCLUSIVE MODE")
+            await cluster.start()
+            for n, probe in enumerate(probes):  # until the edge asks the cluster again
+                await link.validate(f"us-probe-{n}", code=probe.code, timeout=10)
+                if edge.store_value("SELECT count(*) FROM decisions WHERE request_id = ? AND offline = 0",
+                                    f"us-probe-{n}"):
+                    break
+                await asyncio.sleep(0.5)
+            else:
+                pytest.fail("the edge never asked the cluster again")
+            assert edge.queued >= 1  # the first admission is still waiting for the lock
+            second = await link.validate("us-2", code=ticket.code, timeout=10)
+            assert (second.allow, second.reason) == (False, "ALREADY_USED")
+            assert park.sql("SELECT count(*) FROM validations WHERE request_id = 'us-2'") == [(0,)]
+        await until(lambda: edge.queued == 0, "the forward queue to empty", timeout=60)
+        assert admissions(park, ticket.id) == 1
+        assert edge.store_value("SELECT count(*) FROM unsettled") == 0
+        third = await link.validate("us-3", code=ticket.code, timeout=10)  # settled: the cluster decides again
+        assert (third.allow, third.reason) == (False, "ALREADY_USED")
+        await until(lambda: park.sql("SELECT count(*) FROM validations WHERE request_id = 'us-3'") == [(1,)],
+                    "the cluster's own refusal")
+    finally:
+        await link.close()
 
 
 async def test_a_dead_first_server_in_the_list_is_passed_over(park: TestPark, cluster: Cluster,

@@ -16,6 +16,12 @@ own) is kept in ``uses``; so a second gate's scan of the same ticket is
 decided knowing the first. A late answer from the cluster for a validation the
 edge already decided alone is dropped: the forwarded record carries the same
 request id, so the cluster returns (and keeps) its one decision for it.
+
+A ticket the edge admitted alone is decided alone again until the cluster has
+acknowledged that record (``unsettled``): before then the cluster does not know
+the use, and asking it would let the same single-use ticket in twice (an
+online call that timed out in a failover, the edge's admission, then the
+cluster's "allow" for the second scan).
 """
 
 from __future__ import annotations
@@ -91,7 +97,7 @@ class Decider:
             prior = self.store.answer(place.device_id, request.request_id)
             if prior is not None:
                 return gate_pb2.ValidationResult.FromString(prior)
-            asking = self.cluster.may_ask() and not self.local_only
+            asking = self.cluster.may_ask() and not self.local_only and not self.store.unsettled(key)
             result = await self._ask(place, request) if asking else None
             if result is not None:
                 if result.HasField("balance") and not result.balance.currency and place.park_id in self.picture.parks:
@@ -99,14 +105,14 @@ class Decider:
                 self._keep_online(place, request, result)
                 metrics.count_decisions("server", [(Reason.from_number(result.reason).value, result.allow)])
                 return result
-            result = self.decide_alone(place, request)
+            result = self.decide_alone(place, request, key=key)
             metrics.count_decisions("edge", [(Reason.from_number(result.reason).value, result.allow)])
             return result
 
     # --- alone ----------------------------------------------------------------------------------
 
     def decide_alone(self, place: GatePlace, request: gate_pb2.ValidationRequest,
-                     now: float | None = None) -> gate_pb2.ValidationResult:
+                     now: float | None = None, key: str | None = None) -> gate_pb2.ValidationResult:
         """The engine's decision here; an admission is durable (answer + uses + forward record, one fsync)
         before it returns. A refusal is not written: it consumed nothing."""
         now = time.time() if now is None else now
@@ -130,6 +136,7 @@ class Decider:
                     request=_with_scan_time(request, decided_at), result=result, decided_at=decided_at,
                     charged=verdict.charged),
             ).SerializeToString())
+            SiteStore.put_unsettled(tx, place.device_id, sequence, key or ticket_key(request))
             if verdict.charged and verdict.ticket is not None:
                 # counted against the card's offline limit until the feed shows the cluster took it
                 SiteStore.put_charge(tx, place.device_id, sequence, verdict.ticket.ticket_id, verdict.charged, now)

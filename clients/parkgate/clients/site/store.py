@@ -28,6 +28,8 @@ Tables (one module owns all the SQL):
 * ``sessions`` -- window sessions the edge knows (opened through it online, or offline), by the
   SHA-256 of their token: a copied site.db gives no usable session token;
 * ``serials`` + ``meta.site_key`` -- the provisioned signing key and serial ranges;
+* ``unsettled`` -- tickets this edge admitted alone whose record the cluster has not acknowledged yet:
+  until it has, the cluster does not know that use, so the edge decides such a ticket itself;
 * ``charges`` -- stored-value charges this edge made alone, counted against the card's fed balance and
   the offline limit until a feed batch past the transaction that took them at the cluster arrives.
 """
@@ -76,6 +78,9 @@ CREATE TABLE IF NOT EXISTS charges (device_id TEXT, sequence INTEGER, ticket_id 
                                     amount INTEGER NOT NULL, at REAL, taken_in INTEGER,
                                     PRIMARY KEY (device_id, sequence));
 CREATE INDEX IF NOT EXISTS charges_ticket ON charges (ticket_id);
+CREATE TABLE IF NOT EXISTS unsettled (device_id TEXT, sequence INTEGER, ticket_key TEXT NOT NULL,
+                                      PRIMARY KEY (device_id, sequence));
+CREATE INDEX IF NOT EXISTS unsettled_ticket ON unsettled (ticket_key);
 """
 
 #: Tables that hold the feed's picture; a full resync empties them.
@@ -235,6 +240,16 @@ class SiteStore:
         tx.execute("INSERT OR IGNORE INTO decisions (device_id, request_id, result, offline) VALUES (?, ?, ?, ?)",
                    (device_id, request_id, result, int(offline)))
 
+    @staticmethod
+    def put_unsettled(tx: sqlite3.Connection, device_id: str, sequence: int, ticket_key: str) -> None:
+        tx.execute("INSERT OR REPLACE INTO unsettled (device_id, sequence, ticket_key) VALUES (?, ?, ?)",
+                   (device_id, sequence, ticket_key))
+
+    def unsettled(self, ticket_key: str) -> bool:
+        """Did this edge admit the ticket alone in a record the cluster has not acknowledged yet?"""
+        return self.db.execute("SELECT 1 FROM unsettled WHERE ticket_key = ? LIMIT 1", (ticket_key,)).fetchone() \
+            is not None
+
     # --- forward queue ---------------------------------------------------------------------------
 
     @staticmethod
@@ -273,7 +288,9 @@ class SiteStore:
                            "SELECT device_id, sequence, ?, body, ? FROM outbox WHERE device_id = ? AND sequence = ?",
                            (reason, time.time(), device_id, sequence))
                 tx.execute("DELETE FROM outbox WHERE device_id = ? AND sequence = ?", (device_id, sequence))
+                tx.execute("DELETE FROM unsettled WHERE device_id = ? AND sequence = ?", (device_id, sequence))
             tx.executemany("DELETE FROM outbox WHERE device_id = ? AND sequence = ?", list(done))
+            tx.executemany("DELETE FROM unsettled WHERE device_id = ? AND sequence = ?", list(done))
 
     def rejected_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM rejected").fetchone()[0])
