@@ -80,6 +80,10 @@ CONTACT_WRITE_SECONDS = 5.0
 PLACE_TTL_SECONDS = 30.0
 #: A journal id is the edge's own random token; bounded so a garbled one cannot bloat the cursors.
 MAX_JOURNAL_ID = 64
+#: Forwarded records taken in one transaction. One commit (a WAL flush) per record kept a reconnecting edge's
+#: queue at about 80 records/s; a larger group holds the park's row lock longer, and the online gates of that
+#: park wait behind it, so a group stays a few tens of milliseconds of work.
+RECORDS_PER_TRANSACTION = 16
 #: Feed history: removal marks older than this are pruned; a cursor from before needs a full resync.
 FEED_HISTORY_PARAMETER = "site.feed_history_seconds"
 FEED_HISTORY_DEFAULT = 7 * 24 * 3600
@@ -442,7 +446,8 @@ class SiteService:
     # --- 4. store and forward --------------------------------------------------------------------
 
     async def forward(self, edge: Edge, journal_id: str, records: Sequence[Forwarded]) -> list[Ack]:
-        """Take records in order, each in its own transaction; a device's records stop at a gap.
+        """Take records in order, up to :data:`RECORDS_PER_TRANSACTION` in one transaction (each in a
+        savepoint); a device's records stop at a gap.
 
         Sequences count within ``journal_id`` (one edge store's life): without it a replaced
         edge box, starting again at 1, would have its new records taken for replays and dropped.
@@ -451,12 +456,26 @@ class SiteService:
             raise InvalidArgument("a forward needs the edge store's journal id (1-64 printable characters)")
         acks: list[Ack] = []
         stopped: set[str] = set()
+        for start in range(0, len(records), RECORDS_PER_TRANSACTION):
+            chunk = records[start:start + RECORDS_PER_TRANSACTION]
+            # Run again from the same ``stopped`` if the database made the transaction retry.
+            taken, stopped = await self.db.run(
+                lambda conn, c=chunk, s=frozenset(stopped): self._take_chunk(conn, edge, journal_id, c, s),
+                what="forward")
+            acks.extend(taken)
+        return acks
+
+    async def _take_chunk(self, conn: Connection, edge: Edge, journal_id: str, records: Sequence[Forwarded],
+                          stopped_before: frozenset[str]) -> tuple[list[Ack], set[str]]:
+        acks: list[Ack] = []
+        stopped = set(stopped_before)
         for record in records:
             if record.device_id in stopped:
                 acks.append(Ack(record.device_id, record.sequence, False, Reason.OUT_OF_ORDER))
                 continue
             try:
-                ack = await self.db.run(lambda conn, r=record: self._take(conn, edge, journal_id, r), what="forward")
+                async with store.savepoint(conn):
+                    ack = await self._take(conn, edge, journal_id, record)
             except Unavailable:
                 raise
             except ParkgateError as exc:  # not this edge's to forward, or not a record at all
@@ -467,7 +486,7 @@ class SiteService:
             if ack.reason is Reason.OUT_OF_ORDER:
                 stopped.add(record.device_id)
             acks.append(ack)
-        return acks
+        return acks, stopped
 
     async def _take(self, conn: Connection, edge: Edge, journal_id: str, record: Forwarded) -> Ack:
         if record.sequence <= 0:
