@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import hmac
 import logging
 import secrets
 import time
@@ -36,7 +34,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from parkgate.common import metrics
+from parkgate.common import device_secret, metrics
 from parkgate.common.reason import Reason
 from parkgate.v1 import auth_pb2, common_pb2, gate_pb2, sales_pb2, site_pb2
 
@@ -51,9 +49,6 @@ log = logging.getLogger(__name__)
 _HASHER = PasswordHasher()
 _PASSED_METADATA = ("authorization", "parkgate-")
 GATE_CONNECT = "/parkgate.v1.Gate/Connect"
-
-
-_FAST_PREFIX = "hmac-sha256$"
 
 
 def _verify(hashed: str, secret: str) -> bool:
@@ -291,9 +286,8 @@ class EdgeHandler(grpc.GenericRpcHandler):
     async def _device_ok(self, device: site_pb2.GateDevice, secret: str) -> bool:
         if self._verified.get((device.device_id, secret)) == device.secret_hash:
             return True
-        if device.secret_hash.startswith(_FAST_PREFIX):  # HMAC-SHA256 under the cluster's key (from the feed)
-            mac = hmac.new(device.secret_hash_key, secret.encode(), hashlib.sha256).hexdigest()
-            ok = hmac.compare_digest(device.secret_hash, _FAST_PREFIX + mac)
+        if device_secret.is_fast(device.secret_hash):  # HMAC-SHA256 under the cluster's key (from the feed)
+            ok = device_secret.verify_fast(device.secret_hash, secret, device.secret_hash_key)
         else:  # an argon2id hash from before the fast form
             ok = await asyncio.to_thread(_verify, device.secret_hash, secret)
         if ok:

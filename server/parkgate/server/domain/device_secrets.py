@@ -12,12 +12,11 @@ successful check, so no device has to be re-registered.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+from parkgate.common import device_secret
 
 from . import passwords
 
-PREFIX = "hmac-sha256$"
+PREFIX = device_secret.PREFIX
 _DEFAULT_KEY = b"parkgate device secret v1"
 
 
@@ -28,16 +27,15 @@ def key_bytes(key: str) -> bytes:
 
 def hash_secret(secret: str, key: str = "") -> str:
     """The stored form of a device secret."""
-    return PREFIX + hmac.new(key_bytes(key), secret.encode(), hashlib.sha256).hexdigest()
+    return device_secret.fast_hash(secret, key_bytes(key))
 
 
-def is_fast(stored: str) -> bool:
-    return stored.startswith(PREFIX)
+is_fast = device_secret.is_fast
 
 
 def verify_fast(stored: str, secret: str, key: str = "") -> bool:
     """Constant-time comparison of a fast hash (``is_fast(stored)`` must hold)."""
-    return hmac.compare_digest(stored, hash_secret(secret, key))
+    return device_secret.verify_fast(stored, secret, key_bytes(key))
 
 
 def verify_legacy(stored: str, secret: str) -> bool:
