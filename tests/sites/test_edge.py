@@ -55,7 +55,7 @@ async def park(cluster: Cluster, module_dsn: str) -> TestPark:
     await register(p, EDGE_ID, admin_pb2.SITE_EDGE)
     await register(p, "east-window", admin_pb2.SALES_WINDOW)
     # One gate per test beyond the first two: each test's edge starts with a fresh store.
-    for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6", "east-gate-11",
+    for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6", "east-gate-11", "east-gate-12",
                  "east-gate-7", "east-gate-8", "east-gate-9", "east-gate-10"):
         await register(p, gate, admin_pb2.GATE)
     await register(p, "west-edge", admin_pb2.SITE_EDGE, site="west")
@@ -350,6 +350,57 @@ async def test_a_ticket_the_edge_admitted_alone_is_decided_there_until_the_clust
                     "the cluster's own refusal")
     finally:
         await link.close()
+
+
+async def test_the_capacity_cap_holds_at_an_edge_deciding_alone(park: TestPark, cluster: Cluster, edge: Edge) -> None:
+    """S27 while the cluster is away: the feed's last count plus the site's own flow, with the margin."""
+    tickets = await park.sell("single", 5)
+    inside = (await park.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=park.park_id, capacity=0),
+                                               metadata=park.admin.metadata)).inside
+    await park.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=park.park_id, capacity=int(inside) + 2,
+                                                                 resume_margin=2), metadata=park.admin.metadata)
+
+    def fed_capacity() -> int:
+        db = sqlite3.connect(f"file:{edge.folder / 'state' / 'site.db'}?mode=ro", uri=True, timeout=10)
+        try:
+            row = db.execute("SELECT body FROM park_states WHERE park_id = ?", (park.park_id,)).fetchone()
+        finally:
+            db.close()
+        return site_pb2.SiteParkState.FromString(row[0]).capacity if row else 0
+
+    try:
+        await until(lambda: fed_capacity() == inside + 2, "the cap in the edge's feed")
+        await cluster.stop()
+        link = GateLink(edge.address, Hello("east-gate-12", park.secrets["east-gate-12"]))
+        await link.open()
+        try:
+            first = [await link.validate(f"cap-{n}", code=t.code, timeout=10) for n, t in enumerate(tickets[:3])]
+            assert [(r.allow, r.reason) for r in first] == [(True, "OK"), (True, "OK"), (False, "PARK_FULL")]
+            command = await asyncio.wait_for(link.commands.get(), 10)  # the gate hears the pause, as from the cluster
+            assert command.kind == "PAUSE_ENTRY"
+            out = await link.validate("cap-out", code=tickets[0].code, direction="out", timeout=10)
+            assert out.allow
+            # One left: still within the margin of 2, entry stays paused.
+            again = await link.validate("cap-again", code=tickets[2].code, timeout=10)
+            assert (again.allow, again.reason) == (False, "PARK_FULL")
+            out2 = await link.validate("cap-out2", code=tickets[1].code, direction="out", timeout=10)
+            assert out2.allow
+            resumed = await asyncio.wait_for(link.commands.get(), 10)
+            assert resumed.kind == "RESUME_ENTRY"
+            last = await link.validate("cap-last", code=tickets[2].code, timeout=10)
+            assert last.allow
+        finally:
+            await link.close()
+        await cluster.start()
+        await until(lambda: edge.queued == 0, "the forward queue to empty", timeout=60)
+        occupancy = await park.control().GetOccupancy(gate_pb2.GetOccupancyRequest(park_id=park.park_id),
+                                                      metadata=park.admin.metadata)
+        assert occupancy.inside == inside + 1  # three in, two out: the cluster counts the site's flow too
+    finally:
+        if cluster.running is None:
+            await cluster.start()
+        await park.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=park.park_id, capacity=0),
+                                         metadata=park.admin.metadata)
 
 
 async def test_a_dead_first_server_in_the_list_is_passed_over(park: TestPark, cluster: Cluster,

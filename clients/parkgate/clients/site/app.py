@@ -59,6 +59,7 @@ class SiteEdge:
         self.forwarder = Forwarder(self.store, self.cluster)
         self.handler = EdgeHandler(self.store, self.cluster, self.decider, self.seller, lambda: self.picture,
                                    self.forwarder.kick)
+        self.decider.park_state_changed = self.handler.sync_park_states
         self.feed = FeedFollower(self.store, self.cluster, self._feed_changed)
         self.server: grpc.aio.Server | None = None
         self.port = 0

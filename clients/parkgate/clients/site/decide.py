@@ -30,6 +30,7 @@ import asyncio
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -38,11 +39,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from parkgate import native
 from parkgate.common import metrics
 from parkgate.common.reason import Reason
-from parkgate.rules import GatePlace, Verdict
+from parkgate.rules import GatePlace, Verdict, move_park
 from parkgate.v1 import gate_pb2, site_pb2
 
 from .cluster import UNDECIDED_REASONS, Cluster, transient
-from .local import SitePicture, local_decision, result_of, use_to_json
+from .local import SitePicture, local_decision, park_state_here, result_of, use_to_json
 from .store import SiteStore
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ class Decider:
         self._tasks: set[asyncio.Task[None]] = set()
         self.online_decisions = 0
         self.offline_decisions = 0
+        # Told when the edge's own count pauses or resumes entry while it decides alone (the handler tells the gates).
+        self.park_state_changed: Callable[[SitePicture], None] | None = None
         # On battery (docs/power.md): every validation is decided here at once, the cluster is not asked.
         self.local_only = False
 
@@ -125,7 +128,10 @@ class Decider:
         if not verdict.allow:
             return result  # a refusal changes nothing: no write, no fsync (a retry is decided again)
         body = result.SerializeToString()
+        paused = self._pause_after(place.park_id, verdict.moved) if verdict.moved else None
         with self.store.transaction() as tx:
+            if paused is not None:
+                SiteStore.upsert(tx, "park_states", (place.park_id,), paused.SerializeToString())
             if verdict.allow and verdict.ticket is not None and outcome.serial:
                 SiteStore.put_use(tx, outcome.serial, use_to_json(verdict.ticket))
             SiteStore.put_answer(tx, place.device_id, request.request_id, body, True)
@@ -136,11 +142,34 @@ class Decider:
                     request=_with_scan_time(request, decided_at), result=result, decided_at=decided_at,
                     charged=verdict.charged),
             ).SerializeToString())
-            SiteStore.put_unsettled(tx, place.device_id, sequence, key or ticket_key(request))
+            SiteStore.put_unsettled(tx, place.device_id, sequence, key or ticket_key(request), place.park_id,
+                                    verdict.moved)
             if verdict.charged and verdict.ticket is not None:
                 # counted against the card's offline limit until the feed shows the cluster took it
                 SiteStore.put_charge(tx, place.device_id, sequence, verdict.ticket.ticket_id, verdict.charged, now)
+        if paused is not None:
+            self.picture.park_states[place.park_id] = paused
+            log.warning("park %s %s by this site's own count while the cluster is away", place.park_id,
+                        "full: entry paused" if paused.entry_paused else "below its cap again: entry resumes")
+            if self.park_state_changed is not None:
+                self.park_state_changed(self.picture)
         return result
+
+    def _pause_after(self, park_id: str, moved: int) -> site_pb2.SiteParkState | None:
+        """The park's state with entry paused or resumed, when ``moved`` more people take this edge's count
+        across the cap (S27, with its margin); None when the pause stays as it is. Kept in ``park_states``
+        until the feed brings the cluster's own count again."""
+        fed = self.picture.park_states.get(park_id)
+        if fed is None:
+            return None
+        before = park_state_here(self.store, self.picture, park_id)
+        after = move_park(before, moved)
+        if after.paused == fed.entry_paused:
+            return None
+        changed = site_pb2.SiteParkState()
+        changed.CopyFrom(fed)
+        changed.entry_paused = after.paused
+        return changed
 
     # --- online -----------------------------------------------------------------------------------
 
@@ -205,7 +234,7 @@ class Decider:
         self.online_decisions += 1
         use: tuple[int, bytes] | None = None
         if result.allow and place.park_id in self.picture.parks:
-            outcome = local_decision(self.store, self.picture, place, request, time.time())
+            outcome = local_decision(self.store, self.picture, place, request, time.time(), count_capacity=False)
             if outcome.verdict.allow and outcome.verdict.ticket is not None and outcome.serial:
                 use = (outcome.serial, use_to_json(outcome.verdict.ticket))
         with self.store.transaction() as tx:

@@ -35,6 +35,7 @@ from parkgate.rules import (
     ParkState,
     TicketState,
     Verdict,
+    capacity_paused,
     decide,
     ticket_from_code,
 )
@@ -161,12 +162,28 @@ def _fed(store: SiteStore, serial: int) -> site_pb2.TicketUse | None:
     return None if body is None else site_pb2.TicketUse.FromString(body)
 
 
+def park_state_here(store: SiteStore, picture: SitePicture, park_id: str) -> ParkState:
+    """The park's occupancy as this edge can know it: the feed's last count plus this site's own flow
+    the cluster has not counted yet (people entering at the park's other sites during a cut are not
+    known here), with the cap and its pause judged again on that count (S27)."""
+    park = picture.parks[park_id]
+    state = picture.park_states.get(park_id)
+    if state is None:
+        return ParkState(park_id, capacity=park.capacity, resume_margin=park.resume_margin)
+    capacity = state.capacity or park.capacity
+    inside = max(state.inside + store.unsettled_moves(park_id), 0)
+    return ParkState(park_id, inside=inside, capacity=capacity, resume_margin=park.resume_margin,
+                     paused=capacity_paused(inside, capacity, park.resume_margin, state.entry_paused))
+
+
 def local_decision(store: SiteStore, picture: SitePicture, place: GatePlace,
-                   request: gate_pb2.ValidationRequest, now: float, charge_limit: int | None = None) -> LocalOutcome:
+                   request: gate_pb2.ValidationRequest, now: float, charge_limit: int | None = None, *,
+                   count_capacity: bool = True) -> LocalOutcome:
     """The decision this edge makes alone for ``request`` at ``place`` at ``now`` (epoch seconds).
 
     ``charge_limit`` (minor units per card) caps the stored-value charges made alone; None = no cap
-    (replaying an admission the cluster made online)."""
+    (replaying an admission the cluster made online). ``count_capacity=False`` leaves the park's cap out:
+    replaying an admission the cluster made, which stands whatever this edge thinks of the occupancy."""
     direction: Direction = "out" if request.direction == common_pb2.OUT else place.direction
     park = picture.parks[place.park_id]
     if request.WhichOneof("credential") == "card_uid":
@@ -196,7 +213,8 @@ def local_decision(store: SiteStore, picture: SitePicture, place: GatePlace,
     ticket, pending = _with_balance(store, ticket, fed)
     clock = LocalTime(now, ZoneInfo(place.time_zone))
     fare = fare_here(store, park, place.attraction_id, clock.day) if ticket.balance is not None else 0
-    verdict = decide(ticket, place, direction, ParkState(place.park_id), clock, fare)
+    park_state = park_state_here(store, picture, place.park_id) if count_capacity else ParkState(place.park_id)
+    verdict = decide(ticket, place, direction, park_state, clock, fare)
     if verdict.allow and verdict.charged and charge_limit is not None and pending + verdict.charged > charge_limit:
         verdict = Verdict(False, Reason.OFFLINE_CHARGE_LIMIT, ticket, attraction_id=place.attraction_id)
     return LocalOutcome(verdict, ticket.serial)

@@ -29,7 +29,8 @@ Tables (one module owns all the SQL):
   SHA-256 of their token: a copied site.db gives no usable session token;
 * ``serials`` + ``meta.site_key`` -- the provisioned signing key and serial ranges;
 * ``unsettled`` -- tickets this edge admitted alone whose record the cluster has not acknowledged yet:
-  until it has, the cluster does not know that use, so the edge decides such a ticket itself;
+  until it has, the cluster does not know that use, so the edge decides such a ticket itself; their
+  ``moved`` (+ in, - out) is this site's flow since the occupancy the feed last reported;
 * ``charges`` -- stored-value charges this edge made alone, counted against the card's fed balance and
   the offline limit until a feed batch past the transaction that took them at the cluster arrives.
 """
@@ -79,6 +80,7 @@ CREATE TABLE IF NOT EXISTS charges (device_id TEXT, sequence INTEGER, ticket_id 
                                     PRIMARY KEY (device_id, sequence));
 CREATE INDEX IF NOT EXISTS charges_ticket ON charges (ticket_id);
 CREATE TABLE IF NOT EXISTS unsettled (device_id TEXT, sequence INTEGER, ticket_key TEXT NOT NULL,
+                                      park_id TEXT NOT NULL, moved INTEGER NOT NULL,
                                       PRIMARY KEY (device_id, sequence));
 CREATE INDEX IF NOT EXISTS unsettled_ticket ON unsettled (ticket_key);
 """
@@ -241,9 +243,15 @@ class SiteStore:
                    (device_id, request_id, result, int(offline)))
 
     @staticmethod
-    def put_unsettled(tx: sqlite3.Connection, device_id: str, sequence: int, ticket_key: str) -> None:
-        tx.execute("INSERT OR REPLACE INTO unsettled (device_id, sequence, ticket_key) VALUES (?, ?, ?)",
-                   (device_id, sequence, ticket_key))
+    def put_unsettled(tx: sqlite3.Connection, device_id: str, sequence: int, ticket_key: str, park_id: str,
+                      moved: int) -> None:
+        tx.execute("INSERT OR REPLACE INTO unsettled (device_id, sequence, ticket_key, park_id, moved) "
+                   "VALUES (?, ?, ?, ?, ?)", (device_id, sequence, ticket_key, park_id, moved))
+
+    def unsettled_moves(self, park_id: str) -> int:
+        """People this edge let into ``park_id`` (less those it let out) that the cluster has not counted yet."""
+        row = self.db.execute("SELECT coalesce(sum(moved), 0) FROM unsettled WHERE park_id = ?", (park_id,)).fetchone()
+        return int(row[0])
 
     def unsettled(self, ticket_key: str) -> bool:
         """Did this edge admit the ticket alone in a record the cluster has not acknowledged yet?"""
