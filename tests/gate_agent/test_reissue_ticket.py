@@ -19,6 +19,8 @@ import orjson
 from parkgate import native
 from parkgate.clients.gate.offline import GateDisk, LocalDecision
 from parkgate.common.reason import Reason
+from parkgate.v1 import sales_pb2
+from tests.fixtures.park import rid
 
 from .conftest import Rig, Site, open_link, run_admin, until
 
@@ -80,6 +82,39 @@ async def test_reissued_ticket_old_code_refused_online_and_offline(site: Site, m
         late = await open_link(site, "reissue-late")
         try:
             assert late.welcome is not None and old_serial in late.welcome.revoked_serials
+        finally:
+            await late.close()
+    finally:
+        await link.close()
+
+
+async def test_a_refunded_ticket_is_refused_by_a_gate_that_goes_offline_after_the_refund(
+        site: Site, make_rig: Callable[..., Rig]) -> None:
+    """Issue 12, point 5: a refund reaches the gates as the revoked codes do, so the gate's own offline decision
+    refuses the ticket once the server is out of reach (pretix's offline mode admits it: their issue #2467)."""
+    rig = await make_rig("ag-refund")
+    agent = rig.agent
+    assert agent is not None and agent.keys is not None
+    link = await open_link(site, "refund-link")
+    try:
+        refunded, kept = await site.sell("single", 2)
+        serial = native.decode(refunded.code).serial
+        before = agent.decider.decide(refunded.code, "in", time.time(), agent.keys)
+        assert isinstance(before, LocalDecision) and before.ok
+        await site.admin.sales.PutRefundReason(sales_pb2.RefundReason(id="offline-gate", label="Changed plans",
+                                                                      refund_percent=100), metadata=site.admin.metadata)
+        await site.admin.sales.Refund(sales_pb2.RefundRequest(request_id=rid(), ticket_ids=[refunded.id],
+                                                              reason_id="offline-gate"), metadata=site.admin.metadata)
+        command = await asyncio.wait_for(link.commands.get(), 15)
+        assert command.kind == "UPDATE_KEYS" and serial in command.revoked_serials
+        await until("the agent holds the refunded serial",
+                     lambda: serial in agent.keys.revoked_serials)  # type: ignore[union-attr]
+        assert agent.decider.decide(refunded.code, "in", time.time(), agent.keys) is Reason.CODE_REVOKED
+        still = agent.decider.decide(kept.code, "in", time.time(), agent.keys)
+        assert isinstance(still, LocalDecision) and still.ok
+        late = await open_link(site, "refund-late")  # a gate connecting later hears it in its welcome
+        try:
+            assert late.welcome is not None and serial in late.welcome.revoked_serials
         finally:
             await late.close()
     finally:

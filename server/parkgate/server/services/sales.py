@@ -454,6 +454,7 @@ class SalesService:
         if refund_id is not None:
             ids = [t.id for t in tickets]
             await store.mark_refunded(conn, ids)
+            await keys_store.notify_keys_changed(conn)  # the gates hear the serials with the revoked codes
             if request.refund_deposit:
                 await store.release_cards(conn, ids)
         result = await store.refund_by_request(conn, request.request_id)

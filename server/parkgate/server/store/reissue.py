@@ -58,6 +58,10 @@ async def reissue(conn: Connection, old_id: str, *, serial: int, key_id: int, co
 
 
 async def revoked_serials(conn: Connection) -> list[int]:
-    """Serials of revoked codes that have not expired (an expired code is refused anyway)."""
-    cur = await conn.execute("SELECT serial FROM revoked_codes WHERE valid_until > now() ORDER BY serial")
+    """Serials a gate must refuse offline, until they expire (an expired code is refused anyway): revoked
+    codes, and the tickets refunded or voided, so a gate cut off after a refund still refuses the ticket."""
+    cur = await conn.execute(
+        """SELECT serial FROM revoked_codes WHERE valid_until > now()
+           UNION SELECT serial FROM tickets WHERE state <> 'valid' AND valid_until > now()
+           ORDER BY serial""")
     return [int(row["serial"]) for row in await cur.fetchall()]
