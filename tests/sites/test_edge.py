@@ -55,7 +55,7 @@ async def park(cluster: Cluster, module_dsn: str) -> TestPark:
     await register(p, EDGE_ID, admin_pb2.SITE_EDGE)
     await register(p, "east-window", admin_pb2.SALES_WINDOW)
     # One gate per test beyond the first two: each test's edge starts with a fresh store.
-    for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6", "east-gate-11", "east-gate-12",
+    for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6", "east-gate-11", "east-gate-12", "east-gate-13",
                  "east-gate-7", "east-gate-8", "east-gate-9", "east-gate-10"):
         await register(p, gate, admin_pb2.GATE)
     await register(p, "west-edge", admin_pb2.SITE_EDGE, site="west")
@@ -401,6 +401,50 @@ async def test_the_capacity_cap_holds_at_an_edge_deciding_alone(park: TestPark, 
             await cluster.start()
         await park.control().SetCapacity(gate_pb2.SetCapacityRequest(park_id=park.park_id, capacity=0),
                                          metadata=park.admin.metadata)
+
+
+async def test_a_person_who_did_not_pass_a_gate_behind_the_edge_gets_the_entry_back(
+        park: TestPark, cluster: Cluster, edge: Edge) -> None:
+    """A gate that confirms passages, behind the edge, as at a gate of the cluster's own: a person who did not
+    walk through gets the ticket's use back, online (the cluster gives it back when the report is forwarded)
+    and while the cluster is away (at once at the edge, at the cluster when it is back)."""
+    online_ticket, offline_ticket = await park.sell("single", 2)
+
+    def annulled(request_id: str) -> bool:
+        return park.sql("SELECT count(*) FROM validations WHERE request_id = %s AND annulled_at IS NOT NULL",
+                        request_id) == [(1,)]
+
+    def given_back(request_id: str) -> bool:
+        return edge.store_value("SELECT given_back FROM admitted WHERE request_id = ?", request_id) == 1
+
+    link = GateLink(edge.address, Hello("east-gate-13", park.secrets["east-gate-13"], confirms_passage=True))
+    await link.open()
+    try:
+        assert (await link.validate("np-1", code=online_ticket.code, timeout=10)).allow
+        assert edge.store_value("SELECT count(*) FROM decisions WHERE request_id = 'np-1' AND offline = 0") == 1
+        link.passage("np-1", False)
+        await until(lambda: annulled("np-1") and edge.queued == 0, "the cluster to give the entry back")
+        assert (await link.validate("np-2", code=online_ticket.code, timeout=10)).allow  # the cluster admits again
+
+        await cluster.stop()
+        assert (await link.validate("np-3", code=offline_ticket.code, timeout=10)).allow
+        link.passage("np-3", False)
+        await until(lambda: given_back("np-3"), "the edge to give the entry back")
+        assert (await link.validate("np-4", code=offline_ticket.code, timeout=10)).allow
+        refused = await link.validate("np-5", code=offline_ticket.code, timeout=10)
+        assert (refused.allow, refused.reason) == (False, "ALREADY_USED")
+        # The cluster's own admission (np-2), given back while it is away: the feed still counts that use.
+        link.passage("np-2", False)
+        await until(lambda: given_back("np-2"), "the edge to give the online entry back")
+        assert (await link.validate("np-6", code=online_ticket.code, timeout=10)).allow
+        refused = await link.validate("np-7", code=online_ticket.code, timeout=10)
+        assert (refused.allow, refused.reason) == (False, "ALREADY_USED")
+    finally:
+        await link.close()
+    await cluster.start()
+    await until(lambda: edge.queued == 0, "the forward queue to empty", timeout=60)
+    assert annulled("np-2") and annulled("np-3")
+    assert admissions(park, online_ticket.id) == 1 and admissions(park, offline_ticket.id) == 1
 
 
 async def test_a_dead_first_server_in_the_list_is_passed_over(park: TestPark, cluster: Cluster,

@@ -43,7 +43,7 @@ from parkgate.rules import GatePlace, Verdict, move_park
 from parkgate.v1 import gate_pb2, site_pb2
 
 from .cluster import UNDECIDED_REASONS, Cluster, transient
-from .local import SitePicture, local_decision, park_state_here, result_of, use_to_json
+from .local import SitePicture, local_decision, park_state_here, result_of, use_given_back, use_to_json
 from .store import SiteStore
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,10 @@ class Decider:
                     request=_with_scan_time(request, decided_at), result=result, decided_at=decided_at,
                     charged=verdict.charged),
             ).SerializeToString())
-            SiteStore.put_unsettled(tx, place.device_id, sequence, key or ticket_key(request), place.park_id,
-                                    verdict.moved)
+            key = key or ticket_key(request)
+            SiteStore.put_unsettled(tx, place.device_id, sequence, key, place.park_id, verdict.moved)
+            SiteStore.put_admitted(tx, place.device_id, request.request_id, key, outcome.serial, place.park_id,
+                                   verdict.moved, verdict.counted)
             if verdict.charged and verdict.ticket is not None:
                 # counted against the card's offline limit until the feed shows the cluster took it
                 SiteStore.put_charge(tx, place.device_id, sequence, verdict.ticket.ticket_id, verdict.charged, now)
@@ -233,14 +235,45 @@ class Decider:
         """Remember the cluster's answer and, for an admission, the ticket's new uses (for when we decide alone)."""
         self.online_decisions += 1
         use: tuple[int, bytes] | None = None
+        replayed: Verdict | None = None
         if result.allow and place.park_id in self.picture.parks:
             outcome = local_decision(self.store, self.picture, place, request, time.time(), count_capacity=False)
             if outcome.verdict.allow and outcome.verdict.ticket is not None and outcome.serial:
                 use = (outcome.serial, use_to_json(outcome.verdict.ticket))
+                replayed = outcome.verdict
         with self.store.transaction() as tx:
             if use is not None:
                 SiteStore.put_use(tx, *use)
+            if result.allow:  # what a passage report needs to give it back (the cluster's figures when no replay)
+                SiteStore.put_admitted(tx, place.device_id, request.request_id, ticket_key(request),
+                                       use[0] if use else 0, place.park_id,
+                                       replayed.moved if replayed else 0, replayed.counted if replayed else True)
             SiteStore.put_answer(tx, place.device_id, request.request_id, result.SerializeToString(), False)
+
+    # --- passage reports ------------------------------------------------------------------------------
+
+    def give_back(self, place: GatePlace, request_id: str, now: float | None = None) -> bool:
+        """The gate reported that the person admitted under ``request_id`` did not pass: the ticket's use and the
+        place inside come back here at once, and the report is forwarded so the cluster gives them back too
+        (as for its own gates). Until the cluster has it, the ticket is decided here. Once only."""
+        made = self.store.admitted(place.device_id, request_id)
+        if made is None or made.given_back:
+            return False
+        now = time.time() if now is None else now
+        reported_at = Timestamp()
+        reported_at.FromNanoseconds(int(now * 1e9))
+        with self.store.transaction() as tx:
+            SiteStore.mark_given_back(tx, place.device_id, request_id)
+            mine = self.store.use(made.serial) if made.serial else None
+            if mine is not None:
+                SiteStore.put_use(tx, made.serial, use_given_back(mine, made.counted, made.moved))
+            sequence = SiteStore.enqueue(tx, place.device_id, lambda seq: site_pb2.ForwardedRecord(
+                device_id=place.device_id, sequence=seq,
+                not_passed=site_pb2.NotPassed(request_id=request_id, reported_at=reported_at)).SerializeToString())
+            SiteStore.put_unsettled(tx, place.device_id, sequence, made.ticket_key, made.park_id, -made.moved,
+                                    made.serial, made.counted)
+        log.info("gate %s: %s not passed, entry given back", place.device_id, request_id)
+        return True
 
 
 def _with_scan_time(request: gate_pb2.ValidationRequest, at: Timestamp) -> gate_pb2.ValidationRequest:

@@ -88,6 +88,16 @@ def terms_of(park: site_pb2.SitePark, product_number: int) -> AdmissionTerms:
     return AdmissionTerms(entries_total=1)  # an unknown product admits once: the safe side
 
 
+def use_given_back(mine: bytes, counted: int, moved: int) -> bytes:
+    """This edge's record of a ticket's uses after an admission it passed on was given back (not passed)."""
+    m = orjson.loads(mine)
+    m["entries_used"] = max(m["entries_used"] - counted, 0)
+    m["entries_today"] = max(m["entries_today"] - counted, 0)
+    if moved:
+        m["inside"] = False
+    return orjson.dumps(m)
+
+
 def use_to_json(t: TicketState) -> bytes:
     return orjson.dumps({"entries_used": t.entries_used, "entries_today": t.entries_today,
                          "entries_day": t.entries_day.isoformat() if t.entries_day else None,
@@ -95,15 +105,21 @@ def use_to_json(t: TicketState) -> bytes:
                          "last_exit_at": t.last_exit_at})
 
 
-def _merge(ticket: TicketState, fed: site_pb2.TicketUse | None, mine: bytes | None) -> TicketState:
-    """The ticket with the uses the cluster reported and the uses this edge made, whichever went further."""
+def _merge(ticket: TicketState, fed: site_pb2.TicketUse | None, mine: bytes | None,
+           returned: tuple[int, bool] = (0, False)) -> TicketState:
+    """The ticket with the uses the cluster reported and the uses this edge made, whichever went further.
+
+    ``returned``: uses this edge gave back (a gate reported the person did not pass) that the cluster has not
+    taken yet: the feed may still count them, so they come off its figures (this edge's own are given back
+    already)."""
     if fed is not None:
         first = fed.first_used_at.ToSeconds() if fed.HasField("first_used_at") else None
+        uses_back, left = returned
         ticket = replace(
             ticket, ticket_id=fed.ticket_id or ticket.ticket_id, status=_STATUS.get(fed.state, "valid"),
-            entries_used=fed.entries_used, entries_today=fed.entries_today,
+            entries_used=max(fed.entries_used - uses_back, 0), entries_today=max(fed.entries_today - uses_back, 0),
             entries_day=date.fromisoformat(fed.entries_day) if fed.entries_day else None,
-            inside=fed.inside, first_used_at=float(first) if first is not None else None)
+            inside=fed.inside and not left, first_used_at=float(first) if first is not None else None)
     if mine is not None:
         m = orjson.loads(mine)
         if m["entries_used"] >= ticket.entries_used:
@@ -197,7 +213,7 @@ def local_decision(store: SiteStore, picture: SitePicture, place: GatePlace,
             return LocalOutcome(Verdict(False, Reason.UNKNOWN_TICKET), 0)
         fed: site_pb2.TicketUse | None = site_pb2.TicketUse.FromString(body)
         assert fed is not None
-        ticket = _merge(_from_use(fed, park), fed, store.use(fed.serial))
+        ticket = _merge(_from_use(fed, park), fed, store.use(fed.serial), store.returned_uses(fed.serial))
     else:
         checked = native.authenticate_batch([request.code.strip()], picture.keyring)[0]
         if not checked.ok or checked.ticket is None:
@@ -209,7 +225,7 @@ def local_decision(store: SiteStore, picture: SitePicture, place: GatePlace,
         slots = frozenset(park.attraction_slots[s] for s in code.attraction_slots if s in park.attraction_slots)
         base = ticket_from_code(code, terms_of(park, code.product_id), park.park_id, slots, code.all_attractions)
         fed = _fed(store, code.serial)
-        ticket = _merge(base, fed, store.use(code.serial))
+        ticket = _merge(base, fed, store.use(code.serial), store.returned_uses(code.serial))
     ticket, pending = _with_balance(store, ticket, fed)
     clock = LocalTime(now, ZoneInfo(place.time_zone))
     fare = fare_here(store, park, place.attraction_id, clock.day) if ticket.balance is not None else 0

@@ -345,8 +345,13 @@ class EdgeHandler(grpc.GenericRpcHandler):
                     outbox: asyncio.Queue[gate_pb2.ServerMessage | None], tasks: set[asyncio.Task[None]]) -> None:
         try:
             async for message in requests:
-                if message.WhichOneof("body") != "validation":
-                    continue  # heartbeats, acks and passage reports change nothing at the edge
+                kind = message.WhichOneof("body")
+                if kind == "passage":
+                    if not message.passage.passed and self.decider.give_back(place, message.passage.request_id):
+                        self.kick_forward()
+                    continue
+                if kind != "validation":
+                    continue  # heartbeats and acks change nothing at the edge
                 task = asyncio.create_task(self._answer(place, message.validation, outbox))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

@@ -30,7 +30,10 @@ Tables (one module owns all the SQL):
 * ``serials`` + ``meta.site_key`` -- the provisioned signing key and serial ranges;
 * ``unsettled`` -- tickets this edge admitted alone whose record the cluster has not acknowledged yet:
   until it has, the cluster does not know that use, so the edge decides such a ticket itself; their
-  ``moved`` (+ in, - out) is this site's flow since the occupancy the feed last reported;
+  ``moved`` (+ in, - out) is this site's flow since the occupancy the feed last reported; a passage
+  report of a person who did not pass is one too, with the uses it ``returned`` to the ticket;
+* ``admitted`` -- every admission the edge passed on to a gate (online or its own), with what it moved,
+  so a gate's report that the person did not pass can give it back;
 * ``charges`` -- stored-value charges this edge made alone, counted against the card's fed balance and
   the offline limit until a feed batch past the transaction that took them at the cluster arrives.
 """
@@ -81,8 +84,14 @@ CREATE TABLE IF NOT EXISTS charges (device_id TEXT, sequence INTEGER, ticket_id 
 CREATE INDEX IF NOT EXISTS charges_ticket ON charges (ticket_id);
 CREATE TABLE IF NOT EXISTS unsettled (device_id TEXT, sequence INTEGER, ticket_key TEXT NOT NULL,
                                       park_id TEXT NOT NULL, moved INTEGER NOT NULL,
+                                      serial INTEGER NOT NULL DEFAULT 0, returned INTEGER NOT NULL DEFAULT 0,
                                       PRIMARY KEY (device_id, sequence));
 CREATE INDEX IF NOT EXISTS unsettled_ticket ON unsettled (ticket_key);
+CREATE INDEX IF NOT EXISTS unsettled_serial ON unsettled (serial) WHERE returned > 0;
+CREATE TABLE IF NOT EXISTS admitted (device_id TEXT, request_id TEXT, ticket_key TEXT NOT NULL,
+                                     serial INTEGER NOT NULL, park_id TEXT NOT NULL, moved INTEGER NOT NULL,
+                                     counted INTEGER NOT NULL, given_back INTEGER NOT NULL DEFAULT 0,
+                                     PRIMARY KEY (device_id, request_id));
 """
 
 #: Tables that hold the feed's picture; a full resync empties them.
@@ -106,6 +115,18 @@ class Outgoing:
     device_id: str
     sequence: int
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """An admission the edge passed on to a gate, as a passage report needs it."""
+
+    ticket_key: str
+    serial: int
+    park_id: str
+    moved: int
+    counted: int
+    given_back: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,9 +265,33 @@ class SiteStore:
 
     @staticmethod
     def put_unsettled(tx: sqlite3.Connection, device_id: str, sequence: int, ticket_key: str, park_id: str,
-                      moved: int) -> None:
-        tx.execute("INSERT OR REPLACE INTO unsettled (device_id, sequence, ticket_key, park_id, moved) "
-                   "VALUES (?, ?, ?, ?, ?)", (device_id, sequence, ticket_key, park_id, moved))
+                      moved: int, serial: int = 0, returned: int = 0) -> None:
+        tx.execute("INSERT OR REPLACE INTO unsettled (device_id, sequence, ticket_key, park_id, moved, serial, "
+                   "returned) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (device_id, sequence, ticket_key, park_id, moved, serial, returned))
+
+    def returned_uses(self, serial: int) -> tuple[int, bool]:
+        """(uses given back to ticket ``serial`` that the cluster has not heard of yet, whether its holder left)."""
+        row = self.db.execute("SELECT coalesce(sum(returned), 0), coalesce(max(moved < 0), 0) FROM unsettled "
+                              "WHERE serial = ? AND returned > 0", (serial,)).fetchone()
+        return int(row[0]), bool(row[1])
+
+    @staticmethod
+    def put_admitted(tx: sqlite3.Connection, device_id: str, request_id: str, ticket_key: str, serial: int,
+                     park_id: str, moved: int, counted: bool) -> None:
+        tx.execute("INSERT OR IGNORE INTO admitted (device_id, request_id, ticket_key, serial, park_id, moved, "
+                   "counted) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (device_id, request_id, ticket_key, serial, park_id, moved, int(counted)))
+
+    def admitted(self, device_id: str, request_id: str) -> Admitted | None:
+        row = self.db.execute("SELECT ticket_key, serial, park_id, moved, counted, given_back FROM admitted "
+                              "WHERE device_id = ? AND request_id = ?", (device_id, request_id)).fetchone()
+        return None if row is None else Admitted(str(row[0]), int(row[1]), str(row[2]), int(row[3]), int(row[4]),
+                                                 bool(row[5]))
+
+    @staticmethod
+    def mark_given_back(tx: sqlite3.Connection, device_id: str, request_id: str) -> None:
+        tx.execute("UPDATE admitted SET given_back = 1 WHERE device_id = ? AND request_id = ?", (device_id, request_id))
 
     def unsettled_moves(self, park_id: str) -> int:
         """People this edge let into ``park_id`` (less those it let out) that the cluster has not counted yet."""

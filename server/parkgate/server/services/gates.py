@@ -45,6 +45,7 @@ from parkgate.server.store import catalog as catalog_store
 from parkgate.server.store import gates as store
 from parkgate.server.store import reissue as reissue_store
 from parkgate.server.store import settings as settings_store
+from parkgate.server.store.database import Connection
 from parkgate.server.store.gates import GateConnection, ParkView
 from parkgate.server.store.keys import KEYS_CHANGED
 from parkgate.server.store.rows.admin import Device
@@ -337,22 +338,26 @@ class GateHub:
 
     async def annul(self, device_id: str, request_id: str) -> bool:
         """Give an admission back (the use, the day's count, the place inside); once only, on any server."""
-        now = self.pipeline.clock()
         async with self.db.transaction() as conn:
-            held = await admission_store.lock_unconfirmed(conn, device_id, request_id)
-            if held is None:
-                return False
-            if held.ticket is not None:
-                await admission_store.write_ticket_uses(conn, annul(held.ticket, held.moved, held.counted,
-                                                                           held.charged, held.attraction_id))
-            if held.park_gate and held.moved:
-                park = await admission_store.lock_park(conn, held.park_id)
-                if park is not None:
-                    after = move_park(park.state, -held.moved)
-                    await admission_store.write_parks(conn, now, [after])
-                    if after.paused != park.state.paused:
-                        await admission_store.notify_park(conn, held.park_id)
-            await admission_store.mark_annulled(conn, device_id, request_id, now)
+            return await self.annul_in(conn, device_id, request_id)
+
+    async def annul_in(self, conn: Connection, device_id: str, request_id: str) -> bool:
+        """:meth:`annul` in the caller's transaction (a site edge forwards a gate's passage report with others)."""
+        now = self.pipeline.clock()
+        held = await admission_store.lock_unconfirmed(conn, device_id, request_id)
+        if held is None:
+            return False
+        if held.ticket is not None:
+            await admission_store.write_ticket_uses(conn, annul(held.ticket, held.moved, held.counted,
+                                                                       held.charged, held.attraction_id))
+        if held.park_gate and held.moved:
+            park = await admission_store.lock_park(conn, held.park_id)
+            if park is not None:
+                after = move_park(park.state, -held.moved)
+                await admission_store.write_parks(conn, now, [after])
+                if after.paused != park.state.paused:
+                    await admission_store.notify_park(conn, held.park_id)
+        await admission_store.mark_annulled(conn, device_id, request_id, now)
         return True
 
     async def acknowledge(self, session: GateSession, command_id: str, done: bool, detail: str) -> None:

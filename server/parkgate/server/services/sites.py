@@ -150,6 +150,13 @@ class OfflineAdmission:
 
 
 @dataclass(frozen=True, slots=True)
+class NotPassed:
+    """A gate behind the edge reported that the person admitted under ``request_id`` did not pass."""
+
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class OfflineTicket:
     ticket_id: str
     serial: int
@@ -179,7 +186,7 @@ class OfflineSale:
 class Forwarded:
     device_id: str
     sequence: int
-    record: OfflineAdmission | OfflineSale
+    record: OfflineAdmission | OfflineSale | NotPassed
     raw: bytes = b""  # the record as it came, kept when it cannot be taken
 
 
@@ -510,6 +517,8 @@ class SiteService:
             async with store.savepoint(conn):
                 if isinstance(record.record, OfflineSale):
                     await self._take_sale(conn, edge, device, record.record)
+                elif isinstance(record.record, NotPassed):
+                    await self._take_not_passed(conn, device, record.record)
                 else:
                     conflict = await self._take_admission(conn, edge, device, record.record)
         except Unavailable:
@@ -593,6 +602,13 @@ class SiteService:
         log.warning("conflict: ticket %s admitted at site %s (%s) and, offline, at site %s (%s)", ticket.ticket_id,
                     earlier.site, earlier.device_id, edge.site, device.id)
         return True
+
+    async def _take_not_passed(self, conn: Connection, device: Device, report: NotPassed) -> None:
+        """Give the admission back as for a gate of the cluster's own (nothing when it passed or is gone)."""
+        for request_id in (report.request_id, f"{report.request_id}:offline"):
+            if await self.gates.annul_in(conn, device.id, request_id):
+                log.info("gate %s behind an edge: %s not passed, entry given back", device.id, request_id)
+                return
 
     async def _take_sale(self, conn: Connection, edge: Edge, window: Device, sale: OfflineSale) -> None:
         """The order the edge sold, with exactly its tickets, as if sold at the window online."""

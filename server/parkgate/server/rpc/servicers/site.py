@@ -24,6 +24,7 @@ from parkgate.server.services.sites import (
     FeedChunk,
     FeedEntry,
     Forwarded,
+    NotPassed,
     OfflineAdmission,
     OfflineSale,
     OfflineTicket,
@@ -130,7 +131,7 @@ def _record(r: site_pb2.ForwardedRecord) -> Forwarded:
         req = d.request
         if not d.HasField("decided_at"):
             raise InvalidArgument(f"{r.device_id} #{r.sequence}: a forwarded decision says when it was made")
-        made: OfflineAdmission | OfflineSale = OfflineAdmission(
+        made: OfflineAdmission | OfflineSale | NotPassed = OfflineAdmission(
             request_id=req.request_id, code=req.code, card_uid=req.card_uid, direction=_direction(req.direction),
             allow=d.result.allow, reason=Reason.from_number(d.result.reason) if d.result.reason else (
                 Reason.OK if d.result.allow else Reason.REASON_UNSPECIFIED),
@@ -149,8 +150,12 @@ def _record(r: site_pb2.ForwardedRecord) -> Forwarded:
                 for t in o.tickets),
             payments=_payments(list(o.payments)),
             sold_at=(s.sold_at if s.HasField("sold_at") else o.created_at).ToDatetime(tzinfo=UTC))
+    elif kind == "not_passed":
+        if not r.not_passed.request_id:
+            raise InvalidArgument(f"{r.device_id} #{r.sequence}: a passage report names its admission's request id")
+        made = NotPassed(r.not_passed.request_id)
     else:
-        raise InvalidArgument(f"{r.device_id} #{r.sequence}: a forwarded record holds a decision or a sale")
+        raise InvalidArgument(f"{r.device_id} #{r.sequence}: a forwarded record holds a decision, a sale or a passage")
     return Forwarded(r.device_id, r.sequence, made, r.SerializeToString())
 
 
