@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,13 +25,15 @@ import grpc
 import matplotlib.image
 import openpyxl
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.clients.reports.charts import CHARTS
 from parkgate.clients.reports.cli import CHART_NEEDS
-from parkgate.server.pg import free_port
+from parkgate.server.pg import PostgresInstance, free_port
 from parkgate.v1 import admin_pb2, catalog_pb2, common_pb2, reports_pb2, reports_pb2_grpc, sales_pb2
 from tests.fixtures.park import PRICE, TestPark, open_park, rid
+from tests.fixtures.postgres import TEST_SETTINGS, make_test_dir
 from tests.fixtures.server import Client, RunningServer, reason_of, start_server, stop_server
 
 PARK = "rpark"
@@ -329,3 +333,73 @@ async def test_a_replica_that_does_not_answer_leaves_reports_to_the_primary(park
         assert reply.source == "primary" and reply.total.count == 9
     finally:
         await stop_server(second)
+
+
+async def test_reports_read_on_a_real_streaming_standby(
+        parkgate_server: RunningServer, module_dsn: str, postgres_instance: PostgresInstance) -> None:
+    """S28 "reports read from a replica": a real hot standby (pg_basebackup of the test's PostgreSQL, streaming).
+
+    Its replay is paused after the first sales: a report that then still shows only those sales was read on
+    the standby, not on the primary; resumed, the standby catches up and the report shows the rest."""
+    park = await open_park([parkgate_server], module_dsn, "standby-park", "Standby Park")
+    await park.product("standby-adult", entries_total=1)  # product ids are global: not rpark's
+    await park.sell("standby-adult", 3)
+    replica = _standby_of(postgres_instance)
+    second = None
+    try:
+        dbname = conninfo_to_dict(module_dsn)["dbname"]
+        second = await start_server(module_dsn, **{"reports.dsn": replica.conninfo(str(dbname)),
+                                                   "reports.replica_wait_seconds": 5.0})
+        admin = await second.login("admin", parkgate_server.admin_password)
+        start, until = around_today()
+
+        async def report() -> reports_pb2.ReportResponse:
+            return await reports_pb2_grpc.ReportsStub(admin.channel).SalesReport(reports_pb2.ReportRequest(
+                park_id="standby-park", date=start, until=until), metadata=admin.metadata, timeout=30)
+
+        _caught_up(postgres_instance, replica)
+        first = await report()
+        assert (first.source, first.total.count) == ("replica", 3)
+        with replica.connect() as conn:
+            conn.execute("SELECT pg_wal_replay_pause()")
+        await park.sell("standby-adult", 2)
+        paused = await report()
+        assert (paused.source, paused.total.count) == ("replica", 3)  # the primary has 5: read on the standby
+        with replica.connect() as conn:
+            conn.execute("SELECT pg_wal_replay_resume()")
+        _caught_up(postgres_instance, replica)
+        resumed = await report()
+        assert (resumed.source, resumed.total.count) == ("replica", 5)
+    finally:
+        if second is not None:
+            await stop_server(second)
+        replica.stop(mode="immediate")
+
+
+def _standby_of(primary: PostgresInstance) -> PostgresInstance:
+    """A hot standby of ``primary``, streaming from it: pg_basebackup -R as the same user, another port."""
+    base = make_test_dir("parkgate-standby-")
+    data = base / "data"
+    done = subprocess.run(
+        [str(primary.binaries.bin_dir / "pg_basebackup"), "-D", str(data), "-R", "-X", "stream", "--no-sync", "--checkpoint=fast",
+         "-h", primary.host, "-p", str(primary.port), "-U", primary.superuser],
+        capture_output=True, text=True, cwd="/", env=primary.run_as.env(), check=False,
+        **primary.run_as.subprocess_kwargs())
+    assert done.returncode == 0, done.stderr
+    standby = PostgresInstance(data, port=free_port(), auth="trust", settings={**TEST_SETTINGS, "hot_standby": True},
+                               run_as=primary.run_as, bin_dir=primary.binaries)
+    standby.start(timeout=60)
+    return standby
+
+
+def _caught_up(primary: PostgresInstance, standby: PostgresInstance, timeout: float = 60.0) -> None:
+    """Wait until the standby has replayed everything the primary had written when asked."""
+    with primary.connect() as conn:
+        # the insert position: the test server commits asynchronously, so the write position may lag behind
+        target = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]  # type: ignore[index]
+    deadline = time.monotonic() + timeout
+    with standby.connect() as conn:
+        conn.autocommit = True
+        while not conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the standby did not catch up"
+            time.sleep(0.1)
