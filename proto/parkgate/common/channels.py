@@ -125,6 +125,11 @@ def _client_credentials(transport: Transport) -> grpc.ChannelCredentials:
     )
 
 
+def client_credentials(transport: Transport) -> grpc.ChannelCredentials:
+    """The TLS credentials of ``transport``, for a library that opens its own channel (pyetcd for etcd)."""
+    return _client_credentials(transport)
+
+
 def _options(transport: Transport, server: str, options: ChannelOptions) -> list[tuple[str, object]]:
     opts = list(options)
     name = transport.server_name

@@ -81,8 +81,12 @@ def _make_ca(folder: Path) -> None:
 
 
 def issue_certificate(pki: DevPki, common_name: str, hosts: list[str], cert_file: Path, key_file: Path, *,
-                      client: bool = False) -> None:
-    """A leaf certificate signed by the development CA: a server's (``hosts`` as its names) or a device's."""
+                      client: bool = False, member: bool = False) -> None:
+    """A leaf certificate signed by the development CA: a server's (``hosts`` as its names) or a device's.
+
+    ``member``: a cluster member's (etcd, PostgreSQL, Patroni, a parkgate server talking to them), which
+    is a server to its clients and a client to its peers, so it carries both usages (etcd checks them).
+    """
     ca_key = serialization.load_pem_private_key(pki.ca_key_file.read_bytes(), password=None)
     ca_cert = x509.load_pem_x509_certificate(pki.ca_file.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
@@ -92,13 +96,14 @@ def issue_certificate(pki: DevPki, common_name: str, hosts: list[str], cert_file
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             names.append(x509.DNSName(host))
-    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    usages = ([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if member
+              else [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH])
     builder = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(ca_cert.subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(_now() - datetime.timedelta(minutes=5))
                .not_valid_after(_now() + datetime.timedelta(days=_VALID_DAYS))
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+               .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]

@@ -54,7 +54,7 @@ from parkgate.v1 import (
     site_pb2_grpc,
 )
 
-from .discovery import Etcd, Registration
+from .discovery import Etcd, Registration, etcd_transport
 from .power import ServerPower
 from .rpc.access import contract_service_names
 from .rpc.deadline import DeadlineBudget
@@ -148,7 +148,7 @@ class ParkgateServer:
         )
         self.registration: Registration | None = None
         cluster = settings.cluster
-        self.etcd = Etcd(cluster.etcd_endpoints) if cluster.etcd_endpoints else None
+        self.etcd = Etcd(cluster.etcd_endpoints, transport=etcd_transport(cluster)) if cluster.etcd_endpoints else None
         self._add_servicers()
         self.port = listen(self.server, settings.server.listen, server_transport(settings))
         if self.port == 0:

@@ -108,6 +108,11 @@ class ClusterSettings(_Section):
     # for jobs that must run on one server only. Empty endpoints: off.
     name: str = "parkgate"
     etcd_endpoints: list[str] = []
+    # etcd over TLS (https:// endpoints): the CA that signed etcd's certificate, and this
+    # server's client certificate and key (etcd refuses clients without one; docs/ha.md).
+    etcd_ca_file: Path | None = None
+    etcd_cert_file: Path | None = None
+    etcd_key_file: Path | None = None
     # The registration disappears this long after the server dies.
     lease_ttl_seconds: int = Field(10, ge=2)
 

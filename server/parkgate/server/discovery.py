@@ -24,13 +24,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
 import pyetcd
 from pyetcd import exceptions as etcd_exceptions
+
+from parkgate.common.channels import Transport, client_credentials
+
+if TYPE_CHECKING:
+    from .config import ClusterSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +47,25 @@ class EtcdUnavailable(RuntimeError):
     """No etcd endpoint answered (or it refused the request)."""
 
 
-def _endpoint(url: str) -> pyetcd.Endpoint:
+def etcd_transport(cluster: ClusterSettings) -> Transport:
+    """How a server reaches etcd: the CA and client certificate of ``[cluster]`` (used for https:// endpoints)."""
+    return Transport(ca_file=_str(cluster.etcd_ca_file), cert_file=_str(cluster.etcd_cert_file),
+                     key_file=_str(cluster.etcd_key_file))
+
+
+def _str(path: os.PathLike[str] | None) -> str | None:
+    return None if path is None else os.fspath(path)
+
+
+def _endpoint(url: str, transport: Transport) -> pyetcd.Endpoint:
     parts = urlsplit(url if "://" in url else f"http://{url}")
-    if not parts.hostname or not parts.port:
-        raise ValueError(f"etcd endpoint {url!r}: expected http://HOST:PORT")
+    if not parts.hostname or not parts.port or parts.scheme not in ("http", "https"):
+        raise ValueError(f"etcd endpoint {url!r}: expected https://HOST:PORT (or http:// for plaintext)")
+    # The URL says whether the member speaks TLS, as it does for etcd's own flags and for Patroni.
+    secure = parts.scheme == "https"
     # time_retry: how long a failed endpoint is skipped; short, since members come back within seconds.
-    return pyetcd.Endpoint(parts.hostname, parts.port, secure=False, time_retry=2.0)
+    return pyetcd.Endpoint(parts.hostname, parts.port, secure=secure,
+                           creds=client_credentials(transport) if secure else None, time_retry=2.0)
 
 
 def servers_prefix(cluster: str) -> str:
@@ -56,12 +75,15 @@ def servers_prefix(cluster: str) -> str:
 class Etcd:
     """A pyetcd client over several endpoints; every failure becomes :class:`EtcdUnavailable`."""
 
-    def __init__(self, endpoints: Sequence[str], timeout: float = 2.0) -> None:
+    def __init__(self, endpoints: Sequence[str], timeout: float = 2.0, transport: Transport | None = None) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoints")
         self.endpoints = list(endpoints)
+        # https:// endpoints: the CA to trust and the client certificate etcd asks for (system roots, no
+        # certificate when None).
+        transport = transport or Transport()
         self.client = pyetcd.MultiEndpointEtcd3Client(
-            [_endpoint(u) for u in endpoints], timeout=timeout, failover=True
+            [_endpoint(u, transport) for u in endpoints], timeout=timeout, failover=True
         )
 
     def call(self, fn: Callable[[Any], T]) -> T:
