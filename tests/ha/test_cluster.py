@@ -66,6 +66,8 @@ def test_up_brings_up_a_synchronous_cluster_and_status_reports_it(cluster: Clust
     assert db["leader"] in {"pg1", "pg2", "pg3"} and len(db["sync_standby"]) == 1
     assert sorted(m["state"] for m in db["members"]) == ["running", "streaming", "streaming"]
     assert [s["health"] for s in status["servers"]] == ["SERVING", "SERVING"]
+    # asked over https with the tools' certificate
+    assert [(e["endpoint"][:8], e["health"]) for e in status["etcd"]] == [("https://", "healthy")] * 3
     assert all(p["alive"] for p in status["processes"].values()) and len(status["processes"]) == 8
     human = cli("status", "--data-dir", str(cluster.data_dir)).stdout
     assert f"leader: {db['leader']}" in human and "SERVING" in human

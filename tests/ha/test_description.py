@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from parkgate.ha.programs import ProgramError, cluster_postgres, has_ssl
 from parkgate.ha.render import Secrets, dump_yaml, etcd_config, patroni_config, server_config
 from parkgate.ha.spec import SpecError, build_spec, check_host, load_spec
-from parkgate.server.pg import is_root
+from parkgate.server.pg import embedded_bin_dir, is_root
 
 
 @pytest.mark.parametrize(
@@ -178,3 +179,13 @@ def test_config_for_several_machines_wants_their_certificate_files_named(tmp_pat
                           str(bare), "--out", str(tmp_path / "bare")], capture_output=True, text=True, check=False,
                          timeout=60)
     assert res.returncode == 2 and "tls: name each machine's certificate files" in res.stderr, res.stderr
+
+
+def test_with_tls_the_cluster_runs_a_postgresql_built_with_ssl_and_refuses_one_without() -> None:
+    chosen = cluster_postgres(None, tls=True)
+    assert chosen is not None and has_ssl(chosen) is True
+    embedded = embedded_bin_dir()
+    assert embedded is not None and has_ssl(embedded) is False  # why the embedded wheel is not used with TLS
+    with pytest.raises(ProgramError, match="built without SSL and tls is on"):
+        cluster_postgres(embedded, tls=True)
+    assert cluster_postgres(None, tls=False) is None  # plaintext: the embedded wheel, as before

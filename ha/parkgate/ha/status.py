@@ -1,8 +1,9 @@
 """``parkgate cluster status``: what Patroni says about the database, and what each server says about itself.
 
-Two sources, both the systems' own: Patroni's ``/cluster`` (leader, replicas,
-lag, which replica is the synchronous standby) and each gRPC server's
-standard health check (SERVING only while it reaches a writable primary).
+Three sources, all the systems' own: Patroni's ``/cluster`` (leader, replicas,
+lag, which replica is the synchronous standby), each gRPC server's
+standard health check (SERVING only while it reaches a writable primary) and
+each etcd member's ``/health``.
 Process liveness comes from the state file.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import patroni_api
+from .etcd_access import etcd_healthy
 from .health import server_health
 from .supervisor import load_state
 
@@ -41,7 +43,9 @@ def collect(data_dir: Path) -> dict[str, Any]:
     out["servers"] = [
         {"name": s.name, "address": s.address, "health": server_health(s.address)} for s in spec.servers
     ]
-    out["etcd"] = [{"name": e.name, "endpoint": spec.etcd_client_url(e)} for e in spec.etcd]
+    # etcd's own /health, over https with the tools' certificate (etcd refuses clients without one)
+    out["etcd"] = [{"name": e.name, "endpoint": spec.etcd_client_url(e),
+                    "health": "healthy" if etcd_healthy(spec, e) else "unhealthy or unreachable"} for e in spec.etcd]
     return out
 
 
@@ -59,6 +63,8 @@ def render(status: dict[str, Any]) -> str:
                          f"tl {m['timeline']}{lag}")
     for s in status["servers"]:
         lines.append(f"  server {s['name']:<6} {s['address']:<20} {s['health']}")
+    for e in status["etcd"]:
+        lines.append(f"  etcd   {e['name']:<6} {e['endpoint']:<28} {e['health']}")
     dead = [f"{n} ({p['kind']})" for n, p in status["processes"].items() if not p["alive"]]
     if dead:
         lines.append(f"  not running: {', '.join(dead)} (`parkgate cluster up` starts them again)")

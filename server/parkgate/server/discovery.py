@@ -17,6 +17,8 @@ here, so nothing above sees a pyetcd or grpc error.
 * :func:`discover` lists the registered addresses (what clients call).
 
 pyetcd is synchronous (grpc blocking stubs): every call runs in a thread.
+An ``https://`` endpoint is reached over TLS with the CA and client certificate
+of ``[cluster]`` (etcd of a cluster refuses clients without one, docs/ha.md).
 """
 
 from __future__ import annotations
