@@ -8,7 +8,7 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 VENV          := .venv
 PY            := $(VENV)/bin/python
 STAMP         := $(VENV)/.parkgate-installed
-SOURCES_OF_BUILD := pyproject.toml setup.py ops/bootstrap.sh $(wildcard */pyproject.toml */setup.py) \
+SOURCES_OF_BUILD := Makefile pyproject.toml setup.py ops/bootstrap.sh $(wildcard */pyproject.toml */setup.py) \
                     $(wildcard proto/parkgate/v1/*.proto) $(wildcard native/parkgate/native/*.pyx)
 # the five distributions (README: a gate box installs proto native clients only)
 PARTS := proto native clients server ha
