@@ -14,7 +14,9 @@ import json
 import os
 import urllib.request
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +45,7 @@ async def park(parkgate_server: RunningServer, module_dsn: str) -> AsyncIterator
 async def _monitor(park: FlowPark, credentials: Credentials) -> tuple[asyncio.Task[None], int]:
     port = free_port()
     started = asyncio.Event()
-    task = asyncio.create_task(serve(park.server.address, credentials, [PARK], "127.0.0.1", port, interval=60,
+    task = asyncio.create_task(serve(park.server.address, credentials, [park.park_id], "127.0.0.1", port, interval=60,
                                      minutes=10, started=started))
     waiter = asyncio.create_task(started.wait())
     await asyncio.wait({task, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
@@ -59,48 +61,62 @@ async def _stop(task: asyncio.Task[None]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_the_wall_screen_shows_a_live_admission(park: FlowPark, tmp_path: Path) -> None:
+@asynccontextmanager
+async def running_monitor(park: FlowPark, credentials: Credentials) -> AsyncIterator[int]:
+    """``parkgate monitor`` following the park as ``credentials``, on a free port (yielded), until the block ends."""
+    task, port = await _monitor(park, credentials)
+    try:
+        yield port
+    finally:
+        await _stop(task)
+
+
+@asynccontextmanager
+async def chromium_page(url: str) -> AsyncIterator[Any]:
+    """Debian's chromium, headless, with a wall-screen-sized page opened on ``url``."""
     from playwright.async_api import async_playwright
 
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (ops/bootstrap.sh installs it)")
-    task, port = await _monitor(park, Credentials(*MANAGER))
-    try:
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = await browser.new_page(viewport={"width": 1600, "height": 900})
-                await page.goto(f"http://127.0.0.1:{port}/")  # one park: straight to its screen
-                assert page.url.endswith(f"/park/{PARK}")
-                await page.wait_for_function("document.getElementById('feed-status').textContent === 'live'",
-                                             timeout=WAIT_MS)
-                await page.wait_for_function("document.getElementById('inside').textContent === '0'",
-                                             timeout=WAIT_MS)
-                assert await page.locator("#flow-chart rect.in").count() == 0
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1600, "height": 900})
+            await page.goto(url)
+            yield page
+        finally:
+            await browser.close()
 
-                gate = await park.gate("mon-in")
-                await page.wait_for_selector('[data-gate="mon-in"][data-state="ok"]', timeout=WAIT_MS)
-                ticket, = await park.sell("multi")
-                assert (await gate.validate("mon-1", code=ticket.code)).allow
 
-                await page.wait_for_function("document.getElementById('inside').textContent === '1'",
-                                             timeout=WAIT_MS)
-                await page.wait_for_function(
-                    "document.querySelector('[data-gate=\"mon-in\"] .entries').textContent === '1'", timeout=WAIT_MS)
-                assert await page.locator("#flow-chart rect.in").count() == 1
-                assert await page.text_content("#entries") == "1"
-                assert await page.text_content("#park-state") == "Entry open"
+async def test_the_wall_screen_shows_a_live_admission(park: FlowPark, tmp_path: Path) -> None:
+    async with running_monitor(park, Credentials(*MANAGER)) as port:
+        async with chromium_page(f"http://127.0.0.1:{port}/") as page:  # one park: straight to its screen
+            assert page.url.endswith(f"/park/{PARK}")
+            await page.wait_for_function("document.getElementById('feed-status').textContent === 'live'",
+                                         timeout=WAIT_MS)
+            await page.wait_for_function("document.getElementById('inside').textContent === '0'",
+                                         timeout=WAIT_MS)
+            assert await page.locator("#flow-chart rect.in").count() == 0
 
-                forged = ticket.code[:-4] + ("AAAA" if not ticket.code.endswith("AAAA") else "BBBB")
-                assert not (await gate.validate("mon-forged", code=forged)).allow
-                alert = await page.wait_for_selector('#alerts li[data-kind="forged_code"][data-request="mon-forged"]',
-                                                     timeout=WAIT_MS)
-                assert alert is not None and "mon-in" in (await alert.text_content() or "")
-                await page.screenshot(path=str(tmp_path / "monitor.png"), full_page=True)
-            finally:
-                await browser.close()
-    finally:
-        await _stop(task)
+            gate = await park.gate("mon-in")
+            await page.wait_for_selector('[data-gate="mon-in"][data-state="ok"]', timeout=WAIT_MS)
+            ticket, = await park.sell("multi")
+            assert (await gate.validate("mon-1", code=ticket.code)).allow
+
+            await page.wait_for_function("document.getElementById('inside').textContent === '1'",
+                                         timeout=WAIT_MS)
+            await page.wait_for_function(
+                "document.querySelector('[data-gate=\"mon-in\"] .entries').textContent === '1'", timeout=WAIT_MS)
+            assert await page.locator("#flow-chart rect.in").count() == 1
+            assert await page.text_content("#entries") == "1"
+            assert await page.text_content("#park-state") == "Entry open"
+
+            forged = ticket.code[:-4] + ("AAAA" if not ticket.code.endswith("AAAA") else "BBBB")
+            assert not (await gate.validate("mon-forged", code=forged)).allow
+            alert = await page.wait_for_selector('#alerts li[data-kind="forged_code"][data-request="mon-forged"]',
+                                                 timeout=WAIT_MS)
+            assert alert is not None and "mon-in" in (await alert.text_content() or "")
+            await page.screenshot(path=str(tmp_path / "monitor.png"), full_page=True)
 
 
 async def test_a_monitor_that_cannot_log_in_says_why(park: FlowPark) -> None:

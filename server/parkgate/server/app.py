@@ -33,6 +33,7 @@ from parkgate.server.services.catalog import CatalogService
 from parkgate.server.services.flow import FlowRecorder, FlowWatch, LiveFlowService
 from parkgate.server.services.gates import GateHub
 from parkgate.server.services.groups import GroupService
+from parkgate.server.services.held_checks import HeldCheckService
 from parkgate.server.services.keys import KeyService
 from parkgate.server.services.members import MemberService
 from parkgate.server.services.operators import OperatorService
@@ -122,7 +123,9 @@ class ParkgateServer:
                                           retention_hours=flow.retention_hours)
         self.pipeline.recorder = self.gates.recorder = self.flow_recorder
         self.flow_watch = FlowWatch(self.db)
-        self.live_flow = LiveFlowService(self.db, self.flow_watch, site_online_seconds=flow.site_online_seconds)
+        self.held_checks = HeldCheckService(self.db, flow.held_check_seconds)
+        self.live_flow = LiveFlowService(self.db, self.flow_watch, site_online_seconds=flow.site_online_seconds,
+                                         held_checks=self.held_checks)
         self.metrics_listen = settings.metrics.address(metrics_default)
         self.metrics_endpoint: metrics.MetricsEndpoint | None = None
         self.sites = SiteService(self.db, self.gates, self.operators.verify_device)
@@ -166,7 +169,7 @@ class ParkgateServer:
         )
         sales_pb2_grpc.add_SalesServicer_to_server(SalesServicer(self.sales, self.members, self.groups, self.vouchers), s)
         gate_pb2_grpc.add_GateServicer_to_server(GateServicer(self.gates, self.settings.server_id), s)
-        gate_pb2_grpc.add_GateControlServicer_to_server(GateControlServicer(self.gates), s)
+        gate_pb2_grpc.add_GateControlServicer_to_server(GateControlServicer(self.gates, self.held_checks), s)
         site_pb2_grpc.add_SiteServicer_to_server(
             SiteServicer(self.sites, device_secrets.key_bytes(self.settings.auth.device_secret_key)), s)
         reports_pb2_grpc.add_ReportsServicer_to_server(ReportsServicer(self.reports, self.live_flow), s)

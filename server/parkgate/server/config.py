@@ -163,6 +163,9 @@ class LiveFlowSettings(_Section):
     retention_hours: float = Field(48.0, gt=0)
     # A site edge is shown online when it spoke to the central system at most this long ago.
     site_online_seconds: float = Field(90.0, gt=0)
+    # A check held at a gate (S15) is shown to the control room this long at most: a gate gives it back after
+    # its own check.timeout_seconds (15 s) and a handheld whose checker confirmed tells the server nothing.
+    held_check_seconds: float = Field(60.0, gt=0, le=3600)
 class ReportSettings(_Section):
     # libpq DSN of a read-only replica (hot standby) reports read from; empty: the primary (database.dsn).
     # A multi-host DSN with target_session_attrs=prefer-standby lets libpq pick a standby itself.

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from parkgate.server.services.held_checks import HeldCheckRow
 from parkgate.server.services.members import CardView
 from parkgate.server.store.rows.catalogue import BackEntryRow, CardEventRow, GroupRow, MemberRow, VoucherRow
-from parkgate.v1 import common_pb2, sales_pb2
+from parkgate.v1 import common_pb2, gate_pb2, sales_pb2
 
 from .convert import date_msg, money, payment_method, ts
+
+#: Reading members' ID documents, photos and (on the control room's screen) names (S15).
+PERSONAL = "members.personal"
 
 
 def member(row: MemberRow, *, personal: bool) -> sales_pb2.Member:
@@ -17,6 +21,16 @@ def member(row: MemberRow, *, personal: bool) -> sales_pb2.Member:
         order_id=row.order_id, personal_hidden=not personal,
         id_document=row.id_document if personal else "",
         photo_ref=row.id if personal and row.has_photo else "",
+    )
+
+
+def held_check(row: HeldCheckRow, *, personal: bool) -> gate_pb2.HeldCheck:
+    """A check waiting at a gate; who it is (name, photo) only for callers holding members.personal."""
+    return gate_pb2.HeldCheck(
+        device_id=row.device_id, request_id=row.request_id, at=ts(row.at), ticket_id=row.ticket_id,
+        persons=row.persons, personal_hidden=not personal,
+        member_name=row.member_name if personal else "",
+        photo_ref=row.member_id if personal and row.has_photo else "",
     )
 
 

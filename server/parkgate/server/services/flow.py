@@ -26,7 +26,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -40,6 +40,8 @@ from parkgate.server.store import flow as store
 from parkgate.server.store import gates as gate_store
 from parkgate.server.store import settings as settings_store
 from parkgate.server.store.admissions import PARK_STATE_CHANNEL
+
+from .held_checks import HeldCheckRow, HeldCheckService
 
 log = logging.getLogger(__name__)
 
@@ -233,13 +235,16 @@ class Snapshot:
     view: domain.FlowView
     alerts: list[store.AlertRow]
     sales: list[store.WindowSales]
+    held: list[HeldCheckRow] = field(default_factory=list)  # S15: checks waiting at the gates, newest first
 
 
 class LiveFlowService:
     def __init__(self, db: Database, watch: FlowWatch, *, default_interval: float = 5.0,
-                 site_online_seconds: float = domain.SITE_ONLINE_SECONDS) -> None:
+                 site_online_seconds: float = domain.SITE_ONLINE_SECONDS,
+                 held_checks: HeldCheckService | None = None) -> None:
         self.db = db
         self.watch = watch
+        self.held_checks = held_checks or HeldCheckService(db)
         self.default_interval = default_interval
         self.site_online_seconds = site_online_seconds
         self.closing = False
@@ -264,8 +269,9 @@ class LiveFlowService:
             local_midnight = now.astimezone(ZoneInfo(park.time_zone)).replace(hour=0, minute=0, second=0,
                                                                                microsecond=0)
             sales = await store.sales_by_window(conn, park_id, local_midnight)
+            held = await self.held_checks.read(conn, park_id)
         view = domain.aggregate_flow(now, park, counts, gates, sites, minutes, self.site_online_seconds)
-        return Snapshot(view, alerts, sales)
+        return Snapshot(view, alerts, sales, held)
 
     async def _default_interval(self) -> float:
         """The park's parameter ``reports.live_interval_seconds`` (S4: changed live), else the server default."""

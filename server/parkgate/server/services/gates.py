@@ -42,11 +42,14 @@ from parkgate.server.domain.limits import DeviceLimits, TokenBucket
 from parkgate.server.store import Database
 from parkgate.server.store import admissions as admission_store
 from parkgate.server.store import catalog as catalog_store
+from parkgate.server.store import flow as flow_store
 from parkgate.server.store import gates as store
+from parkgate.server.store import held_checks as held_store
 from parkgate.server.store import reissue as reissue_store
 from parkgate.server.store import settings as settings_store
 from parkgate.server.store.database import Connection
 from parkgate.server.store.gates import GateConnection, ParkView
+from parkgate.server.store.held_checks import confirm_command_id
 from parkgate.server.store.keys import KEYS_CHANGED
 from parkgate.server.store.rows.admin import Device
 
@@ -488,15 +491,21 @@ class GateHub:
         """
         if not device_id or "\t" in device_id or "\t" in request_id or "\t" in note:
             raise InvalidArgument("name the gate (device id) whose held check to confirm")
-        command_id = f"confirm-check:{device_id}:{request_id or uuid.uuid4()}"
+        command_id = confirm_command_id(device_id, request_id or str(uuid.uuid4()))
         async with self.db.transaction() as conn:
             await admission_store.notify_park(conn, f"{CONFIRM_PREFIX}{device_id}\t{request_id}\t{command_id}\t{note}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ack_wait_seconds
         while loop.time() < deadline:
             async with self.db.connection() as conn:
-                if device_id in await store.acks_for(conn, command_id):
-                    return True, command_id
+                acked = device_id in await store.acks_for(conn, command_id)
+            if acked:
+                async with self.db.transaction() as conn:
+                    # the park's live screens drop the held check now, not at their next interval
+                    park_id = await held_store.device_park(conn, device_id)
+                    if park_id:
+                        await flow_store.notify_flow(conn, [park_id])
+                return True, command_id
             await asyncio.sleep(0.1)
         return False, command_id
 

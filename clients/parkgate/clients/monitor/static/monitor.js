@@ -106,6 +106,97 @@ function drawAlerts(alerts) {
   });
 }
 
+// S15: admissions held for a check. Items are kept by gate and request so a photo loads once and a confirmation
+// in flight (or just answered) stays on screen after the snapshot stops listing the check; answered ones go
+// after a minute.
+const held = new Map();  // "gate request" -> { li, outcome: undefined | "pending" | "acknowledged" | ... }
+const KEEP_ANSWERED_MS = 60_000;
+
+async function confirmCheck(check, entry) {
+  const button = entry.li.querySelector("button");
+  const result = entry.li.querySelector(".result");
+  button.disabled = true;
+  entry.outcome = "pending";
+  result.dataset.result = "pending";
+  result.textContent = "sending to the gate...";
+  let outcome, text;
+  try {
+    const reply = await fetch(`/api/parks/${encodeURIComponent(park)}/checks/confirm`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ device_id: check.device_id, request_id: check.request_id }),
+    });
+    const body = await reply.json();
+    if (!reply.ok) [outcome, text] = ["error", `refused: ${body.error}`];
+    else if (body.delivered) [outcome, text] = ["acknowledged", `gate ${check.device_id} acknowledged: opening`];
+    else [outcome, text] = ["not-acknowledged", `gate ${check.device_id} did not acknowledge (offline?)`];
+  } catch (err) {
+    [outcome, text] = ["error", `the monitor did not answer: ${err}`];
+  }
+  entry.outcome = outcome;
+  result.dataset.result = outcome;
+  result.textContent = text;
+  entry.li.dataset.outcome = outcome;
+  if (outcome === "error" || outcome === "not-acknowledged") button.disabled = false;
+  if (!entry.listed) dropLater(entry);
+}
+
+function dropLater(entry) {
+  if (entry.dropping) return;
+  entry.dropping = setTimeout(() => { entry.li.remove(); held.delete(entry.key); showHeld(); }, KEEP_ANSWERED_MS);
+}
+
+function heldItem(check, key) {
+  const li = el("li", { "data-gate": check.device_id, "data-request": check.request_id });
+  if (check.photo_ref) {
+    li.append(el("img", { class: "photo", alt: `photo of ${check.member_name}`,
+                          src: `/photos/${encodeURIComponent(park)}/${encodeURIComponent(check.photo_ref)}` }));
+  } else {
+    li.append(el("div", { class: "no-photo" }, check.personal_hidden ? "photo not shown" : "no photo"));
+  }
+  li.append(check.personal_hidden
+    ? el("span", { class: "hidden-name", title: "this monitor's operator may not see personal data" },
+         "name and photo hidden (no personal-data permission)")
+    : el("span", { class: "name" }, check.member_name || "(not a member card)"));
+  li.append(el("span", { class: "where" }, `gate ${check.device_id} at ${hhmmss(check.at)}` +
+                                            (num(check.persons) > 1 ? ` (${num(check.persons)} persons)` : "")));
+  const button = el("button", { type: "button", class: "confirm" }, "Confirm");
+  li.append(button, el("span", { class: "result", "aria-live": "polite" }));
+  const entry = { li, key, listed: true, outcome: undefined };
+  button.addEventListener("click", () => confirmCheck(check, entry));
+  return entry;
+}
+
+function showHeld() {
+  $("held").hidden = held.size === 0;
+}
+
+function drawHeld(checks) {
+  const list = $("held-checks");
+  const now = new Set();
+  for (const check of checks) {
+    const key = `${check.device_id} ${check.request_id}`;
+    now.add(key);
+    let entry = held.get(key);
+    if (!entry) {
+      entry = heldItem(check, key);
+      held.set(key, entry);
+    }
+    entry.listed = true;
+    list.append(entry.li);  // newest first, as the snapshot lists them
+  }
+  for (const [key, entry] of held) {
+    if (now.has(key)) continue;
+    entry.listed = false;
+    if (entry.outcome === undefined) {  // settled elsewhere (a checker at the gate, given back): gone
+      entry.li.remove();
+      held.delete(key);
+    } else if (entry.outcome !== "pending") {
+      dropLater(entry);  // confirmed here: the answer stays readable a while
+    }
+  }
+  showHeld();
+}
+
 function render(snapshot) {
   const capacity = num(snapshot.capacity), inside = num(snapshot.inside);
   $("inside").textContent = String(inside);
@@ -125,6 +216,7 @@ function render(snapshot) {
   drawOccupancy(snapshot.minutes, capacity);
   drawGates(snapshot.gates);
   drawAlerts(snapshot.alerts);
+  drawHeld(snapshot.held_checks || []);
   drawList("refusals", snapshot.refusals, "none", (r) => {
     const li = el("li", { "data-reason": r.reason });
     li.append(el("span", {}, r.reason), el("b", {}, String(num(r.count))));

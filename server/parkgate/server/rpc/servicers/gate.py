@@ -1,4 +1,4 @@
-"""Gate service (the turnstile stream) and GateControl (emergency, capacity, occupancy, gates).
+"""Gate service (the turnstile stream) and GateControl (emergency, capacity, occupancy, gates, held checks).
 
 One Connect stream per gate: the first message must be a hello with the
 device's credentials; then validations, heartbeats, acknowledgements and
@@ -21,11 +21,13 @@ from parkgate.server.domain.admission import Decision
 from parkgate.server.domain.errors import InvalidArgument, ParkgateError, Reason
 from parkgate.server.domain.flow import is_forwarded
 from parkgate.server.services.gates import GATE_STREAM_END, GateCommand, GateHub, GateResult, GateSession
+from parkgate.server.services.held_checks import HeldCheckService
 from parkgate.server.store.gates import ParkView
 from parkgate.v1 import gate_pb2, gate_pb2_grpc
 
 from .. import convert
-from ..call import current_call
+from .. import convert_catalogue as cc
+from ..call import current_call, principal
 
 log = logging.getLogger(__name__)
 Ctx = grpc.aio.ServicerContext
@@ -148,8 +150,9 @@ async def _logged(work: Any, device_id: str, kind: str) -> None:
 
 
 class GateControlServicer(gate_pb2_grpc.GateControlServicer):
-    def __init__(self, hub: GateHub) -> None:
+    def __init__(self, hub: GateHub, held_checks: HeldCheckService) -> None:
         self.hub = hub
+        self.held_checks = held_checks
 
     async def EmergencyOpen(self, request: gate_pb2.EmergencyRequest, context: Ctx) -> gate_pb2.EmergencyResponse:
         told, acked = await self.hub.emergency(request.park_id, True)
@@ -175,6 +178,12 @@ class GateControlServicer(gate_pb2_grpc.GateControlServicer):
     async def ConfirmCheck(self, request: gate_pb2.ConfirmCheckRequest, context: Ctx) -> gate_pb2.ConfirmCheckResponse:
         delivered, command_id = await self.hub.confirm_check(request.device_id, request.request_id, request.note)
         return gate_pb2.ConfirmCheckResponse(delivered=delivered, command_id=command_id)
+
+    async def ListHeldChecks(self, request: gate_pb2.ListHeldChecksRequest,
+                             context: Ctx) -> gate_pb2.ListHeldChecksResponse:
+        rows = await self.held_checks.waiting(request.park_id, request.within_seconds)
+        personal = principal().may(cc.PERSONAL)
+        return gate_pb2.ListHeldChecksResponse(checks=[cc.held_check(r, personal=personal) for r in rows])
 
 
 def _occupancy(state: ParkView) -> gate_pb2.Occupancy:

@@ -16,7 +16,9 @@ from parkgate.common.reason import Reason
 from parkgate.server.services.flow import LiveFlowService, Snapshot
 from parkgate.v1 import reports_pb2, reports_pb2_grpc
 
+from ..call import principal
 from ..convert import money, ts
+from ..convert_catalogue import PERSONAL, held_check
 
 
 def _reason_number(name: str) -> int:
@@ -26,7 +28,8 @@ def _reason_number(name: str) -> int:
         return 0
 
 
-def flow_snapshot(snapshot: Snapshot) -> reports_pb2.FlowSnapshot:
+def flow_snapshot(snapshot: Snapshot, *, personal: bool = False) -> reports_pb2.FlowSnapshot:
+    """The snapshot in the contract; the held checks' names and photos only when ``personal`` (members.personal)."""
     v = snapshot.view
     park = v.park
     return reports_pb2.FlowSnapshot(
@@ -47,6 +50,7 @@ def flow_snapshot(snapshot: Snapshot) -> reports_pb2.FlowSnapshot:
         entries_by_gate=[reports_pb2.ReportRow(key=device, count=n) for device, n in v.by_gate],
         sales_by_window=[reports_pb2.ReportRow(key=s.device_id, count=s.orders, amount=money(s.amount, s.currency))
                          for s in snapshot.sales],
+        held_checks=[held_check(h, personal=personal) for h in snapshot.held],
     )
 
 
@@ -56,5 +60,6 @@ class LiveFlowServicer(reports_pb2_grpc.ReportsServicer):
 
     async def LiveFlow(self, request: reports_pb2.LiveFlowRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[reports_pb2.FlowSnapshot]:
+        personal = principal().may(PERSONAL)  # held checks: who is held only for those who may see it
         async for snapshot in self.live_flow.stream(request.park_id, request.interval_seconds, request.minutes):
-            yield flow_snapshot(snapshot)
+            yield flow_snapshot(snapshot, personal=personal)

@@ -36,8 +36,7 @@ def _payments(messages: list[sales_pb2.Payment]) -> tuple[PaymentIn, ...]:
     return tuple(out)
 
 
-#: Reading members' ID documents and photos (S15).
-PERSONAL = "members.personal"
+PERSONAL = cc.PERSONAL
 
 
 def _member_in(m: sales_pb2.Member, photo: bytes) -> MemberIn:
