@@ -1,4 +1,5 @@
-"""The client subcommands of ``parkgate``: ``admin``, ``pos``, ``gate`` and ``report`` (entry point ``parkgate.commands``)."""
+"""The client subcommands of ``parkgate``: ``admin``, ``pos``, ``gate``, ``device`` and ``report`` (entry point
+``parkgate.commands``)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def register(sub: Any) -> None:
     pos_cli.add_parser(sub)
     sub.choices["pos"].set_defaults(func=_pos)
     gate_cli.add_parser(sub)
+    from . import enroll
+
+    enroll.add_parser(sub)
     from .monitor import cli as monitor_cli
 
     monitor_cli.add_parser(sub)

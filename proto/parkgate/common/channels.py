@@ -70,6 +70,21 @@ def client_transport() -> Transport:
                      key_file=_env("PARKGATE_TLS_KEY_FILE"))
 
 
+def device_transport(ca_file: os.PathLike[str] | str | None, cert_file: os.PathLike[str] | str | None,
+                     key_file: os.PathLike[str] | str | None) -> Transport:
+    """A device's transport (gate, site edge): the environment's, with the files its own configuration names.
+
+    A device box names its CA and its client certificate (mTLS) in its TOML file; what it leaves out comes from
+    ``PARKGATE_TLS_*`` as for any client, and ``PARKGATE_INSECURE=1`` still means plaintext.
+    """
+    base = client_transport()
+    if base.insecure:
+        return base
+    return Transport(ca_file=str(ca_file) if ca_file else base.ca_file,
+                     cert_file=str(cert_file) if cert_file else base.cert_file,
+                     key_file=str(key_file) if key_file else base.key_file)
+
+
 def server_transport() -> Transport:
     """The transport a listening port uses when it names none (from the environment)."""
     if insecure_requested():

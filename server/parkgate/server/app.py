@@ -30,6 +30,7 @@ from parkgate.server.services.admin import AdminService
 from parkgate.server.services.admission import AdmissionPipeline
 from parkgate.server.services.bootstrap import prepare_database
 from parkgate.server.services.catalog import CatalogService
+from parkgate.server.services.enrolment import DeviceEnrolment
 from parkgate.server.services.flow import FlowRecorder, FlowWatch, LiveFlowService
 from parkgate.server.services.gates import GateHub
 from parkgate.server.services.groups import GroupService
@@ -86,6 +87,18 @@ def server_transport(settings: Settings) -> Transport:
                      require_client_cert=s.require_client_cert)
 
 
+def device_transport(settings: Settings) -> Transport:
+    """The device port's security: TLS where every client presents a certificate of the device CA."""
+    s = settings.server
+    if s.insecure:
+        raise ValueError("server.device_listen needs TLS: a device port cannot be plaintext (server.insecure)")
+    ca = s.tls_client_ca_file or s.device_ca_cert_file
+    if not ca:
+        raise ValueError("server.device_listen needs the device CA (server.device_ca_cert_file or "
+                         "server.tls_client_ca_file) to check the devices' certificates with")
+    return Transport(ca_file=ca, cert_file=s.tls_cert_file, key_file=s.tls_key_file, require_client_cert=True)
+
+
 class ParkgateServer:
     """One gRPC server process bound to one database (or Patroni cluster)."""
 
@@ -104,6 +117,8 @@ class ParkgateServer:
             connect_timeout=db.connect_timeout_seconds,
         )
         self.operators = OperatorService.from_settings(self.db, settings.auth)
+        self.operators.require_device_cert = settings.server.require_device_cert
+        self.enrolment = DeviceEnrolment.from_settings(self.operators.verify_device, settings.server)
         self.admin = AdminService(self.db, settings.auth.device_secret_key, settings.auth.audit_key)
         self.catalog = CatalogService(self.db)
         self.keys = KeyService(self.db)
@@ -156,10 +171,15 @@ class ParkgateServer:
         self.port = listen(self.server, settings.server.listen, server_transport(settings))
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.server.listen}")
+        self.device_port = 0
+        if settings.server.device_listen:
+            self.device_port = listen(self.server, settings.server.device_listen, device_transport(settings))
+            if self.device_port == 0:
+                raise OSError(f"cannot listen on {settings.server.device_listen} (server.device_listen)")
 
     def _add_servicers(self) -> None:
         s = self.server
-        auth_pb2_grpc.add_AuthServicer_to_server(AuthServicer(self.operators), s)
+        auth_pb2_grpc.add_AuthServicer_to_server(AuthServicer(self.operators, self.enrolment), s)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.operators, self.admin, self.keys), s)
         catalog_pb2_grpc.add_CatalogServicer_to_server(CatalogServicer(self.catalog), s)
         ops_pb2_grpc.add_OpsServicer_to_server(
@@ -183,6 +203,14 @@ class ParkgateServer:
     def address(self) -> str:
         host = self.settings.server.listen.rpartition(":")[0]
         return f"{host}:{self.port}"
+
+    @property
+    def device_address(self) -> str:
+        """Where devices connect with their certificates ("" without server.device_listen)."""
+        if not self.device_port:
+            return ""
+        host = self.settings.server.device_listen.rpartition(":")[0]
+        return f"{host}:{self.device_port}"
 
     async def start(self) -> None:
         await self._set_serving(False)

@@ -29,11 +29,19 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             from parkgate.server.embedded import data_dir
 
             pki = dev_pki(data_dir(settings) / "tls")
+            dev = {"server.tls_cert_file": str(pki.cert_file), "server.tls_key_file": str(pki.key_file)}
+            if not settings.server.device_ca_cert_file:  # devices enrol for certificates of the dev device CA
+                dev |= {"server.device_ca_cert_file": str(pki.device_ca_file),
+                        "server.device_ca_key_file": str(pki.device_ca_key_file)}
+                host, _, port = settings.server.listen.rpartition(":")
+                if not settings.server.device_listen and int(port):  # the device port next to the main one
+                    dev["server.device_listen"] = f"{host}:{int(port) + 1}"
             print(f"parkgate: TLS with the development CA {pki.ca_file}; clients trust it with\n"
                   f"    export PARKGATE_TLS_CA_FILE={pki.ca_file}", file=sys.stderr)
-            settings = load_settings(getattr(args, "config", None), **overrides,
-                                     **{"server.tls_cert_file": str(pki.cert_file),
-                                        "server.tls_key_file": str(pki.key_file)})
+            if "server.device_listen" in dev:
+                print(f"parkgate: devices with certificates (parkgate device enroll) connect to "
+                      f"{dev['server.device_listen']}", file=sys.stderr)
+            settings = load_settings(getattr(args, "config", None), **overrides, **dev)
         return settings
     except ConfigError as exc:
         raise SystemExit(f"parkgate: {exc}") from None

@@ -53,10 +53,28 @@ class ServerSettings(_Section):
     tls_key_file: str = ""
     tls_client_ca_file: str = ""
     require_client_cert: bool = False
+    # Device certificates (mTLS, docs/security.md). The device CA signs the
+    # certificates devices enrol for (Auth.EnrollDevice); without its files
+    # enrolment is refused ENROLMENT_NOT_AVAILABLE. device_listen: a second
+    # port (HOST:PORT, "" = none) where every client must present a
+    # certificate of the device CA (gRPC Python cannot ask for one optionally
+    # on one port). require_device_cert: a device call without a certificate
+    # is refused DEVICE_CERT_REQUIRED (devices then use the device port);
+    # operators' tools keep using `listen` without one.
+    device_listen: str = ""
+    device_ca_cert_file: str = ""
+    device_ca_key_file: str = ""
+    device_cert_days: float = Field(30.0, gt=0, le=825)
+    require_device_cert: bool = False
     # Plaintext gRPC: only when asked for (`--insecure`), never a fallback.
     insecure: bool = False
 
     _listen = field_validator("listen")(_check_hostport)
+
+    @field_validator("device_listen")
+    @classmethod
+    def _device_listen(cls, value: str) -> str:
+        return _check_hostport(value) if value else value
 
 
 class DatabaseSettings(_Section):

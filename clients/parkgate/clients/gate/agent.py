@@ -268,7 +268,7 @@ class GateAgent:
             for k in range(len(servers)):
                 address = servers[(first + k) % len(servers)]
                 try:
-                    link = GateLink(address, self._hello())
+                    link = GateLink(address, self._hello(), self.cfg.gate.transport())
                     await link.open(timeout=self.cfg.gate.connect_timeout_seconds)
                 except (LinkError, GateConfigError) as exc:
                     self.say(f"cannot connect to {address}: {getattr(exc, 'reason', 'CONFIG')} ({exc})",

@@ -1,11 +1,12 @@
-"""`parkgate gate run --config gate.toml` and `parkgate gate check-config gate.toml`.
+"""`parkgate gate run|enroll --config gate.toml` and `parkgate gate check-config gate.toml`.
 
 ``run`` starts the agent (:mod:`.agent`) until SIGTERM/SIGINT and leaves the
 gate locked (unless an emergency holds it open). Its log is one readable line
 per decision on stderr (``--log-format json`` for the JSON lines the servers
 write). ``check-config`` validates the file and the secret file and prints
 what the gate would do, without touching any device or server: for a
-technician before a restart, and for configuration management.
+technician before a restart, and for configuration management. ``enroll``
+gets the gate its client certificate (:mod:`parkgate.clients.enroll`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ def add_parser(subparsers: Any) -> None:
     check = sub.add_parser("check-config", help="validate a gate's TOML file and print what it configures")
     check.add_argument("config", help="the gate's TOML file")
     check.set_defaults(func=cmd_check_config)
+    enroll = sub.add_parser("enroll", help="get (or renew) the gate's client certificate: a new key made here, "
+                                           "a CSR signed by the server's device CA (gate.tls_cert_file/tls_key_file)")
+    enroll.add_argument("--config", required=True, help="the gate's TOML file")
+    enroll.add_argument("--server", help="HOST:PORT to enrol at (default: the gate's servers); a first enrolment "
+                                         "goes to a port that does not require a certificate yet")
+    enroll.set_defaults(func=cmd_enroll)
 
 
 def _load(path: str):  # type: ignore[no-untyped-def]
@@ -82,4 +89,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"state folder: {g.state_dir or 'none (keys and offline admissions in memory only)'}",
     ]
     print("\n".join(lines))
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from ..enroll import CallError, enroll
+
+    config = _load(args.config)
+    g = config.gate
+    if g.tls_cert_file is None or g.tls_key_file is None:
+        print("parkgate gate: enroll writes gate.tls_cert_file and gate.tls_key_file: name them in "
+              f"{args.config}", file=sys.stderr)
+        return 2
+    server = args.server or ",".join(g.servers)
+    try:
+        done = enroll(server, g.device_id, config.secret(), g.tls_cert_file, g.tls_key_file, transport=g.transport())
+    except CallError as exc:
+        print(f"parkgate gate: enrolment refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"gate {g.device_id}: certificate {done.cert_file} (serial {done.serial}, valid until "
+          f"{done.not_after:%Y-%m-%d %H:%M} UTC), key {done.key_file}")
     return 0

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from parkgate.common.channels import Transport, device_transport
 from parkgate.common.power import PowerSettings
 
 from ..devices import Framing, SerialSettings
@@ -64,6 +65,12 @@ class GateSection(_Section):
     reconnect_min_seconds: float = Field(0.5, gt=0)
     reconnect_max_seconds: float = Field(30.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # TLS: the CA the servers' certificates are checked against (empty: $PARKGATE_TLS_CA_FILE, else the
+    # system's roots), and the gate's own client certificate and key (mTLS, docs/security.md), which
+    # `parkgate gate enroll` writes. Empty: $PARKGATE_TLS_CERT_FILE / $PARKGATE_TLS_KEY_FILE, else none.
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
     @field_validator("servers")
     @classmethod
@@ -74,7 +81,13 @@ class GateSection(_Section):
     def _backoff(self) -> GateSection:
         if self.reconnect_min_seconds > self.reconnect_max_seconds:
             raise ValueError("reconnect_min_seconds must not exceed reconnect_max_seconds")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
         return self
+
+    def transport(self) -> Transport:
+        """How the gate reaches its servers: the environment's TLS, with this file's CA and certificate."""
+        return device_transport(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
 
 
 class ScannerSection(_Section):

@@ -19,7 +19,7 @@ from typing import Literal
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from parkgate.common.channels import open_aio_channel
+from parkgate.common.channels import Transport, open_aio_channel
 from parkgate.common.reason import Reason
 from parkgate.v1 import common_pb2, gate_pb2, gate_pb2_grpc
 
@@ -88,9 +88,11 @@ class Command:
 
 
 class GateLink:
-    def __init__(self, address: str, hello: Hello) -> None:
+    def __init__(self, address: str, hello: Hello, transport: Transport | None = None) -> None:
+        """``transport``: the gate's TLS with its client certificate (None: the environment's, see channels)."""
         self.address = address
         self.hello = hello
+        self.transport = transport
         self.welcome: gate_pb2.Welcome | None = None
         self.commands: asyncio.Queue[Command] = asyncio.Queue()
         self._channel: grpc.aio.Channel | None = None
@@ -105,7 +107,10 @@ class GateLink:
             device_id=h.device_id, device_secret=h.device_secret, direction=_DIRECTIONS[h.direction],
             park_id=h.park_id, attraction_id=h.attraction_id, software_version=h.software_version,
             fast_mode=h.fast_mode, confirms_passage=h.confirms_passage)))
-        self._channel = open_aio_channel(self.address)
+        try:
+            self._channel = open_aio_channel(self.address, self.transport)
+        except OSError as exc:  # the gate's certificate or CA file named in its configuration is unreadable
+            raise LinkError(f"{self.address}: cannot read a TLS file: {exc}", "BAD_CONFIGURATION") from None
         call = gate_pb2_grpc.GateStub(self._channel).Connect(self._send())
         try:
             first = await asyncio.wait_for(call.read(), timeout)

@@ -11,6 +11,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
+
+from parkgate.server.domain.device_certs import device_named
 from parkgate.server.domain.operators import Principal
 
 from .access import AccessRule
@@ -37,3 +40,17 @@ def principal() -> Principal:
     if state.principal is None:  # pragma: no cover - the interceptor guarantees it for non-public calls
         raise RuntimeError("no principal on this call")
     return state.principal
+
+
+def certified_device(context: grpc.aio.ServicerContext) -> str | None:
+    """The device the connection's client certificate names (the handshake verified it against the device CA).
+
+    None without one: a port that does not ask for client certificates never has one (gRPC Python can only
+    require them or not ask, hence the separate device port, ``server.device_listen``).
+    """
+    auth = context.auth_context() or {}
+    if not auth.get("x509_pem_cert"):
+        return None
+    uris = [v.decode(errors="replace") for v in auth.get("x509_subject_alternative_name", ())]
+    names = auth.get("x509_common_name") or [b""]
+    return device_named(uris, names[0].decode(errors="replace"))

@@ -21,6 +21,7 @@ import orjson
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from parkgate.server.domain import device_certs
 from parkgate.server.domain.audit_outbox import COMMITTED, CallRecord, current_call_record
 from parkgate.server.domain.errors import (
     Conflict,
@@ -34,7 +35,7 @@ from parkgate.server.domain.errors import (
 )
 
 from .access import access_rules
-from .call import CallState, current_call
+from .call import CallState, certified_device, current_call
 from .hostile import check_request, printable
 
 log = logging.getLogger("parkgate.server.rpc")
@@ -188,7 +189,10 @@ class RequestLog(WrappingInterceptor):
         return behavior
 
     def _start(self, context: grpc.aio.ServicerContext, method: str) -> grpc.aio.ServicerContext:
-        current_call.set(CallState(method=method, peer=context.peer() or "", rule=access_rules().get(method)))
+        rule = access_rules().get(method)
+        current_call.set(CallState(method=method, peer=context.peer() or "", rule=rule))
+        if rule is not None and (rule.device or rule.public):  # calls that may claim a device (log-in at a window)
+            device_certs.presented_device.set(certified_device(context))
         return context
 
     async def leave(self, state: CallState, error: BaseException | None) -> None:
@@ -398,6 +402,9 @@ class Audit(WrappingInterceptor):
     async def enter(self, state: CallState, request: Any, context: grpc.aio.ServicerContext) -> None:
         if state.rule is not None and state.rule.mutating:
             state.request_summary = summarize(request)
+            named = device_certs.presented_device.get()
+            if named is not None:  # which device's certificate made the call (a mismatch is refused, and recorded)
+                state.request_summary["client_certificate"] = printable(named)
 
     @staticmethod
     def _fields(state: CallState, outcome: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from parkgate.server.config import AuthSettings
-from parkgate.server.domain import device_secrets, passwords
+from parkgate.server.domain import device_certs, device_secrets, passwords
 from parkgate.server.domain.errors import (
     Conflict,
     Forbidden,
@@ -51,6 +51,8 @@ class OperatorService:
         self.min_password_length = min_password_length
         self.device_secret_key = device_secret_key
         self.throttle = throttle or AddressThrottle(30, 300.0)
+        # server.require_device_cert: a device without a client certificate is refused (docs/security.md)
+        self.require_device_cert = False
 
     @classmethod
     def from_settings(cls, db: Database, auth: AuthSettings) -> OperatorService:
@@ -102,8 +104,14 @@ class OperatorService:
         assert principal is not None
         return LoginResult(token, expires_at, principal, must_change_password)
 
-    async def verify_device(self, device_id: str, secret: str) -> DeviceWithSecret:
-        """The registered, enabled device proven by its secret (S2); the refusal says which check failed."""
+    async def verify_device(self, device_id: str, secret: str, *, enrolling: bool = False) -> DeviceWithSecret:
+        """The registered, enabled device proven by its secret (S2); the refusal says which check failed.
+
+        A client certificate on the call must name this device (checked first, it costs nothing); with
+        ``server.require_device_cert`` there must be one, except for an enrolment (how a device gets its first).
+        The secret stays a second factor: a certificate alone does not authenticate.
+        """
+        device_certs.check(device_id, required=self.require_device_cert and not enrolling)
         async with self.db.connection() as conn:
             device = await device_store.get(conn, device_id)
         if device is None:

@@ -32,6 +32,7 @@ from parkgate.rules import (
     effective_terms,
     move_park,
 )
+from parkgate.server.domain import device_certs
 from parkgate.server.domain import sales as sales_rules
 from parkgate.server.domain import sites as rules
 from parkgate.server.domain.admission import Admission, Decision
@@ -210,7 +211,7 @@ class SiteService:
         self._check_device = check_device
         self.feed_poll_seconds = feed_poll_seconds
         self.feed_heartbeat_seconds = feed_heartbeat_seconds
-        self._verified: dict[tuple[str, bytes], tuple[Edge, float]] = {}
+        self._verified: dict[tuple[str, bytes, str | None], tuple[Edge, float]] = {}
         self._places: dict[str, tuple[GatePlace, str, float]] = {}
         self._seen: dict[str, float] = {}  # edge -> when its contact was last written
 
@@ -221,7 +222,8 @@ class SiteService:
         if not device_id or not secret:
             raise InvalidArgument("a site call carries parkgate-device-id and parkgate-device-secret",
                                   Reason.UNKNOWN_DEVICE)
-        key = (device_id, hashlib.sha256(secret.encode()).digest())
+        # the certificate the call presented is part of what was verified (it must name the edge)
+        key = (device_id, hashlib.sha256(secret.encode()).digest(), device_certs.presented_device.get())
         known = self._verified.get(key)
         if known is not None and known[1] > time.monotonic():
             await self._contact(known[0])

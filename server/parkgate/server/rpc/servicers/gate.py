@@ -80,6 +80,7 @@ class GateServicer(gate_pb2_grpc.GateServicer):
         if first is None or first.WhichOneof("body") != "hello":
             raise InvalidArgument("a gate stream starts with a hello naming the device and its secret")
         hello = first.hello
+        current_call.get().device_id = hello.device_id  # a refused hello's record names the device it claimed
         session, _state = await self.hub.connect(
             device_id=hello.device_id, secret=hello.device_secret, direction=convert.direction_name(hello.direction),
             park_id=hello.park_id, attraction_id=hello.attraction_id, software_version=hello.software_version,
