@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import uuid
@@ -55,6 +56,7 @@ from parkgate.server.store.rows.admin import Device
 
 from .admission import AdmissionPipeline
 from .flow import FlowRecorder
+from .gate_presence import GatePresence
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,16 @@ def emergency_command_id(state: ParkView) -> str:
     return f"emergency-{kind}:{state.park_id}:{state.emergency_changed_at.timestamp():.6f}"
 
 
+@dataclass(frozen=True, slots=True)
+class ParkSnapshot:
+    """A park as a connecting gate's welcome shows it; ``state`` None: no such park."""
+
+    state: ParkView | None
+    slots: dict[str, int]
+    products: list[tuple[int, AdmissionTerms]]
+    default_language: str
+
+
 class GateHub:
     def __init__(
         self, db: Database, pipeline: AdmissionPipeline, server_id: str,
@@ -161,6 +173,9 @@ class GateHub:
         self._streams = metrics.CONNECTED_STREAMS.labels("gate")
         # Set whenever a park's state is synced (NOTIFY, poll, a command here): wakes the site feeds at once.
         self.state_watchers: set[asyncio.Event] = set()
+        self.presence = GatePresence(db, server_id)  # connects and disconnects, written in batches
+        # A park's welcome data being read for the gates connecting now (see _park_snapshot).
+        self._park_reads: dict[str, asyncio.Future[ParkSnapshot]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -205,23 +220,18 @@ class GateHub:
         if not park_id:
             raise InvalidArgument(f"device {device_id!r} has no park: register it with one", Reason.UNKNOWN_PARK)
         attraction_id = device.attraction_id or attraction_id
-        async with self.db.transaction() as conn:
-            states = await store.park_states(conn, [park_id])
-            if not states:
-                raise NotFound(f"no park {park_id!r}", Reason.UNKNOWN_PARK)
-            slot = 0
-            if attraction_id:
-                slots = await catalog_store.attraction_slots(conn, park_id)
-                if attraction_id not in slots:
-                    raise InvalidArgument(f"no attraction {attraction_id!r} in park {park_id!r}",
-                                          Reason.UNKNOWN_ATTRACTION)
-                slot = slots[attraction_id]
-            slots_by_id = await catalog_store.attraction_slots(conn, park_id)
-            products = [(p.number, effective_terms(p.kind, p.rules))
-                        for p in await admission_store.park_products(conn, park_id)]
-            await store.gate_connected(conn, device_id, self.server_id, park_id)
-            default_language = await settings_store.get_parameter(conn, "gate.default_language") or "en"
-        state = states[0]
+        park = await self._park_snapshot(park_id)
+        if park.state is None:
+            raise NotFound(f"no park {park_id!r}", Reason.UNKNOWN_PARK)
+        slots_by_id, products, default_language = park.slots, park.products, park.default_language
+        slot = 0
+        if attraction_id:
+            if attraction_id not in slots_by_id:
+                raise InvalidArgument(f"no attraction {attraction_id!r} in park {park_id!r}",
+                                      Reason.UNKNOWN_ATTRACTION)
+            slot = slots_by_id[attraction_id]
+        await self.presence.connected(device_id, park_id)
+        state = park.state
         place = GatePlace(
             device_id=device_id, park_id=park_id, park_number=state.number, time_zone=state.time_zone,
             attraction_id=attraction_id, attraction_slot=slot,
@@ -243,6 +253,40 @@ class GateHub:
                  f", attraction {attraction_id}" if attraction_id else "", software_version or "?")
         return session, state
 
+    async def _park_snapshot(self, park_id: str) -> ParkSnapshot:
+        """What every gate of the park gets in its welcome, read once for all the gates connecting meanwhile.
+
+        A reconnect storm (a server restart: hundreds of gates of one park within a second) would otherwise
+        read the same park state, attractions, products and parameter once per gate. Only a read in flight
+        is shared, nothing is kept: a gate connecting after it finished starts a new one. A change that
+        lands while the shared read runs reaches the gate like any change to a connected gate (NOTIFY, and
+        the state poll compares each gate's own state).
+        """
+        pending = self._park_reads.get(park_id)
+        if pending is None:
+            # shared by several calls, so it belongs to none of them (no call's operation-log record)
+            pending = asyncio.get_running_loop().create_task(self._read_park(park_id), context=contextvars.Context())
+            self._park_reads[park_id] = pending
+            pending.add_done_callback(functools.partial(self._park_read_done, park_id))
+        return await asyncio.shield(pending)
+
+    def _park_read_done(self, park_id: str, future: asyncio.Future[ParkSnapshot]) -> None:
+        if self._park_reads.get(park_id) is future:
+            del self._park_reads[park_id]
+        if not future.cancelled():
+            future.exception()  # retrieved: every waiter got it already (no "never retrieved" warning)
+
+    async def _read_park(self, park_id: str) -> ParkSnapshot:
+        async with self.db.transaction() as conn:
+            states = await store.park_states(conn, [park_id])
+            if not states:
+                return ParkSnapshot(None, {}, [], "en")
+            slots = await catalog_store.attraction_slots(conn, park_id)
+            products = [(p.number, effective_terms(p.kind, p.rules))
+                        for p in await admission_store.park_products(conn, park_id)]
+            language = await settings_store.get_parameter(conn, "gate.default_language") or "en"
+        return ParkSnapshot(states[0], slots, products, str(language))
+
     async def disconnect(self, session: GateSession) -> None:
         self._streams.dec()
         if self.recorder is not None:
@@ -250,8 +294,7 @@ class GateHub:
         if self.sessions.get(session.device_id) is session:
             del self.sessions[session.device_id]
             with contextlib.suppress(ParkgateError):
-                async with self.db.transaction() as conn:
-                    await store.gate_disconnected(conn, session.device_id, self.server_id)
+                await self.presence.disconnected(session.device_id)
             log.info("gate %s disconnected", session.device_id)
 
     def submit(self, session: GateSession, request_id: str, *, code: str = "", card_uid: str = "",

@@ -93,14 +93,17 @@ async def reason_texts(conn: Connection) -> dict[tuple[str, str], str]:
 
 # --- connected gates and acknowledgements ----------------------------------------------------
 
-async def gate_connected(conn: Connection, device_id: str, server_id: str, park_id: str) -> None:
+async def gates_connected(conn: Connection, server_id: str, parks: dict[str, str]) -> None:
+    """Gates (device id -> park) now connected to ``server_id``: one statement for a whole batch."""
+    devices = sorted(parks)  # one lock order for every server writing a batch
     await conn.execute(
-        """INSERT INTO gate_connections (device_id, server_id, park_id) VALUES (%s, %s, %s)
+        """INSERT INTO gate_connections (device_id, server_id, park_id)
+           SELECT d, %s, p FROM unnest(%s::text[], %s::text[]) AS t(d, p)
            ON CONFLICT (device_id) DO UPDATE SET server_id = excluded.server_id, park_id = excluded.park_id,
                connected = true, state = 'ok', connected_at = now(), last_heartbeat = now()""",
-        (device_id, server_id, park_id),
+        (server_id, devices, [parks[d] for d in devices]),
     )
-    await conn.execute("UPDATE devices SET last_seen_at = now() WHERE id = %s", (device_id,))
+    await conn.execute("UPDATE devices SET last_seen_at = now() WHERE id = ANY(%s::text[])", (devices,))
 
 
 async def gate_heartbeat(conn: Connection, device_id: str, server_id: str, state: str,
@@ -127,11 +130,11 @@ async def gates_on_battery(conn: Connection) -> list[str]:
     return [str(r["device_id"]) for r in await cur.fetchall()]
 
 
-async def gate_disconnected(conn: Connection, device_id: str, server_id: str) -> None:
+async def gates_disconnected(conn: Connection, server_id: str, device_ids: list[str]) -> None:
     # Only the server holding the connection may mark it gone: the gate may have moved on already.
     await conn.execute(
-        "UPDATE gate_connections SET connected = false WHERE device_id = %s AND server_id = %s",
-        (device_id, server_id),
+        "UPDATE gate_connections SET connected = false WHERE device_id = ANY(%s::text[]) AND server_id = %s",
+        (sorted(device_ids), server_id),
     )
 
 
