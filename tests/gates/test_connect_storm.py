@@ -1,4 +1,5 @@
-"""Two hundred gates reconnecting at once (a server restart) all get their welcome; old argon2 hashes upgrade.
+"""Two hundred gates reconnecting at once (a server restart) all get their welcome, also each with its own
+client certificate on the device port (mTLS); old argon2 hashes upgrade.
 
 Device secrets are random tokens checked with a keyed hash
 (server/parkgate/server/domain/device_secrets.py). No time is asserted here:
@@ -8,12 +9,14 @@ gate of the storm is welcomed and prints what it saw.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 
-from loadtests.bench_connect_storm import percentile, register_gates, storm
+from loadtests.bench_connect_storm import enroll_gates, percentile, register_gates, storm
 from parkgate.clients.gate.link import GateLink, Hello, LinkError
 from parkgate.server.domain import passwords
-from tests.fixtures.server import RunningServer
+from tests.fixtures.server import RunningServer, start_server, stop_server, use_test_pki
 
 GATES = 200
 
@@ -25,6 +28,26 @@ async def test_two_hundred_gates_connecting_at_once_all_get_their_welcome(parkga
     assert len(times) == GATES  # every gate was welcomed (storm raises otherwise)
     print(f"\n{GATES} gates at once: welcome p50 {percentile(times, 0.5) * 1000:.0f} ms, "
           f"p99 {percentile(times, 0.99) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms")
+
+
+async def test_two_hundred_gates_with_client_certificates_all_get_their_welcome_on_the_device_port(
+    parkgate_server: RunningServer, module_dsn: str, tmp_path: Path
+) -> None:
+    pki = use_test_pki()
+    server = await start_server(module_dsn, **{
+        "server.device_listen": "127.0.0.1:0", "server.require_device_cert": True,
+        "server.device_ca_cert_file": str(pki.device_ca_file), "server.device_ca_key_file": str(pki.device_ca_key_file)})
+    try:
+        # the module's server made the admin of this database
+        secrets = await register_gates(server.address, parkgate_server.admin_password, GATES, "mtlsstorm")
+        transports = await enroll_gates(server.address, secrets, tmp_path)
+        assert len(transports) == GATES and all(t.cert_file for t in transports.values())
+        times = await storm(server.device_address, secrets, "mtlsstorm", timeout=120, transports=transports)
+        assert len(times) == GATES  # every gate was welcomed (storm raises otherwise)
+        print(f"\n{GATES} gates at once with client certificates: welcome p50 {percentile(times, 0.5) * 1000:.0f} ms, "
+              f"p99 {percentile(times, 0.99) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms")
+    finally:
+        await stop_server(server)
 
 
 async def test_an_argon2_device_hash_from_before_verifies_and_is_upgraded(

@@ -29,6 +29,8 @@ from parkgate.server.store.database import Connection
 from parkgate.server.store.rows.admin import DeviceWithSecret
 from parkgate.server.store.rows.operators import Permission, Role, Session, User
 
+from .batching import Batched
+
 
 def hash_token(token: str) -> bytes:
     """Sessions are stored by the SHA-256 of their token: a database dump holds no usable token."""
@@ -53,6 +55,8 @@ class OperatorService:
         self.throttle = throttle or AddressThrottle(30, 300.0)
         # server.require_device_cert: a device without a client certificate is refused (docs/security.md)
         self.require_device_cert = False
+        # devices proving themselves at the same moment (a reconnect storm) are looked up together
+        self._device_reads = Batched(self._read_devices, "device-reads")
 
     @classmethod
     def from_settings(cls, db: Database, auth: AuthSettings) -> OperatorService:
@@ -112,8 +116,7 @@ class OperatorService:
         The secret stays a second factor: a certificate alone does not authenticate.
         """
         device_certs.check(device_id, required=self.require_device_cert and not enrolling)
-        async with self.db.connection() as conn:
-            device = await device_store.get(conn, device_id)
+        device = await self._device_reads(device_id)
         if device is None:
             raise Unauthenticated(f"device {device_id!r} is not registered", Reason.UNKNOWN_DEVICE)
         if device.disabled:
@@ -130,6 +133,11 @@ class OperatorService:
         if not ok:
             raise Unauthenticated(f"wrong secret for device {device_id!r}", Reason.BAD_DEVICE_CREDENTIALS)
         return device
+
+    async def _read_devices(self, device_ids: list[str]) -> list[DeviceWithSecret | None]:
+        async with self.db.connection() as conn:
+            found = await device_store.get_many(conn, device_ids)
+        return [found.get(device_id) for device_id in device_ids]
 
     async def authenticate(self, token: str) -> Principal:
         if not token:

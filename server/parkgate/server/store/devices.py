@@ -30,6 +30,15 @@ async def get(conn: Connection, device_id: str) -> DeviceWithSecret | None:
     )
 
 
+async def get_many(conn: Connection, device_ids: list[str]) -> dict[str, DeviceWithSecret]:
+    """The registered devices among ``device_ids``, by id (one round trip for a reconnect storm's lookups)."""
+    rows = await fetch_all(
+        conn, DeviceWithSecret, f"SELECT {_COLUMNS}, secret_hash FROM devices WHERE id = ANY(%s::text[])",
+        (sorted(set(device_ids)),),
+    )
+    return {row.id: row for row in rows}
+
+
 async def list_devices(conn: Connection, kind: str | None, park_id: str | None) -> list[Device]:
     return await fetch_all(
         conn, Device,
