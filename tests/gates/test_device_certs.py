@@ -15,6 +15,9 @@ port); a wrong secret enrols nothing; a window and a site edge present theirs.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +32,7 @@ from parkgate.clients.enroll import CallError, enroll
 from parkgate.clients.gate.link import GateLink, Hello, LinkError
 from parkgate.common.channels import Transport, open_aio_channel
 from parkgate.common.tls import DevPki
-from parkgate.v1 import admin_pb2, auth_pb2, auth_pb2_grpc, site_pb2, site_pb2_grpc
+from parkgate.v1 import admin_pb2, auth_pb2, auth_pb2_grpc, common_pb2, site_pb2, site_pb2_grpc
 from tests.fixtures.server import RunningServer, reason_of, start_server, stop_server, use_test_pki
 
 PARK = "mtlspark"
@@ -251,3 +254,50 @@ async def test_a_site_edge_calls_with_its_own_certificate_and_not_with_another_e
     assert await provision(north, south) == (grpc.StatusCode.UNAUTHENTICATED, "DEVICE_CERT_MISMATCH")
     # a call verified a moment ago with its certificate does not let the same secret in without one
     assert await provision(north, None) == (grpc.StatusCode.UNAUTHENTICATED, "DEVICE_CERT_REQUIRED")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "parkgate.common.cli", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PARKGATE_INSECURE": ""})
+
+
+async def test_parkgate_gate_enroll_and_device_enroll_write_a_key_and_certificate(rig: Rig, tmp_path: Path) -> None:
+    gate = "mtls-cli-gate"
+    secret_file = tmp_path / "gate.secret"
+    secret_file.write_text(await _register(rig, gate, admin_pb2.GATE, direction=common_pb2.IN) + "\n")
+    config = tmp_path / "gate.toml"
+    config.write_text(f'[gate]\ndevice_id = "{gate}"\nsecret_file = "{secret_file}"\n'
+                      f'servers = ["{rig.strict.device_address}"]\ntls_ca_file = "{rig.pki.ca_file}"\n'
+                      f'tls_cert_file = "{tmp_path / "gate.pem"}"\ntls_key_file = "{tmp_path / "gate.key"}"\n'
+                      '[scanner]\nport = "/dev/null"\n')
+    # a first enrolment cannot use the device port: the gate has no certificate to show there yet
+    first = await asyncio.to_thread(_cli, "gate", "enroll", "--config", str(config))
+    assert first.returncode == 1 and "SERVER_UNREACHABLE" in first.stderr, first.stderr
+    done = await asyncio.to_thread(_cli, "gate", "enroll", "--config", str(config), "--server", rig.strict.address)
+    assert done.returncode == 0, done.stderr
+    assert f"gate {gate}: certificate {tmp_path / 'gate.pem'}" in done.stdout
+    # renewal through the device port (the gate's own servers), with the certificate it holds
+    renewed = await asyncio.to_thread(_cli, "gate", "enroll", "--config", str(config))
+    assert renewed.returncode == 0, renewed.stderr
+    # the agent's link with the transport of the gate's configuration is welcomed on the device port
+    from parkgate.clients.gate.config import load_config
+
+    cfg = load_config(config)
+    assert await _welcomed(rig.strict.device_address, gate, cfg.secret(), cfg.gate.transport())
+    checked = await asyncio.to_thread(_cli, "gate", "check-config", str(config))
+    assert f"client certificate: {tmp_path / 'gate.pem'}" in checked.stdout, checked.stderr
+
+    window = "mtls-cli-window"
+    window_secret = tmp_path / "window.secret"
+    window_secret.write_text(await _register(rig, window, admin_pb2.SALES_WINDOW))
+    wrong = tmp_path / "wrong.secret"
+    wrong.write_text("not-the-secret")
+    args = ["device", "enroll", "--server", rig.strict.address, "--device-id", window]
+    refused = await asyncio.to_thread(_cli, *args, "--secret-file", str(wrong), "--cert-file",
+                                      str(tmp_path / "w.pem"), "--key-file", str(tmp_path / "w.key"))
+    assert refused.returncode == 1 and "BAD_DEVICE_CREDENTIALS" in refused.stderr, refused.stderr
+    assert not (tmp_path / "w.key").exists()
+    ok = await asyncio.to_thread(_cli, *args, "--secret-file", str(window_secret), "--cert-file",
+                                 str(tmp_path / "w.pem"), "--key-file", str(tmp_path / "w.key"))
+    assert ok.returncode == 0, ok.stderr
+    assert f"PARKGATE_TLS_CERT_FILE={tmp_path / 'w.pem'}" in ok.stdout

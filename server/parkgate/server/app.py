@@ -232,6 +232,9 @@ class ParkgateServer:
         self._tasks.append(asyncio.create_task(self.power.watcher.run(), name="power-watcher"))
         log.info("parkgate server %s listening on %s (ticket-code core: %s)",
                  self.settings.server_id, self.address, native.IMPLEMENTATION)
+        if self.device_port:
+            log.info("device port %s: devices present client certificates of the device CA (parkgate device enroll)",
+                     self.device_address)
 
     def _serve_metrics(self, address: str) -> None:
         try:

@@ -33,20 +33,30 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             if not settings.server.device_ca_cert_file:  # devices enrol for certificates of the dev device CA
                 dev |= {"server.device_ca_cert_file": str(pki.device_ca_file),
                         "server.device_ca_key_file": str(pki.device_ca_key_file)}
-                host, _, port = settings.server.listen.rpartition(":")
-                if not settings.server.device_listen and int(port):  # the device port next to the main one
-                    dev["server.device_listen"] = f"{host}:{int(port) + 1}"
+                if not settings.server.device_listen:
+                    dev["server.device_listen"] = _next_port(settings.server.listen)
             print(f"parkgate: TLS with the development CA {pki.ca_file}; clients trust it with\n"
                   f"    export PARKGATE_TLS_CA_FILE={pki.ca_file}", file=sys.stderr)
-            if "server.device_listen" in dev:
-                print(f"parkgate: devices with certificates (parkgate device enroll) connect to "
-                      f"{dev['server.device_listen']}", file=sys.stderr)
             settings = load_settings(getattr(args, "config", None), **overrides, **dev)
         return settings
     except ConfigError as exc:
         raise SystemExit(f"parkgate: {exc}") from None
 
 
+
+
+def _next_port(listen: str) -> str:
+    """The development device port: the one after ``listen``'s when it is free, else any free one."""
+    import socket
+
+    host, _, port = listen.rpartition(":")
+    wanted = int(port) + 1 if 0 < int(port) < 65535 else 0
+    with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as probe:
+        try:
+            probe.bind((host.strip("[]"), wanted))
+        except OSError:
+            wanted = 0
+    return f"{host}:{wanted}"
 
 
 def cmd_up(args: argparse.Namespace) -> int:

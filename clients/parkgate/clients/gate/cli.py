@@ -87,6 +87,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"fast mode: {'on' if config.fast_mode.enabled else 'off'}"
         f"{', offline admissions' if config.fast_mode.enabled and config.fast_mode.offline_admit else ''}",
         f"state folder: {g.state_dir or 'none (keys and offline admissions in memory only)'}",
+        f"client certificate: {g.tls_cert_file} (key {g.tls_key_file}; parkgate gate enroll writes them)"
+        if g.tls_cert_file else "client certificate: none",
     ]
     print("\n".join(lines))
     return 0
