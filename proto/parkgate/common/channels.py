@@ -33,8 +33,10 @@ class Transport:
     A client checks the server's certificate against ``ca_file`` (the
     system's roots when None); with ``cert_file`` and ``key_file`` it also
     presents its own (a device certificate). A server uses
-    ``cert_file``/``key_file`` as its own certificate and, with ``ca_file``,
-    asks clients for theirs. ``insecure`` is plaintext: only when asked for.
+    ``cert_file``/``key_file`` as its own certificate and, with
+    ``require_client_cert``, requires clients' certificates signed by
+    ``ca_file`` (gRPC Python cannot ask for them optionally: without it, no
+    client presents one). ``insecure`` is plaintext: only when asked for.
     """
 
     ca_file: str | None = None

@@ -47,8 +47,11 @@ class ServerSettings(_Section):
     health_interval_seconds: float = Field(1.0, gt=0)
     # TLS (docs/security.md): the server's certificate chain and key (PEM files).
     # `parkgate up` and `parkgate cluster up` make development ones; production
-    # names its own. With tls_client_ca_file, devices may present certificates
-    # signed by that CA (require_client_cert: they must).
+    # names its own. tls_client_ca_file: the CA client certificates are checked
+    # against (default: device_ca_cert_file). gRPC Python asks for client
+    # certificates only where it requires them: on this port with
+    # require_client_cert (then every client, operators' tools too, needs
+    # one), always on device_listen.
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_client_ca_file: str = ""
