@@ -251,6 +251,22 @@ async def test_a_site_edge_calls_with_its_own_certificate_and_not_with_another_e
         return grpc.StatusCode.OK, ""
 
     assert await provision(north, north) == (grpc.StatusCode.OK, "")
+    # the edge's own cluster link, configured in site.toml, presents its certificate on the device port
+    from parkgate.clients.site.cluster import Cluster
+    from parkgate.clients.site.config import SiteSection
+
+    secret_file = rig.folder / "edge-south.secret"
+    secret_file.write_text(rig.secrets[south])
+    cert, key = rig.device_files(south)
+    cluster = Cluster(SiteSection(device_id=south, secret_file=secret_file, servers=[rig.strict.device_address],
+                                  state_dir=rig.folder / "edge-south", cluster_ca_file=rig.pki.ca_file,
+                                  cluster_cert_file=cert, cluster_key_file=key))
+    try:
+        reply = await cluster.stub().Provision(site_pb2.ProvisionRequest(public_key=b"\x02" * 32, serials_wanted=10),
+                                               metadata=cluster.metadata(), timeout=30)
+        assert reply.serial_last >= reply.serial_first > 0
+    finally:
+        await cluster.channel().close()
     assert await provision(north, south) == (grpc.StatusCode.UNAUTHENTICATED, "DEVICE_CERT_MISMATCH")
     # a call verified a moment ago with its certificate does not let the same secret in without one
     assert await provision(north, None) == (grpc.StatusCode.UNAUTHENTICATED, "DEVICE_CERT_REQUIRED")

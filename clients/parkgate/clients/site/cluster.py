@@ -60,7 +60,7 @@ class Cluster:
 
     def channel(self) -> grpc.aio.Channel:
         if self._channel is None:
-            self._channel = open_aio_channel(self.address)
+            self._channel = open_aio_channel(self.address, self.config.cluster_transport())
             self.site = site_pb2_grpc.SiteStub(self._channel)
         return self._channel
 

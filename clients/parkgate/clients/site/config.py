@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from parkgate.common.channels import Transport, device_transport
 from parkgate.common.power import PowerSettings
 
 from ..gate.config import (  # one HOST:PORT rule for every client's configuration
@@ -45,6 +46,12 @@ class SiteSection(BaseModel):
     tls_cert_file: str = ""
     tls_key_file: str = ""
     insecure: bool = False
+    # Toward the cluster (docs/security.md): the CA its servers' certificates are checked against (empty:
+    # PARKGATE_TLS_CA_FILE) and the edge's own client certificate and key (mTLS; written by `parkgate device
+    # enroll`, then `servers` are the cluster's device ports). Empty: PARKGATE_TLS_CERT_FILE/_KEY_FILE, else none.
+    cluster_ca_file: Path | None = None
+    cluster_cert_file: Path | None = None
+    cluster_key_file: Path | None = None
     # The local store (site.db) and the site's signing key live here.
     state_dir: Path
     # How long a gate's validation waits for the cluster before the edge decides alone.
@@ -78,6 +85,16 @@ class SiteSection(BaseModel):
     @classmethod
     def _listen(cls, value: str) -> str:
         return _hostport(value)
+
+    @model_validator(mode="after")
+    def _client_certificate(self) -> SiteSection:
+        if (self.cluster_cert_file is None) != (self.cluster_key_file is None):
+            raise ValueError("cluster_cert_file and cluster_key_file go together")
+        return self
+
+    def cluster_transport(self) -> Transport:
+        """How the edge reaches the cluster: the environment's TLS, with this file's CA and certificate."""
+        return device_transport(self.cluster_ca_file, self.cluster_cert_file, self.cluster_key_file)
 
     def secret(self) -> str:
         """The edge's device secret, read when needed (a rotated file is picked up at the next call)."""
