@@ -74,6 +74,16 @@ def enroll(server: str, device_id: str, secret: str, cert_file: Path, key_file: 
     return Enrolled(cert_file, key_file, reply.not_after.ToDatetime(tzinfo=datetime.UTC), reply.serial)
 
 
+def renewal_due(cert_file: Path, days_before: float) -> bool:
+    """Whether the certificate in ``cert_file`` expires within ``days_before`` days (a missing one is not due:
+    a first certificate is enrolled by hand, through a port that takes devices without one)."""
+    try:
+        left = certificate_not_after(cert_file) - datetime.datetime.now(datetime.UTC)
+    except (OSError, ValueError):
+        return False
+    return left < datetime.timedelta(days=days_before)
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("device", help="a device box's own commands (window PC, site edge, gate)")
     sub = p.add_subparsers(dest="device_command", required=True, metavar="COMMAND")

@@ -66,6 +66,8 @@ from .offline import CachedKeys, GateDisk, LocalDecision, OfflineAdmission, Offl
 from .turnstile import Turnstile
 
 log = logging.getLogger("parkgate.gate")
+#: After a failed renewal of the gate's client certificate, wait this long before trying again.
+RENEW_RETRY_SECONDS = 300.0
 
 TICK_SECONDS = 0.25
 #: While the link stays up but the server decides nothing (its database away), offline admissions are
@@ -116,6 +118,7 @@ class GateAgent:
     def __init__(self, config: GateConfig) -> None:
         self.cfg = config
         self.device_id = config.gate.device_id
+        self._renew_after = 0.0  # monotonic time before which a failed certificate renewal is not retried
         self.zone = ZoneInfo(config.fast_mode.time_zone)
         self.disk = GateDisk(config.gate.state_dir)
         self.decider = OfflineDecider(config.gate.state_dir)
@@ -260,6 +263,31 @@ class GateAgent:
         return Hello(self.device_id, self.cfg.secret(), g.direction, g.park, g.attraction,
                      f"parkgate-gate {__version__}", self.cfg.fast_mode.enabled, self.cfg.confirms_passage)
 
+    async def _renew_certificate(self, address: str) -> None:
+        """Before connecting: renew the gate's client certificate at ``address`` when it expires soon.
+
+        A refusal or an unreachable server leaves the current certificate in place (it is still valid) and
+        is tried again after RENEW_RETRY_SECONDS, not at every reconnect.
+        """
+        from ..enroll import CallError, enroll, renewal_due
+
+        g = self.cfg.gate
+        if (g.tls_cert_file is None or g.tls_key_file is None or g.renew_days_before <= 0
+                or time.monotonic() < self._renew_after):
+            return
+        if not await asyncio.to_thread(renewal_due, g.tls_cert_file, g.renew_days_before):
+            return
+        try:
+            done = await asyncio.to_thread(enroll, address, self.device_id, self.cfg.secret(), g.tls_cert_file,
+                                           g.tls_key_file, transport=g.transport(),
+                                           timeout=g.connect_timeout_seconds)
+        except (CallError, OSError, GateConfigError) as exc:
+            self._renew_after = time.monotonic() + RENEW_RETRY_SECONDS
+            self.say(f"client certificate renewal at {address} failed: {exc}", logging.WARNING)
+            return
+        self.say(f"client certificate renewed at {address}: serial {done.serial}, valid until "
+                 f"{done.not_after:%Y-%m-%d %H:%M} UTC")
+
     async def _connection_loop(self) -> None:
         servers = list(self.cfg.gate.servers)
         first = 0  # start each round at the server that last worked
@@ -267,6 +295,7 @@ class GateAgent:
         while True:
             for k in range(len(servers)):
                 address = servers[(first + k) % len(servers)]
+                await self._renew_certificate(address)
                 try:
                     link = GateLink(address, self._hello(), self.cfg.gate.transport())
                     await link.open(timeout=self.cfg.gate.connect_timeout_seconds)

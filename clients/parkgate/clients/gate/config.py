@@ -71,6 +71,9 @@ class GateSection(_Section):
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # Renew the client certificate (a new key, enrolled with the secret over the current certificate) when it
+    # expires within this many days; 0 = never (`parkgate gate enroll` by hand or from a timer).
+    renew_days_before: float = Field(10.0, ge=0)
 
     @field_validator("servers")
     @classmethod
