@@ -5,7 +5,9 @@ trip of the same kind: a reconnect storm's device lookups and connection
 records (hundreds of gates within a second after a server restart). A call
 on a quiet server is processed alone at once; under a storm, the calls
 queued behind one round trip share the next. Each caller gets its own
-result, or the exception the batch raised.
+result, or the exception the batch raised. A batch serves several calls, so
+it runs outside all of them: its database waits take the default budgets
+(``database.acquire_timeout_seconds``), not one call's deadline.
 """
 
 from __future__ import annotations
