@@ -122,6 +122,7 @@ class ParkgateServer:
         self.flow_recorder = FlowRecorder(self.db, settings.server_id, flush_seconds=flow.flush_seconds,
                                           retention_hours=flow.retention_hours)
         self.pipeline.recorder = self.gates.recorder = self.flow_recorder
+        self.gates.audit = self.admin.record_audit  # S30: a gate's power transitions in the operation log
         self.flow_watch = FlowWatch(self.db)
         self.live_flow = LiveFlowService(self.db, self.flow_watch, site_online_seconds=flow.site_online_seconds)
         self.metrics_listen = settings.metrics.address(metrics_default)
@@ -309,8 +310,10 @@ class ParkgateServer:
 
 
 async def serve(settings: Settings, dsn: str, *, on_ready=None,  # type: ignore[no-untyped-def]
-                metrics_default: str = "") -> None:
-    """Run a server until SIGTERM or SIGINT, then shut it down gracefully."""
+                metrics_default: str = "") -> bool:
+    """Run a server until SIGTERM or SIGINT (or its power orders a stop), then shut it down gracefully.
+
+    True when it stopped for power (low battery): ``parkgate server`` exits with EXIT_POWER_STOP then."""
     server = ParkgateServer(settings, dsn, metrics_default=metrics_default)
     await server.start()
     if on_ready is not None:
@@ -326,3 +329,4 @@ async def serve(settings: Settings, dsn: str, *, on_ready=None,  # type: ignore[
     log.info("%s: shutting down (grace %.1fs)", "low battery" if server.power_stop.is_set() else "signal received",
              settings.server.shutdown_grace_seconds)
     await server.stop()
+    return server.power_stop.is_set()
