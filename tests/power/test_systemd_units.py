@@ -22,8 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from parkgate.common.power import EXIT_POWER_STOP
+from parkgate.common.power import EXIT_POWER_STOP, PowerSettings, wait_for_mains
 from parkgate.ha.dummy_ups import DummyUps
+from parkgate.server.pg import free_port
 
 from .test_sources import until
 
@@ -99,3 +100,14 @@ async def test_wait_mains_waits_on_battery_and_returns_on_steady_mains(dummy_ups
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_wait_mains_does_not_keep_a_process_down_without_a_ups_to_ask() -> None:
+    """No UPS configured: at once. A upsd that does not answer (lost contact): after lost_after_seconds."""
+    said: list[str] = []
+    assert "no UPS configured" in await wait_for_mains(PowerSettings(), said.append)
+    silent = PowerSettings(source="nut", port=free_port(), poll_seconds=0.1, timeout_seconds=0.5,
+                           lost_after_seconds=0.5)
+    why = await asyncio.wait_for(wait_for_mains(silent, said.append), 30)
+    assert why.startswith("the UPS does not answer"), why
+    assert said and said[0].startswith("no reading"), said
