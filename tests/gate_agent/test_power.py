@@ -1,7 +1,7 @@
 """A gate agent on a UPS (real upsd + dummy-ups): on battery it decides locally and says so; mains back, it forwards.
 
 Runbook: the gate's mains fail -> its heartbeats say on_battery and the server
-records it; a visitor's ticket is decided at the gate (the decision engine, a
+records it (and writes the transition in the operation log); a visitor's ticket is decided at the gate (the decision engine, a
 durable journal), the server hears nothing yet; the mains come back and stay ->
 the gate asks the server again and hands the journalled admission over, counted once.
 """
@@ -48,6 +48,9 @@ async def test_gate_on_battery_decides_locally_then_forwards_when_mains_are_back
                          expect=[(True, True)], timeout=20)
     await site.until_sql("SELECT on_battery FROM gate_connections WHERE device_id = %s", "pw-gate",
                          expect=[(False,)], timeout=20)
+    # each of the gate's power transitions is one record of the operation log, written by the server it talks to
+    await site.until_sql("SELECT outcome FROM audit_log WHERE method = 'Power/Transition' AND device_id = %s "
+                         "ORDER BY id", "pw-gate", expect=[("ON_BATTERY",), ("ONLINE",)], timeout=20)
     await until(lambda: not agent.disk.admissions, "the journal emptied")
     mark = rig.board.mark()
     rig.scan(later.code)  # on mains: the server decides again

@@ -389,6 +389,25 @@ def test_power_drill_hands_over_on_low_battery_and_the_node_rejoins(cluster: Clu
     assert any(m.name == report["victim"] and m.role != "leader" for m in view.members)
 
 
+def test_power_drill_with_gates_behind_a_site_edge(cluster: Cluster) -> None:
+    """The same hand-over with the turnstiles behind a real site edge, as at a site (docs/power.md)."""
+    cluster.wait_healthy()
+    res = subprocess.run([sys.executable, "-m", "parkgate.common.cli", "power", "drill", "--data-dir",
+                          str(cluster.data_dir), "--clients", "2", "--gates", "2", "--behind-edge", "--json"],
+                         capture_output=True, text=True, timeout=400, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = orjson.loads(res.stdout)
+    print(f"\npower drill, gates behind a site edge: {report}")
+    assert report["switchover"] is True and report["gates_behind_site_edge"] is True
+    admissions = report["admissions"]
+    # counted in the cluster's database after the edge forwarded everything it decided alone
+    assert admissions["acked"] > 0 and admissions["lost"] == 0 and admissions["duplicates"] == 0, admissions
+    assert admissions["denied"].get("ALREADY_USED", 0) > 0, admissions  # the edge refuses a ticket used there
+    assert report["edge_decided_alone"] is not None and report["rejoined"].startswith("rejoined as")
+    assert all(line.startswith("parkgate power: ") for line in res.stderr.splitlines()), res.stderr
+    cluster.wait_healthy()
+
+
 def test_down_stops_every_process(cluster: Cluster) -> None:
     procs = load_state(cluster.data_dir).procs
     res = cli("down", "--data-dir", str(cluster.data_dir), "--timeout", "60")

@@ -1,8 +1,9 @@
-"""A server on a UPS (real upsd + dummy-ups): on battery it sheds reports; on low battery it stops cleanly.
+"""A server on a UPS (real upsd + dummy-ups): on battery it sheds heavy work; on low battery it stops cleanly.
 
-Runbook: the mains fail -> reports are refused with SERVER_ON_BATTERY while
-sales go on, PowerStatus says ON_BATTERY, the operation log has the transition;
-the mains come back and stay -> reports are served again. The battery runs low
+Runbook: the mains fail -> the truly heavy work (VerifyAuditLog) is refused with
+SERVER_ON_BATTERY while reports still answer (queued: tests/power/test_battery_mode.py),
+PowerStatus says ON_BATTERY, the operation log has the transition; the mains come
+back and stay -> everything is served again. The battery runs low
 while clients write -> health NOT_SERVING, the server drains and stops, and every
 write it acknowledged is in the database.
 """
@@ -20,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from parkgate.common.channels import open_aio_channel
 from parkgate.ha.dummy_ups import DummyUps
 from parkgate.ha.load import Writer, verify
-from parkgate.v1 import ops_pb2, reports_pb2, reports_pb2_grpc
+from parkgate.v1 import admin_pb2, ops_pb2, reports_pb2, reports_pb2_grpc
 from tests.fixtures.server import RunningServer, reason_of, start_server, stop_server
 
 from .test_sources import until
@@ -39,22 +40,35 @@ async def _report_reason(running: RunningServer) -> str:
     return reason_of(err.value)
 
 
+async def _verify_refused(running: RunningServer) -> bool:
+    """VerifyAuditLog refused with SERVER_ON_BATTERY (True) or served (False)."""
+    client = await running.admin()
+    try:
+        await client.admin.VerifyAuditLog(admin_pb2.VerifyAuditLogRequest(), metadata=client.metadata, timeout=10)
+    except grpc.aio.AioRpcError as exc:
+        assert reason_of(exc) == "SERVER_ON_BATTERY", exc
+        return True
+    return False
+
+
 def _audit(dsn: str) -> list[str]:
     with psycopg.connect(dsn) as conn:
         return [r[0] for r in conn.execute(
             "SELECT outcome FROM audit_log WHERE method = 'Power/Transition' ORDER BY id").fetchall()]
 
 
-async def test_on_battery_reports_are_shed_and_served_again_on_steady_mains(database_dsn: str,
+async def test_on_battery_heavy_work_is_shed_and_served_again_on_steady_mains(database_dsn: str,
                                                                           dummy_ups: DummyUps) -> None:
     running = await _server(database_dsn, dummy_ups)
     try:
         power = running.server.power
         await until(lambda: power.state == "online", "ONLINE")
-        assert await _report_reason(running) == "UNKNOWN_PARK"  # not shed: it reaches the reports servicer
+        assert await _report_reason(running) == "UNKNOWN_PARK"  # it reaches the reports servicer
+        assert not await _verify_refused(running)
         dummy_ups.set_status("OB", charge=70)
         await until(lambda: power.state == "on_battery", "ON_BATTERY")
-        assert await _report_reason(running) == "SERVER_ON_BATTERY"
+        assert await _verify_refused(running)
+        assert await _report_reason(running) == "UNKNOWN_PARK"  # a report is slowed (queued), not refused
         client = await running.admin()
         status = await client.ops.PowerStatus(ops_pb2.PowerStatusRequest(), metadata=client.metadata, timeout=10)
         assert status.state == ops_pb2.ON_BATTERY and status.battery_percent == 70
@@ -62,7 +76,7 @@ async def test_on_battery_reports_are_shed_and_served_again_on_steady_mains(data
         assert [m.machine for m in status.machines] == [running.server.settings.server_id]
         dummy_ups.set_status("OL")
         await until(lambda: power.state == "online", "ONLINE after the settle time")
-        assert await _report_reason(running) == "UNKNOWN_PARK"
+        assert not await _verify_refused(running)
         await until(lambda: len(_audit(database_dsn)) >= 3, "three transitions in the operation log")
         assert _audit(database_dsn) == ["ONLINE", "ON_BATTERY", "ONLINE"]
     finally:

@@ -29,15 +29,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from google.protobuf.json_format import MessageToDict
 
 from parkgate.clients.connection import CallError
 from parkgate.clients.gate.agent import GateAgent
 from parkgate.clients.gate.config import load_config
 from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.clients.pos.window import Window
+from parkgate.clients.power_cli import render_cluster, render_power
+from parkgate.common.power import EXIT_POWER_STOP
 from parkgate.ha.dummy_ups import DummyUps
 from parkgate.server.pg import free_port
-from parkgate.v1 import admin_pb2, gate_pb2, sales_pb2, site_pb2, site_pb2_grpc
+from parkgate.v1 import admin_pb2, gate_pb2, ops_pb2, sales_pb2, site_pb2, site_pb2_grpc
 from tests.fixtures.park import TestPark, open_park, rid
 from tests.fixtures.serial import PtyPair
 from tests.gate_agent.conftest import PARK, BoardSim, Rig, toml_config
@@ -55,7 +58,7 @@ async def park(cluster: Cluster, module_dsn: str) -> TestPark:
     await register(p, EDGE_ID, admin_pb2.SITE_EDGE)
     await register(p, "east-window", admin_pb2.SALES_WINDOW)
     # One gate per test beyond the first two: each test's edge starts with a fresh store.
-    for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6", "east-gate-11", "east-gate-12", "east-gate-13",
+    for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6", "east-gate-11", "east-gate-12", "east-gate-13", "east-gate-14",
                  "east-gate-7", "east-gate-8", "east-gate-9", "east-gate-10"):
         await register(p, gate, admin_pb2.GATE)
     await register(p, "west-edge", admin_pb2.SITE_EDGE, site="west")
@@ -526,21 +529,61 @@ def power_toml(ups: DummyUps) -> str:
             'lost_after_seconds = 30\n')
 
 
+def audit_mark(park: TestPark) -> int:
+    return int(park.sql("SELECT coalesce(max(id), 0) FROM audit_log")[0][0])
+
+
+def power_reports(park: TestPark, after: int) -> list[str]:
+    """The edge's power reports in the cluster's operation log (Site.ReportPower), oldest first."""
+    return [str(r[0]) for r in park.sql(
+        "SELECT summary->>'state' FROM audit_log WHERE method = '/parkgate.v1.Site/ReportPower' "
+        "AND device_id = %s AND outcome = 'OK' AND id > %s ORDER BY id", EDGE_ID, after)]
+
+
+async def edge_power_seen(park: TestPark) -> tuple[int, int, list[str]]:
+    """(the edge's state in Ops.PowerStatus, in Ops.ClusterStatus's edges, PowerStatus.gates_on_battery)."""
+    md = park.admin.metadata
+    power = await park.admin.ops.PowerStatus(ops_pb2.PowerStatusRequest(), metadata=md, timeout=10)
+    cluster = await park.admin.ops.ClusterStatus(ops_pb2.ClusterStatusRequest(), metadata=md, timeout=10)
+    machine = [m for m in power.machines if m.machine == EDGE_ID]
+    assert not machine or machine[0].role == "edge"
+    edge = [e for e in cluster.edges if e.device_id == EDGE_ID]
+    return (machine[0].state if machine else 0, edge[0].power if edge else 0, list(power.gates_on_battery))
+
+
+async def power_cli_lines(park: TestPark) -> str:
+    """What `parkgate power status` and `parkgate power cluster` print from the cluster's answers."""
+    md = park.admin.metadata
+    as_dict = {"preserving_proto_field_name": True, "always_print_fields_with_no_presence": True}
+    power = await park.admin.ops.PowerStatus(ops_pb2.PowerStatusRequest(), metadata=md, timeout=10)
+    cluster = await park.admin.ops.ClusterStatus(ops_pb2.ClusterStatusRequest(), metadata=md, timeout=10)
+    return (render_power(MessageToDict(power, **as_dict)) + "\n"  # type: ignore[arg-type]
+            + render_cluster(MessageToDict(cluster, **as_dict)))  # type: ignore[arg-type]
+
+
 async def test_on_battery_the_edge_decides_alone_and_on_low_battery_stops_losing_nothing(
         park: TestPark, cluster: Cluster, dummy_ups: DummyUps, make_pty_pair: Callable[[], PtyPair],
         tmp_path: Path) -> None:
     edge = Edge(tmp_path / "edge", [cluster.address], EDGE_ID, park.secrets[EDGE_ID], extra=power_toml(dummy_ups))
+    mark = audit_mark(park)
     edge.start()
     gate: Rig | None = None
     try:
         await edge.ready()
         gate = await start_gate(park, edge, "east-gate-9", make_pty_pair, tmp_path)
         first, second, third = await park.sell("single", 3)
+        await until(lambda: power_reports(park, mark) == ["ON_MAINS"], "the edge's first reading in the cluster")
 
         # The mains go: the edge decides alone at once, the cluster (up) is not asked.
         dummy_ups.set_status("OB", charge=80)
         await until(lambda: "on battery: deciding every validation locally" in edge.log_text(),
                     "the edge's on-battery alert")
+        # ... but it tells the cluster its power: operation log, PowerStatus, ClusterStatus
+        await until(lambda: power_reports(park, mark) == ["ON_MAINS", "ON_BATTERY"], "the report of the mains lost")
+        assert (await edge_power_seen(park))[:2] == (ops_pb2.ON_BATTERY, ops_pb2.ON_BATTERY)
+        shown = await power_cli_lines(park)
+        assert re.search(rf"^  {EDGE_ID} +edge +ON BATTERY +80%", shown, re.MULTILINE), shown
+        assert re.search(rf"^  edge {EDGE_ID} .* power ON BATTERY$", shown, re.MULTILINE), shown
         mark = gate.board.mark()
         gate.scan(first.code)
         await gate.board.wait_for(r"OPEN", mark)
@@ -570,7 +613,7 @@ async def test_on_battery_the_edge_decides_alone_and_on_low_battery_stops_losing
         assert edge.process is not None
         await until(lambda: edge.process is not None and edge.process.poll() is not None,
                     "the edge to stop for low battery", timeout=60)
-        assert edge.process.returncode == 0, edge.log_text()[-3000:]
+        assert edge.process.returncode == EXIT_POWER_STOP, edge.log_text()[-3000:]  # its unit waits for mains
         text = edge.log_text()
         assert "stopping for power" in text and "stopped for power; journal checkpointed" in text, text[-3000:]
         wal = edge.folder / "state" / "site.db-wal"
@@ -585,10 +628,49 @@ async def test_on_battery_the_edge_decides_alone_and_on_low_battery_stops_losing
         await until(lambda: edge.queued == 0, "the journal forwarded after the restart", timeout=60)
         for ticket in (first, second, third):
             assert admissions(park, ticket.id) == 1, ticket.id
+        # every transition reached the operation log, the low-battery stop's too (sent as it stopped, or kept
+        # in site.db and sent after the restart), and the cluster shows the edge on mains again
+        await until(lambda: power_reports(park, mark)[-1:] == ["ON_MAINS"] and len(power_reports(park, mark)) == 7,
+                    "the seven transitions reported")
+        assert power_reports(park, mark) == ["ON_MAINS", "ON_BATTERY", "ON_MAINS", "ON_BATTERY", "LOW_BATTERY",
+                                             "SHUTTING_DOWN", "ON_MAINS"]
+        assert (await edge_power_seen(park))[:2] == (ops_pb2.ON_MAINS, ops_pb2.ON_MAINS)
     finally:
         if gate is not None:
             await stop_gate(gate)
         edge.stop()
+
+
+async def test_the_cluster_sees_the_gates_on_battery_behind_an_edge(
+        park: TestPark, cluster: Cluster, edge: Edge, make_pty_pair: Callable[[], PtyPair], tmp_path: Path) -> None:
+    """A gate behind an edge never heartbeats to the cluster: the edge tells, with its own power report."""
+    mark = audit_mark(park)
+    gate = await start_gate(park, edge, "east-gate-14", make_pty_pair, tmp_path)
+    try:
+        gate.board.do("power lost")  # the gate's relay board runs on its reserve
+        await until(lambda: gate.agent is not None and gate.agent.on_battery, "the gate on battery")
+        seen: list[str] = []
+
+        async def shown() -> bool:
+            seen[:] = (await edge_power_seen(park))[2]
+            return "east-gate-14" in seen
+
+        for _ in range(200):
+            if await shown():
+                break
+            await asyncio.sleep(0.1)
+        assert "east-gate-14" in seen, seen
+        reported = park.sql("SELECT summary->'gates_on_battery' FROM audit_log WHERE device_id = %s AND "
+                            "method = '/parkgate.v1.Site/ReportPower' AND id > %s ORDER BY id", EDGE_ID, mark)
+        assert reported[-1][0] == ["east-gate-14"]
+        gate.board.do("power ok")
+        for _ in range(200):
+            if not await shown():
+                break
+            await asyncio.sleep(0.1)
+        assert "east-gate-14" not in seen, seen
+    finally:
+        await stop_gate(gate)
 
 
 def scrape(url: str) -> str:

@@ -2,7 +2,8 @@
 
 Asks one server (``--server``, with the session of ``parkgate admin login``)
 its Ops.PowerStatus / Ops.ClusterStatus: what that server reads from its UPS,
-what every other machine published in etcd, which gates run on battery, the
+what every other machine published in etcd and every site edge reported
+(Site.ReportPower), which gates run on battery (behind the edges too), the
 Patroni members with roles and lag, the servers and their health. So an admin
 needs no shell on the database machines. Lines for people; JSON with ``--json``.
 """
@@ -68,7 +69,8 @@ def render_cluster(reply: dict[str, Any]) -> str:
     for e in reply.get("edges", []):
         contact = e.get("last_contact") or "never"
         lines.append(f"  edge {e.get('device_id', ''):<16} site {e.get('site', ''):<12} "
-                     f"{'online' if e.get('online') else 'OFFLINE'}  last contact {contact}")
+                     f"{'online' if e.get('online') else 'OFFLINE'}  last contact {contact}  power "
+                     f"{_STATE.get(e.get('power', ''), '-')}")
     if reply.get("error"):
         lines.append(f"  note: {reply['error']}")
     return "\n".join(lines)
@@ -95,10 +97,32 @@ def _run(method: str, request: Any, render: Any) -> Any:
     return run
 
 
+def cmd_wait_mains(args: argparse.Namespace) -> int:
+    """Block until the UPS in the file's ``[power]`` reads steady mains (systemd ExecStartPre, docs/power.md)."""
+    import asyncio
+
+    from parkgate.common.power import power_settings_of, wait_for_mains
+
+    def say(text: str) -> None:
+        print(f"parkgate power wait-mains: {text}", file=sys.stderr, flush=True)
+
+    try:
+        settings = power_settings_of(args.config)
+    except (OSError, ValueError) as exc:  # tomllib's and pydantic's errors are ValueErrors
+        say(f"{args.config}: {exc}")
+        return 2
+    say(asyncio.run(wait_for_mains(settings, say)))
+    return 0
+
+
 def add_parser(subparsers: Any) -> None:
     cmd = command_group(subparsers, "power", "UPS power of every machine; the database cluster (S30, S31)")
     cmd("status", _run("PowerStatus", ops_pb2.PowerStatusRequest(), render_power),
         "this server's UPS, every machine's published power state, gates on battery")
     cmd("cluster", _run("ClusterStatus", ops_pb2.ClusterStatusRequest(), render_cluster),
         "Patroni members, roles, lag, synchronous standby, servers and health, power per machine")
+    wait = cmd("wait-mains", cmd_wait_mains, "wait until this machine's UPS reads steady mains (before a start "
+               "after a power stop; systemd ExecStartPre)")
+    wait.add_argument("--config", required=True,
+                      help="the TOML whose [power] names the UPS (server.toml, site.toml or the gate's file)")
     subparsers.choices["power"].set_defaults(func=lambda a: a.handler(a))

@@ -128,6 +128,10 @@ class SiteEdge:
         finally:
             db.close()
 
+    def decided_alone(self) -> int:
+        """Decisions the edge made without the cluster (offline, on battery, or the cluster too slow)."""
+        return self.store_count("decisions WHERE offline = 1")  # the table name and a fixed condition
+
     def _alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
             raise ClusterError(f"drill: the site edge exited ({self.process.returncode}); its log: {self.log}")
@@ -170,7 +174,7 @@ def _leader_other_than(drill: Drill, victim: str) -> bool:
     return view.leader is not None and view.leader.name != victim
 
 
-async def _register_edge(address: str, password: str, device_id: str, site: str) -> str:
+async def register_edge(address: str, password: str, device_id: str, site: str) -> str:
     md = (("authorization", f"Bearer {await login(address, password)}"),)
     async with open_aio_channel(address) as ch:
         reply = await admin_pb2_grpc.AdminStub(ch).RegisterDevice(admin_pb2.RegisterDeviceRequest(
@@ -189,7 +193,7 @@ async def gates_round(drill: Drill, number: int, *, gates: int = 4, pause: float
     tag = f"{drill.run_id}-{number}"
     site = f"drill-site-{tag}"
     token, product = await prepare_sales(servers[0], drill.password, drill.run_id)
-    secret = await _register_edge(servers[0], drill.password, f"drill-edge-{tag}", site)
+    secret = await register_edge(servers[0], drill.password, f"drill-edge-{tag}", site)
     # Enough tickets for a round of about 90 s (a failover here takes 20-40 s) at a turnstile's pace; a ticket
     # is used once, and a gate that runs out simply stops presenting.
     tickets = int(gates * 90 / pause)

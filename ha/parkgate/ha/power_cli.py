@@ -46,7 +46,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
     _quiet_watcher()
     drill = PowerDrill(_data_dir(args), clients=args.clients, gates=args.gates, settle=args.settle,
-                       timeout=args.timeout, say=_say)
+                       timeout=args.timeout, behind_edge=args.behind_edge, say=_say)
     rep = asyncio.run(drill.run())
     as_json = getattr(args, "json", False) or args.drill_json
     print(orjson.dumps(rep, option=orjson.OPT_INDENT_2).decode() if as_json else render(rep))
@@ -95,5 +95,7 @@ def add_commands(sub: Any, guarded: Callable[[Callable[[argparse.Namespace], int
     common(drill)
     drill.add_argument("--clients", type=int, default=4, help="selling windows (default 4)")
     drill.add_argument("--gates", type=int, default=4, help="turnstiles (default 4)")
+    drill.add_argument("--behind-edge", action="store_true",
+                       help="the turnstiles stand behind a real site edge (parkgate site run), not at the servers")
     drill.add_argument("--json", dest="drill_json", action="store_true", help="print the report as JSON")
     drill.set_defaults(handler=guarded(cmd_drill))

@@ -17,8 +17,13 @@ Runbook, on a cluster started by ``parkgate cluster up``:
    acknowledged sales and admissions lost (target 0) and doubled, the longest gate
    wait and sales stall, how the node rejoined.
 
-The gates here talk to the servers directly; gates behind a site edge (which
-decides locally while the database hands over) are not part of this drill.
+By default the gates talk to the servers directly. With ``behind_edge``
+(``--behind-edge``) they stand behind a real site edge instead (``parkgate site
+run``, :class:`.edge_drill.SiteEdge`, as the failover drill's gates round): the
+edge asks the cluster and decides alone within its ``decision_deadline_ms`` when
+the cluster is slow, as during the switchover's write pause; after the load
+stops the drill waits until the edge has forwarded everything, then counts
+lost and doubled admissions in the cluster's database.
 """
 
 from __future__ import annotations
@@ -35,17 +40,18 @@ from parkgate.server.pg import free_port
 
 from .drill import _until, whole
 from .dummy_ups import DummyUps
+from .edge_drill import SiteEdge, register_edge
 from .gate_load import GateLoad, prepare_gates, verify_admissions
 from .load import Writer, prepare_sales, verify
 from .power import NodePower
-from .supervisor import ADMIN_FILE, ClusterError, load_secrets, load_state
+from .supervisor import ADMIN_FILE, ClusterError, load_secrets, load_state, trust_cluster_ca
 
 
 class PowerDrill:
     def __init__(self, data_dir: Path, *, clients: int = 4, gates: int = 4, settle: float = 3.0,
-                 on_battery_seconds: float = 2.0, timeout: float = 120.0,
+                 on_battery_seconds: float = 2.0, timeout: float = 120.0, behind_edge: bool = False,
                  say: Callable[[str], None] = print) -> None:
-        self.data_dir, self.clients, self.gates = data_dir, clients, gates
+        self.data_dir, self.clients, self.gates, self.behind_edge = data_dir, clients, gates, behind_edge
         self.settle, self.on_battery_seconds, self.timeout, self.say = settle, on_battery_seconds, timeout, say
         self.spec = load_state(data_dir).spec
         if len(self.spec.postgres) < 2:
@@ -59,6 +65,21 @@ class PowerDrill:
 
     def _step_time(self, node: NodePower, prefix: str) -> float | None:
         return next((s.at for s in node.steps if s.what.startswith(prefix)), None)
+
+    async def _edge(self, servers: list[str], site: str) -> SiteEdge:
+        """A real site edge for the drill's gates, registered and started, able to decide alone."""
+        device = f"power-edge-{self.run_id}"
+        secret = await register_edge(servers[0], self.password, device, site)
+        edge = SiteEdge(self.data_dir / "drill-edges" / f"power-{self.run_id}", device, secret, servers,
+                        trust_cluster_ca(self.spec))
+        edge.start()
+        try:
+            await edge.ready(self.timeout)
+        except BaseException:
+            edge.stop()
+            raise
+        self.say(f"gates behind a site edge: {device} on {edge.address} (its log: {edge.log})")
+        return edge
 
     async def run(self) -> dict[str, Any]:
         await _until(lambda: whole(self.spec), self.timeout, "the cluster to be whole before the drill")
@@ -77,14 +98,21 @@ class PowerDrill:
         watching = asyncio.create_task(node.run())
         log_file = self.spec.node_dir(victim) / "patroni.log"
         log_mark = log_file.stat().st_size if log_file.exists() else 0
+        edge: SiteEdge | None = None
+        decided_alone: int | None = None
         try:
             await self._state(node, PowerState.ONLINE)
             token, product = await prepare_sales(servers[0], self.password, self.run_id)
+            site = f"power-site-{self.run_id}" if self.behind_edge else ""
             gates, codes = await prepare_gates(servers[0], self.password, token, product, self.run_id,
-                                               self.gates, tickets=self.gates * 600)
+                                               self.gates, tickets=self.gates * 600, site=site)
             prefix = f"power_{self.run_id}"
             writer = Writer(servers, token, prefix, clients=self.clients, sell=product)
-            gate_load = GateLoad(servers, gates, codes)
+            if self.behind_edge:
+                edge = await self._edge(servers, site)
+                gate_load = GateLoad([edge.address], gates, codes, connected_first=True)
+            else:
+                gate_load = GateLoad(servers, gates, codes)
             writer.start()
             gate_load.start()
             try:
@@ -107,8 +135,13 @@ class PowerDrill:
             finally:
                 sales = await writer.stop()
                 gate_result = await gate_load.stop()
+            if edge is not None:  # what the edge decided alone reaches the cluster before anything is counted
+                await edge.drained(self.timeout)
+                decided_alone = edge.decided_alone()
             await _until(lambda: whole(self.spec), self.timeout, "the cluster to be whole after the drill")
         finally:
+            if edge is not None:
+                edge.stop()
             watching.cancel()
             await asyncio.gather(watching, return_exceptions=True)
             await asyncio.to_thread(ups.remove)
@@ -134,7 +167,8 @@ class PowerDrill:
             "admissions": {**gate_check, "decisions": gate_result.decisions,
                            "longest_gate_wait_seconds": round(gate_result.longest_wait, 2),
                            "denied": dict(gate_result.denied), "errors": dict(gate_result.errors)},
-            "gates_behind_site_edge": False,
+            "gates_behind_site_edge": self.behind_edge,
+            "edge_decided_alone": decided_alone,
             "steps": [s.what for s in node.steps],
         }
 
@@ -155,7 +189,9 @@ def render(rep: dict[str, Any]) -> str:
         f"  sales: {s['acked']} acknowledged, {s['lost']} lost, {s['duplicates']} doubled; longest stall "
         f"{s['longest_stall_seconds']}s",
         f"  admissions: {a['acked']} acknowledged, {a['lost']} lost, {a['duplicates']} doubled; longest gate wait "
-        f"{a['longest_gate_wait_seconds']}s (gates straight to the servers, no site edge)",
+        f"{a['longest_gate_wait_seconds']}s ("
+        + (f"gates behind a site edge, {rep['edge_decided_alone']} decided by the edge alone)"
+           if rep["gates_behind_site_edge"] else "gates straight to the servers, no site edge)"),
         f"  rejoin: {rep['rejoined'] or 'NOT rejoined'}, {rep['rejoin_seconds_after_mains_back']}s after the mains "
         f"came back, {'with' if rep['rejoin_used_pg_rewind'] else 'without'} pg_rewind, no manual step",
     ]

@@ -57,6 +57,7 @@ from parkgate.v1 import (
 )
 
 from .discovery import Etcd, Registration, etcd_transport
+from .jobs import BackgroundJobs
 from .power import ServerPower
 from .rpc.access import contract_service_names
 from .rpc.deadline import DeadlineBudget
@@ -70,7 +71,7 @@ from .rpc.servicers.ops import OpsServicer
 from .rpc.servicers.reports import ReportsServicer
 from .rpc.servicers.sales import SalesServicer
 from .rpc.servicers.site import SiteServicer
-from .rpc.shedding import PowerShedding
+from .rpc.shedding import BatteryQueue, PowerShedding
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ class ParkgateServer:
         self.flow_recorder = FlowRecorder(self.db, settings.server_id, flush_seconds=flow.flush_seconds,
                                           retention_hours=flow.retention_hours)
         self.pipeline.recorder = self.gates.recorder = self.flow_recorder
+        self.gates.audit = self.admin.record_audit  # S30: a gate's power transitions in the operation log
         self.flow_watch = FlowWatch(self.db)
         self.held_checks = HeldCheckService(self.db, flow.held_check_seconds)
         self.live_flow = LiveFlowService(self.db, self.flow_watch, site_online_seconds=flow.site_online_seconds,
@@ -158,11 +160,17 @@ class ParkgateServer:
         self._tasks: list[asyncio.Task[None]] = []
         # S30: set when the power state orders this server to stop (low battery); serve() then stops it.
         self.power_stop = asyncio.Event()
+        # S30: jobs not needed to admit and sell pause on battery, the live-flow flush slows (one switch: power)
+        self.jobs = BackgroundJobs()
         self.power = ServerPower(settings.power, settings.server_id, self.admin.record_audit, self._stop_for_power,
                                  self.schema_ready)
+        self.power.watcher.on_transition(lambda t: self.jobs.set_on_battery(t.new.degraded))
+        battery = settings.battery
+        self.report_queue = BatteryQueue(battery.reports_at_once, battery.report_queue)
+        self.live_flow.battery_interval = lambda: battery.live_interval_seconds if self.power.shedding() else 0.0
         self.server = grpc.aio.server(
             interceptors=[*interceptor_chain(self.operators.authenticate, self.admin.record_audit),
-                          PowerShedding(self.power.shedding), DeadlineBudget()]
+                          PowerShedding(self.power.shedding, self.report_queue), DeadlineBudget()]
         )
         self.registration: Registration | None = None
         cluster = settings.cluster
@@ -221,7 +229,6 @@ class ParkgateServer:
         await self.server.start()
         self._tasks.append(asyncio.create_task(self._prepare_schema(), name="prepare-schema"))
         self._tasks.append(asyncio.create_task(self._watch_database(), name="watch-database"))
-        self._tasks.append(asyncio.create_task(self._drain_audit_outbox(), name="drain-audit-outbox"))
         cluster = self.settings.cluster
         if self.etcd is not None:  # a cluster member: clients find it through etcd (docs/ha.md)
             self.registration = Registration(self.etcd, cluster.name, self.settings.server_id,
@@ -265,24 +272,23 @@ class ParkgateServer:
                 log.warning("gate hub not started (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
             else:
-                self.flow_recorder.start()
-                self._tasks.append(asyncio.create_task(self.partitions.run(), name="partition-maintenance"))
+                self.flow_recorder.start(self.jobs, flush_on_battery=self.settings.battery.flow_flush_seconds)
+                self.jobs.every("partition-maintenance", self.settings.partitions.maintenance_interval_seconds,
+                                self.partitions.turn)
+                self.jobs.every("audit-outbox", self.settings.auth.audit_outbox_seconds, self._drain_audit_outbox)
                 self.schema_ready.set()
                 return
 
     async def _drain_audit_outbox(self) -> None:
-        """Chain the operation-log records that calls staged but could not chain themselves."""
-        await self.schema_ready.wait()
-        age = self.settings.auth.audit_outbox_seconds
-        while True:
-            try:
-                moved = await self.admin.drain_audit_outbox(age)
-            except Exception as exc:  # the database or the chain write may be failing: try again later
-                log.warning("operation log outbox not drained: %s", exc)
-            else:
-                if moved:
-                    log.warning("operation log: %d staged records chained by the drainer", moved)
-            await asyncio.sleep(age)
+        """Chain the operation-log records that calls staged but could not chain themselves (a background job:
+        they wait durably in the outbox while the machine runs on battery)."""
+        try:
+            moved = await self.admin.drain_audit_outbox(self.settings.auth.audit_outbox_seconds)
+        except Exception as exc:  # the database or the chain write may be failing: try again later
+            log.warning("operation log outbox not drained: %s", exc)
+        else:
+            if moved:
+                log.warning("operation log: %d staged records chained by the drainer", moved)
 
     async def _watch_database(self) -> None:
         interval = self.settings.server.health_interval_seconds
@@ -322,6 +328,7 @@ class ParkgateServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.jobs.stop()
         await self.gates.stop()
         await self.flow_recorder.stop()
         await self.flow_watch.stop()
@@ -337,8 +344,10 @@ class ParkgateServer:
 
 
 async def serve(settings: Settings, dsn: str, *, on_ready=None,  # type: ignore[no-untyped-def]
-                metrics_default: str = "") -> None:
-    """Run a server until SIGTERM or SIGINT, then shut it down gracefully."""
+                metrics_default: str = "") -> bool:
+    """Run a server until SIGTERM or SIGINT (or its power orders a stop), then shut it down gracefully.
+
+    True when it stopped for power (low battery): ``parkgate server`` exits with EXIT_POWER_STOP then."""
     server = ParkgateServer(settings, dsn, metrics_default=metrics_default)
     await server.start()
     if on_ready is not None:
@@ -354,3 +363,4 @@ async def serve(settings: Settings, dsn: str, *, on_ready=None,  # type: ignore[
     log.info("%s: shutting down (grace %.1fs)", "low battery" if server.power_stop.is_set() else "signal received",
              settings.server.shutdown_grace_seconds)
     await server.stop()
+    return server.power_stop.is_set()

@@ -82,12 +82,14 @@ def cmd_server(args: argparse.Namespace) -> int:
         )
     logs.configure(settings.server.log_level)
     from parkgate.common.channels import NoCertificate
+    from parkgate.common.power import EXIT_POWER_STOP
 
     try:
-        asyncio.run(serve(settings, settings.database.dsn))
+        stopped_for_power = asyncio.run(serve(settings, settings.database.dsn))
     except NoCertificate as exc:
         raise SystemExit(f"parkgate: {exc}") from None
-    return 0
+    # S30: a stop for power says so in its exit status; its systemd unit waits for the mains before a restart
+    return EXIT_POWER_STOP if stopped_for_power else 0
 
 
 def cmd_admin_init(args: argparse.Namespace) -> int:

@@ -211,6 +211,18 @@ class PartitionSettings(_Section):
     maintenance_interval_seconds: float = Field(3600.0, gt=0)
 
 
+class BatterySettings(_Section):
+    # What a server keeps doing, slower, while its machine runs on battery (S30, docs/power.md).
+    # LiveFlow snapshots at most this often (a client asking for more often gets this).
+    live_interval_seconds: float = Field(15.0, gt=0)
+    # The live-flow counters are written this often (on mains: live_flow.flush_seconds).
+    flow_flush_seconds: float = Field(15.0, gt=0)
+    # Reports run this many at a time; the others wait their turn in a queue ...
+    reports_at_once: int = Field(1, ge=1)
+    # ... of at most this many (one more is refused with SERVER_ON_BATTERY: a queue without end is no slowing).
+    report_queue: int = Field(8, ge=0)
+
+
 class Settings(BaseSettings):
     """Everything a parkgate server reads at start-up."""
 
@@ -233,6 +245,7 @@ class Settings(BaseSettings):
     partitions: PartitionSettings = PartitionSettings()
     # The UPS this server's machine hangs on (docs/power.md); source = "none": no UPS read.
     power: PowerSettings = PowerSettings()
+    battery: BatterySettings = BatterySettings()
 
     @classmethod
     def settings_customise_sources(

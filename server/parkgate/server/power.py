@@ -1,13 +1,16 @@
 """What a server does with its machine's power (S30), driven by :mod:`parkgate.common.power`.
 
-* ON_BATTERY: heavy calls (the contract's ``heavy`` RPCs: reports, live feeds)
-  are refused with SERVER_ON_BATTERY (:class:`~.rpc.shedding.PowerShedding`), so
-  the battery's minutes go to sales and gates; an alert line is logged.
+* ON_BATTERY: the battery's minutes go to sales and gates. Each RPC does what the
+  contract's ``(access).on_battery`` says (:class:`~.rpc.shedding.PowerShedding`):
+  reports run one at a time in a bounded queue, LiveFlow pushes at
+  ``battery.live_interval_seconds``, truly heavy work (VerifyAuditLog) is refused
+  with SERVER_ON_BATTERY; background jobs not needed to admit and sell pause
+  (:class:`~.jobs.BackgroundJobs`); an alert line is logged.
 * LOW_BATTERY, or the UPS orders a forced shutdown: SHUTTING_DOWN at once; health
   turns NOT_SERVING (clients and load balancers move to another server), the
   server stops taking calls and lets the in-flight ones finish
   (``server.shutdown_grace_seconds``), closes the pool and exits.
-* Back on mains (after the settle time): heavy calls are served again.
+* Back on mains (after the settle time): everything served in full, jobs resumed.
 * Lost contact with the UPS (UNKNOWN): logged as a warning; the server keeps
   serving in full (it does not know it runs on battery, and stopping for a
   pulled UPS cable would be worse than the risk).
@@ -59,7 +62,7 @@ class ServerPower:
         return self.watcher.state
 
     def shedding(self) -> bool:
-        """Heavy work is refused now (on battery, low battery, shutting down)."""
+        """The server saves its battery now (on battery, low battery, shutting down)."""
         return self.watcher.state.degraded
 
     def snapshot(self) -> dict[str, Any]:
@@ -70,8 +73,8 @@ class ServerPower:
         self.last_sentence = t.sentence()
         metrics.set_power_state("mains" if t.new == PowerState.ONLINE else t.new.value)
         if t.new == PowerState.ON_BATTERY:
-            log.warning("ALERT server %s on battery: reports and live feeds refused (SERVER_ON_BATTERY) "
-                        "until the mains are back", self.server_id)
+            log.warning("ALERT server %s on battery: reports queued, live feeds slowed, heavy work refused "
+                        "(SERVER_ON_BATTERY), background jobs paused until the mains are back", self.server_id)
         elif t.new in (PowerState.LOW_BATTERY, PowerState.SHUTTING_DOWN) and not self.stopping:
             self.stopping = True
             if t.new == PowerState.LOW_BATTERY:

@@ -39,6 +39,7 @@ from .decide import Decider
 from .feed import FeedFollower
 from .forward import Forwarder
 from .local import SitePicture
+from .power_report import PowerReporter
 from .selling import OfflineSeller, load_or_create_key
 from .servicers import EdgeHandler
 from .store import SiteStore
@@ -66,6 +67,11 @@ class SiteEdge:
         self._stop = asyncio.Event()
         self.power = PowerWatcher.from_settings(config.power, who=cfg.device_id)
         self.power.on_transition(self._power_changed)
+        # S30: every transition (and the gates' on battery) told to the cluster: operation log, Ops.PowerStatus
+        self.power_reporter = PowerReporter(self.store, self.cluster, self.power,
+                                            lambda: sorted(self.handler.gates_on_battery))
+        self.power.on_transition(self.power_reporter.transition)
+        self.handler.gate_power_changed = self.power_reporter.gates_changed
         self.stopping_for_power = False
         self.metrics_endpoint: metrics.MetricsEndpoint | None = None
         self._reader: sqlite3.Connection | None = None
@@ -192,7 +198,7 @@ class SiteEdge:
                 loop.add_signal_handler(sig, self._stop.set)
         await self.start()
         tasks = [asyncio.create_task(t) for t in (self.feed.run(), self.forwarder.run(), self.provision(),
-                                                  self.power.run())]
+                                                  self.power.run(), self.power_reporter.run())]
         try:
             await self._stop.wait()
         finally:
@@ -203,6 +209,9 @@ class SiteEdge:
                     await task
             if self.server is not None:
                 await self.server.stop(2)  # no new calls; the ones in flight finish (their writes commit)
+            # the stop's own transitions to the cluster if it answers at once; else they wait in site.db
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.power_reporter.send_pending(timeout=1.5), 3.0)
             await self.cluster.close()
             if self.metrics_endpoint is not None:
                 self.metrics_endpoint.close()

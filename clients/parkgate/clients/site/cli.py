@@ -47,5 +47,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.site.log_level.upper())
-    asyncio.run(SiteEdge(config).run(install_signals=True))
-    return 0
+    from parkgate.common.power import EXIT_POWER_STOP
+
+    edge = SiteEdge(config)
+    asyncio.run(edge.run(install_signals=True))
+    # S30: a stop for power says so in its exit status; its systemd unit waits for the mains before a restart
+    return EXIT_POWER_STOP if edge.stopping_for_power else 0

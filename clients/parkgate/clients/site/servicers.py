@@ -97,6 +97,9 @@ class EdgeHandler(grpc.GenericRpcHandler):
         self.picture = picture
         self.kick_forward = kick_forward
         self.gates: dict[int, _GateStream] = {}
+        # S30: the connected gates whose last heartbeat said on battery, told to the cluster with the edge's power
+        self.gates_on_battery: set[str] = set()
+        self.gate_power_changed: Callable[[], None] = lambda: None
         self._verified: dict[tuple[str, str], str] = {}  # (device, secret) -> the hash it matched
         self._local: dict[str, Callable[..., Awaitable[bytes]]] = {
             "/parkgate.v1.Auth/Login": self._login,
@@ -336,6 +339,7 @@ class EdgeHandler(grpc.GenericRpcHandler):
                 yield message
         finally:
             self.gates.pop(id(outbox), None)
+            self._gate_power(hello.device_id, False)  # a gate gone is no longer shown on battery (as the cluster)
             metrics.CONNECTED_STREAMS.labels("gate").dec()
             reader.cancel()
             for task in tasks:
@@ -350,8 +354,11 @@ class EdgeHandler(grpc.GenericRpcHandler):
                     if not message.passage.passed and self.decider.give_back(place, message.passage.request_id):
                         self.kick_forward()
                     continue
+                if kind == "heartbeat":
+                    self._gate_power(place.device_id, message.heartbeat.on_battery)
+                    continue
                 if kind != "validation":
-                    continue  # heartbeats and acks change nothing at the edge
+                    continue  # acks change nothing at the edge
                 task = asyncio.create_task(self._answer(place, message.validation, outbox))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -359,6 +366,16 @@ class EdgeHandler(grpc.GenericRpcHandler):
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             outbox.put_nowait(None)
+
+    def _gate_power(self, device_id: str, on_battery: bool) -> None:
+        if on_battery == (device_id in self.gates_on_battery):
+            return
+        if on_battery:
+            self.gates_on_battery.add(device_id)
+        else:
+            self.gates_on_battery.discard(device_id)
+        log.warning("gate %s: %s", device_id, "on battery (its mains are out)" if on_battery else "back on mains")
+        self.gate_power_changed()
 
     async def _answer(self, place: Any, request: gate_pb2.ValidationRequest,
                       outbox: asyncio.Queue[gate_pb2.ServerMessage | None]) -> None:

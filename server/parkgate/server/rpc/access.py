@@ -19,7 +19,7 @@ class AccessRule:
     public: bool
     device: bool
     mutating: bool
-    heavy: bool = False  # shed while the server runs on battery (S30)
+    on_battery: int = 0  # options_pb2.OnBattery: served, queued, slowed or refused on battery (S30)
 
 
 def _contract_files() -> list[FileDescriptor]:
@@ -46,7 +46,7 @@ def access_rules() -> dict[str, AccessRule]:
                     raise RuntimeError(f"{service.full_name}.{method.name} declares no (access) option")
                 rule = opts.Extensions[options_pb2.access]
                 rules[f"/{service.full_name}/{method.name}"] = AccessRule(
-                    rule.permission, rule.public, rule.device, rule.mutating, rule.heavy
+                    rule.permission, rule.public, rule.device, rule.mutating, rule.on_battery
                 )
     return rules
 

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -35,6 +35,7 @@ from parkgate.rules import GatePlace
 from parkgate.server.domain import flow as domain
 from parkgate.server.domain.admission import Recorded
 from parkgate.server.domain.errors import InvalidArgument, NotFound, ParkgateError, Reason
+from parkgate.server.jobs import BackgroundJobs
 from parkgate.server.store import Database
 from parkgate.server.store import flow as store
 from parkgate.server.store import gates as gate_store
@@ -73,7 +74,7 @@ class FlowRecorder:
         self._alerts: list[store.AlertRow] = []
         self._alerts_dropped = 0
         self._touched: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._jobs: BackgroundJobs | None = None
         self._admitted: dict[str, tuple[str, float]] = {}  # ticket -> (gate, when) of its latest admission
 
     # --- fed by the pipeline and the gate hub (no awaits, no locks: one event loop) ----------------
@@ -128,33 +129,33 @@ class FlowRecorder:
 
     # --- the flush --------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="flow-recorder")
+    def start(self, jobs: BackgroundJobs, *, flush_on_battery: float) -> None:
+        """The flush runs as a background job, slowed to ``flush_on_battery`` seconds on battery (the live
+        feeds are slowed too, S30); the retention sweep is paused on battery."""
+        if self._jobs is None:
+            self._jobs = jobs
+            jobs.every("flow-flush", self.flush_seconds, self._flush_turn, on_battery=flush_on_battery)
+            jobs.every("flow-retention", RETENTION_SWEEP_SECONDS, self._sweep_turn)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
         with contextlib.suppress(ParkgateError):
             await self.flush()  # the last second, while the pool is still open
 
-    async def _run(self) -> None:
-        swept = 0.0
-        while True:
-            await asyncio.sleep(self.flush_seconds)
-            try:
-                await self.flush()
-                if time.monotonic() - swept >= RETENTION_SWEEP_SECONDS:
-                    swept = time.monotonic()
-                    async with self.db.transaction() as conn:
-                        dropped = await store.forget_before(conn, datetime.now(UTC) - self.retention)
-                    if dropped:
-                        log.info("live flow: %d counters and alerts older than %s dropped", dropped, self.retention)
-            except ParkgateError as exc:
-                log.warning("live flow: flush failed (%s); the counts are kept for the next one", exc)
+    async def _flush_turn(self) -> None:
+        try:
+            await self.flush()
+        except ParkgateError as exc:
+            log.warning("live flow: flush failed (%s); the counts are kept for the next one", exc)
+
+    async def _sweep_turn(self) -> None:
+        try:
+            async with self.db.transaction() as conn:
+                dropped = await store.forget_before(conn, datetime.now(UTC) - self.retention)
+        except ParkgateError as exc:
+            log.warning("live flow: retention sweep failed (%s); the next one tries again", exc)
+            return
+        if dropped:
+            log.info("live flow: %d counters and alerts older than %s dropped", dropped, self.retention)
 
     async def flush(self) -> None:
         """Write what was counted since the last flush; on failure it stays for the next one."""
@@ -248,10 +249,14 @@ class LiveFlowService:
         self.default_interval = default_interval
         self.site_online_seconds = site_online_seconds
         self.closing = False
+        self._closed = asyncio.Event()  # wakes the streams sleeping out a gap at shutdown
+        # S30: on battery, the least time between two pushes of a stream (0.0 on mains); set by the server
+        self.battery_interval: Callable[[], float] = lambda: 0.0
 
     def end_streams(self) -> None:
         """At shutdown: every stream ends now (its client reconnects to another server), not after the grace."""
         self.closing = True
+        self._closed.set()
         self.watch.wake_all()
 
     async def snapshot(self, park_id: str, minutes: int) -> Snapshot:
@@ -304,9 +309,11 @@ class LiveFlowService:
                     await asyncio.wait_for(changed.wait(), interval)
                 if self.closing:
                     return
-                gap = MIN_GAP_SECONDS - (loop.time() - sent_at)
+                # on battery every push waits the battery interval, changes or not (S30: feeds slowed)
+                gap = max(MIN_GAP_SECONDS, self.battery_interval()) - (loop.time() - sent_at)
                 if gap > 0:
-                    await asyncio.sleep(gap)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closed.wait(), gap)
         finally:
             gauge.dec()
             self.watch.unsubscribe(park_id, changed)

@@ -170,6 +170,8 @@ class GateHub:
         self._texts: dict[tuple[str, str], str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.recorder: FlowRecorder | None = None  # the live flow's counters and alerts (S26)
+        # S30: writes a gate's power transition (heartbeat on_battery changed) to the operation log
+        self.audit: Callable[..., Awaitable[None]] | None = None
         self._streams = metrics.CONNECTED_STREAMS.labels("gate")
         # Set whenever a park's state is synced (NOTIFY, poll, a command here): wakes the site feeds at once.
         self.state_watchers: set[asyncio.Event] = set()
@@ -366,9 +368,16 @@ class GateHub:
         state_changed, session.state = (state or "ok") != session.state, state or "ok"
         async with self.db.transaction() as conn:
             changed = await store.gate_heartbeat(conn, session.device_id, self.server_id, session.state, on_battery)
-        if changed:  # S30: a gate's mains going or coming back is worth one line
+        if changed:  # S30: a gate's mains going or coming back is worth one line, and a record
             log.warning("gate %s: %s", session.device_id,
                         "on battery (its mains are out)" if on_battery else "back on mains")
+            if self.audit is not None:
+                try:
+                    await self.audit(user_id=None, username="", device_id=session.device_id,
+                                     method="Power/Transition", outcome="ON_BATTERY" if on_battery else "ONLINE",
+                                     summary={"role": "gate", "on_battery": on_battery}, peer=self.server_id)
+                except ParkgateError as exc:  # the heartbeat itself is written; a lost record is only logged
+                    log.error("gate %s power transition not in the operation log: %s", session.device_id, exc)
         if state_changed and self.recorder is not None:  # the gate's tile on the wall screen changes colour
             self.recorder.touch(session.place.park_id)
 

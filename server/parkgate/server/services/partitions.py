@@ -9,7 +9,6 @@ without its partition (and the DEFAULT partition would catch it if it did).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -47,15 +46,13 @@ class PartitionKeeper:
         self.settings = settings
         self.clock = clock
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.maintain()
-            except ParkgateError as exc:  # database away, or a lock not had in time: the next round again
-                log.warning("partitions: maintenance not done this round (%s)", exc)
-            except Exception:
-                log.exception("partitions: maintenance failed")
-            await asyncio.sleep(self.settings.maintenance_interval_seconds)
+    async def turn(self) -> None:
+        """One round as a background job (every ``maintenance_interval_seconds``; paused on battery, S30):
+        a failed round is logged and the next one tries again."""
+        try:
+            await self.maintain()
+        except ParkgateError as exc:  # database away, or a lock not had in time: the next round again
+            log.warning("partitions: maintenance not done this round (%s)", exc)
 
     async def maintain(self, now: datetime | None = None) -> Round:
         """One round at ``now`` (default: the server's clock): create what is missing ahead, drop what expired."""

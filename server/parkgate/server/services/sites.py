@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from parkgate import native
+from parkgate.common.power import PowerState
 from parkgate.rules import (
     AdmissionTerms,
     Direction,
@@ -49,12 +50,14 @@ from parkgate.server.store import Database
 from parkgate.server.store import admissions as admission_store
 from parkgate.server.store import catalog as catalog_store
 from parkgate.server.store import devices as device_store
+from parkgate.server.store import edge_power as edge_power_store
 from parkgate.server.store import gates as gate_store
 from parkgate.server.store import keys as keys_store
 from parkgate.server.store import sales as sales_store
 from parkgate.server.store import settings as settings_store
 from parkgate.server.store import sites as store
 from parkgate.server.store.database import Connection
+from parkgate.server.store.edge_power import EdgePower
 from parkgate.server.store.gates import ParkView
 from parkgate.server.store.rows.admin import Device, DeviceWithSecret
 from parkgate.server.store.rows.catalog import Holiday, Park, Price, Product
@@ -247,6 +250,22 @@ class SiteService:
         with contextlib.suppress(ParkgateError):  # a missed contact mark never fails the edge's call
             async with self.db.transaction() as conn:
                 await device_store.mark_seen(conn, edge.device_id)
+
+    # --- power (S30) -----------------------------------------------------------------------------
+
+    async def report_power(self, edge: Edge, report: EdgePower) -> bool:
+        """The edge's power transition: kept as its latest unless a later one is there (the call itself is in
+        the operation log); True when kept."""
+        if report.device_id != edge.device_id:
+            raise InvalidArgument("a power report is the calling edge's own")
+        if report.state not in {s.value for s in PowerState}:
+            raise InvalidArgument(f"unknown power state {report.state!r}")
+        async with self.db.transaction() as conn:
+            kept = await edge_power_store.put(conn, report)
+        log.log(logging.WARNING if report.state != PowerState.ONLINE else logging.INFO,
+                "site edge %s (%s): %s%s", edge.device_id, edge.site, report.detail or report.state,
+                f"; gates on battery: {', '.join(report.gates_on_battery)}" if report.gates_on_battery else "")
+        return kept
 
     # --- 5. the site's key and serials -------------------------------------------------------
 

@@ -24,7 +24,9 @@ from parkgate.server.discovery import Etcd, EtcdUnavailable, discover
 from parkgate.server.domain.errors import ParkgateError
 from parkgate.server.power import ServerPower
 from parkgate.server.store import Database
+from parkgate.server.store import edge_power as edge_power_store
 from parkgate.server.store import flow as flow_store
+from parkgate.server.store.edge_power import EdgePower
 from parkgate.server.store.gates import gates_on_battery
 from parkgate.server.store.migrations import schema_version
 from parkgate.v1 import ops_pb2, ops_pb2_grpc
@@ -36,6 +38,8 @@ Ctx = grpc.aio.ServicerContext
 _STATE = {PowerState.ONLINE: ops_pb2.ON_MAINS, PowerState.ON_BATTERY: ops_pb2.ON_BATTERY,
           PowerState.LOW_BATTERY: ops_pb2.LOW_BATTERY, PowerState.SHUTTING_DOWN: ops_pb2.SHUTTING_DOWN,
           PowerState.UNKNOWN: ops_pb2.POWER_CONTACT_LOST}
+#: The contract's power state -> this package's (a site edge's report, Site.ReportPower).
+POWER_VALUE = {number: state.value for state, number in _STATE.items()}
 
 
 def _power_state(value: str) -> int:
@@ -92,7 +96,15 @@ class OpsServicer(ops_pb2_grpc.OpsServicer):
             schema_version=version, started_at=ts(self.started_at), native_impl=self.native_impl,
         )
 
-    async def _records(self) -> list[dict[str, Any]]:
+    async def _edge_power(self) -> list[EdgePower]:
+        """The site edges' last power reports (Site.ReportPower); none while the database is away."""
+        try:
+            async with self.db.connection() as conn:
+                return await edge_power_store.latest(conn)
+        except ParkgateError:
+            return []
+
+    async def _records(self, edges: list[EdgePower]) -> list[dict[str, Any]]:
         own = self.power.snapshot() if self.power is not None else None
         records: list[dict[str, Any]] = []
         if self.etcd is not None:
@@ -102,6 +114,9 @@ class OpsServicer(ops_pb2_grpc.OpsServicer):
                 records = []
         if own is not None:  # this server's own state is fresher than what it last published
             records = [r for r in records if r.get("machine") != own["machine"]] + [own]
+        records += [{"machine": e.device_id, "role": "edge", "state": e.state, "since": e.since.timestamp(),
+                     "charge_percent": e.battery_percent, "runtime_seconds": e.runtime_seconds, "source": e.source,
+                     "detail": e.detail} for e in edges]
         return sorted(records, key=lambda r: str(r["machine"]))
 
     async def PowerStatus(self, request: ops_pb2.PowerStatusRequest, context: Ctx) -> ops_pb2.PowerStatusResponse:
@@ -110,29 +125,35 @@ class OpsServicer(ops_pb2_grpc.OpsServicer):
         if await self.db.probe():
             async with self.db.connection() as conn:
                 on_battery = await gates_on_battery(conn)
+        edges = await self._edge_power()
+        on_battery = sorted({*on_battery, *(g for e in edges for g in e.gates_on_battery)})  # behind edges too
         return ops_pb2.PowerStatusResponse(
             state=_power_state(snap["state"]), battery_percent=int(snap.get("charge_percent", -1)),
             runtime_seconds=int(snap.get("runtime_seconds", -1)), source=str(snap["source"]),
             since=_since(snap.get("since")), detail=str(snap.get("detail", "")),
-            machines=[machine_power(r) for r in await self._records()], gates_on_battery=on_battery)
+            machines=[machine_power(r) for r in await self._records(edges)], gates_on_battery=on_battery)
 
-    async def _edges(self) -> list[ops_pb2.SiteEdgeContact]:
-        """Every site edge and its last contact (what the control room's monitor shows per park)."""
+    async def _edges(self, power: list[EdgePower]) -> list[ops_pb2.SiteEdgeContact]:
+        """Every site edge, its last contact (what the control room's monitor shows per park) and power."""
         try:
             async with self.db.connection() as conn:
                 edges = await flow_store.site_edges(conn)
         except ParkgateError:
             return []  # the database is away: the rest of the picture still comes from etcd
         now = datetime.now(UTC)
+        by_edge = {p.device_id: p for p in power}
         return [ops_pb2.SiteEdgeContact(
             device_id=e.device_id, site=e.site, last_contact=ts(e.last_contact),
-            online=e.last_contact is not None and (now - e.last_contact).total_seconds() <= self.site_online_seconds)
+            online=e.last_contact is not None and (now - e.last_contact).total_seconds() <= self.site_online_seconds,
+            power=_power_state(by_edge[e.device_id].state) if e.device_id in by_edge else 0,
+            power_detail=by_edge[e.device_id].detail if e.device_id in by_edge else "")
             for e in edges]
 
     async def ClusterStatus(self, request: ops_pb2.ClusterStatusRequest, context: Ctx) -> ops_pb2.ClusterStatusResponse:
-        records = await self._records()
+        edge_power = await self._edge_power()
+        records = await self._records(edge_power)
         power = [machine_power(r) for r in records]
-        edges = await self._edges()
+        edges = await self._edges(edge_power)
         if self.etcd is None:
             health = "SERVING" if await self.db.probe() else "NOT_SERVING"
             return ops_pb2.ClusterStatusResponse(

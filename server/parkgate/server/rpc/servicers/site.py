@@ -9,7 +9,7 @@ request (rpc/hostile.py) refuses it with TEXT_NOT_ALLOWED.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -35,12 +35,14 @@ from parkgate.server.services.sites import (
     TicketUse,
     UnboundCard,
 )
+from parkgate.server.store.edge_power import EdgePower
 from parkgate.server.store.rows.catalog import Holiday, Price, Product
 from parkgate.server.store.rows.sites import FeedCard, FeedDevice, FeedKey, FeedOperator
 from parkgate.v1 import catalog_pb2, common_pb2, gate_pb2, sales_pb2, site_pb2, site_pb2_grpc
 
 from .. import convert
 from ..call import current_call
+from .ops import POWER_VALUE
 from .sales import _payments
 
 Ctx = grpc.aio.ServicerContext
@@ -202,6 +204,17 @@ class SiteServicer(site_pb2_grpc.SiteServicer):
         block = await self.sites.provision(edge, bytes(request.public_key), request.serials_wanted)
         return site_pb2.ProvisionResponse(key_id=block.key_id, serial_first=block.serial_first,
                                           serial_last=block.serial_last)
+
+    async def ReportPower(self, request: site_pb2.EdgePowerReport, context: Ctx) -> site_pb2.EdgePowerAck:
+        edge = await self._edge(request, context)
+        state = POWER_VALUE.get(request.state)
+        if state is None:
+            raise InvalidArgument("state: a power state (ON_MAINS, ON_BATTERY, ...)")
+        since = convert.from_ts(request.since, request.HasField("since")) or datetime.now(UTC)
+        await self.sites.report_power(edge, EdgePower(
+            edge.device_id, state, request.battery_percent, request.runtime_seconds, request.source, since,
+            request.detail, list(request.gates_on_battery)))
+        return site_pb2.EdgePowerAck()
 
     async def ListConflicts(self, request: site_pb2.ListConflictsRequest,
                             context: Ctx) -> site_pb2.ListConflictsResponse:
