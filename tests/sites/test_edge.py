@@ -27,6 +27,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import grpc
 import psycopg
 import pytest
 from google.protobuf.json_format import MessageToDict
@@ -34,15 +35,27 @@ from google.protobuf.json_format import MessageToDict
 from parkgate.clients.connection import CallError
 from parkgate.clients.gate.agent import GateAgent
 from parkgate.clients.gate.config import load_config
-from parkgate.clients.gate.link import GateLink, Hello
+from parkgate.clients.gate.link import GateLink, Hello, LinkError
 from parkgate.clients.pos.window import Window
 from parkgate.clients.power_cli import render_cluster, render_power
+from parkgate.common.channels import Transport, open_aio_channel
 from parkgate.common.power import EXIT_POWER_STOP
+from parkgate.common.tls import DeviceCa, device_key_and_csr
 from parkgate.ha.dummy_ups import DummyUps
 from parkgate.server.pg import free_port
-from parkgate.v1 import admin_pb2, gate_pb2, ops_pb2, sales_pb2, site_pb2, site_pb2_grpc
+from parkgate.v1 import (
+    admin_pb2,
+    auth_pb2,
+    auth_pb2_grpc,
+    gate_pb2,
+    ops_pb2,
+    sales_pb2,
+    site_pb2,
+    site_pb2_grpc,
+)
 from tests.fixtures.park import TestPark, open_park, rid
 from tests.fixtures.serial import PtyPair
+from tests.fixtures.server import use_test_pki
 from tests.gate_agent.conftest import PARK, BoardSim, Rig, toml_config
 
 from .edge_rig import Cluster, Edge, register, until
@@ -59,7 +72,7 @@ async def park(cluster: Cluster, module_dsn: str) -> TestPark:
     await register(p, "east-window", admin_pb2.SALES_WINDOW)
     # One gate per test beyond the first two: each test's edge starts with a fresh store.
     for gate in ("east-gate-1", "east-gate-2", "east-gate-3", "east-gate-4", "east-gate-5", "east-gate-6", "east-gate-11", "east-gate-12", "east-gate-13", "east-gate-14",
-                 "east-gate-7", "east-gate-8", "east-gate-9", "east-gate-10"):
+                 "east-gate-15", "east-gate-7", "east-gate-8", "east-gate-9", "east-gate-10"):
         await register(p, gate, admin_pb2.GATE)
     await register(p, "west-edge", admin_pb2.SITE_EDGE, site="west")
     await register(p, "west-gate-1", admin_pb2.GATE, site="west")
@@ -448,6 +461,62 @@ async def test_a_person_who_did_not_pass_a_gate_behind_the_edge_gets_the_entry_b
     await until(lambda: edge.queued == 0, "the forward queue to empty", timeout=60)
     assert annulled("np-2") and annulled("np-3")
     assert admissions(park, online_ticket.id) == 1 and admissions(park, offline_ticket.id) == 1
+
+
+async def test_an_edge_with_the_device_ca_takes_gates_and_windows_only_with_their_own_certificates(
+        park: TestPark, cluster: Cluster, tmp_path: Path) -> None:
+    """device_ca_file: gates and windows at the site present device certificates of the cluster's device CA
+    naming the device they claim (as on the cluster's device port); another device's certificate is refused
+    DEVICE_CERT_MISMATCH, none at all does not get past the handshake."""
+    pki = use_test_pki()
+    ca = DeviceCa.from_files(pki.device_ca_file, pki.device_ca_key_file)
+
+    def certificate(device_id: str) -> Transport:
+        key, csr = device_key_and_csr(device_id)
+        cert_file, key_file = tmp_path / f"{device_id}.pem", tmp_path / f"{device_id}.key"
+        cert_file.write_bytes(ca.issue(csr, device_id, days=1).pem)
+        key_file.write_bytes(key)
+        return Transport(ca_file=str(pki.ca_file), cert_file=str(cert_file), key_file=str(key_file))
+
+    edge = Edge(tmp_path / "mtls-edge", [cluster.address], EDGE_ID, park.secrets[EDGE_ID],
+                extra=f'device_ca_file = "{pki.device_ca_file}"')
+    edge.start()
+    try:
+        await edge.ready()
+        (ticket,) = await park.sell("single", 1)
+        own = GateLink(edge.address, Hello("east-gate-15", park.secrets["east-gate-15"]), certificate("east-gate-15"))
+        await own.open()
+        try:
+            assert (await own.validate("mtls-1", code=ticket.code, timeout=10)).allow
+        finally:
+            await own.close()
+        stolen = GateLink(edge.address, Hello("east-gate-15", park.secrets["east-gate-15"]),
+                          certificate("east-gate-1"))
+        with pytest.raises(LinkError) as refused:
+            await stolen.open()
+        assert refused.value.reason == "DEVICE_CERT_MISMATCH"
+        bare = GateLink(edge.address, Hello("east-gate-15", park.secrets["east-gate-15"]),
+                        Transport(ca_file=str(pki.ca_file)))
+        with pytest.raises(LinkError):  # no certificate: the handshake itself fails
+            await bare.open()
+        # A window logs in with its own certificate; a window claiming another device with it is refused.
+        window = certificate("east-window")
+        channel = open_aio_channel(edge.address, window)
+        try:
+            auth = auth_pb2_grpc.AuthStub(channel)
+            ok = await auth.Login(auth_pb2.LoginRequest(username=f"{PARK}-seller", password="seller-password-1",
+                                                        device_id="east-window",
+                                                        device_secret=park.secrets["east-window"]), timeout=10)
+            assert ok.token
+            with pytest.raises(grpc.aio.AioRpcError) as mismatch:
+                await auth.Login(auth_pb2.LoginRequest(username=f"{PARK}-seller", password="seller-password-1",
+                                                       device_id="east-gate-15",
+                                                       device_secret=park.secrets["east-gate-15"]), timeout=10)
+            assert dict(mismatch.value.trailing_metadata() or ()).get("parkgate-reason") == "DEVICE_CERT_MISMATCH"
+        finally:
+            await channel.close()
+    finally:
+        edge.stop()
 
 
 async def test_a_dead_first_server_in_the_list_is_passed_over(park: TestPark, cluster: Cluster,

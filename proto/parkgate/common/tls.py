@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +131,26 @@ def issue_certificate(pki: DevPki, common_name: str, hosts: list[str], cert_file
 
 #: The URI a device certificate carries as its subject alternative name, besides its common name.
 DEVICE_URI_PREFIX = "urn:parkgate:device:"
+
+
+def device_named(uris: list[str], common_name: str | None) -> str | None:
+    """The device a verified certificate names: its ``urn:parkgate:device:`` URI, else its common name."""
+    for uri in uris:
+        if uri.startswith(DEVICE_URI_PREFIX):
+            return uri[len(DEVICE_URI_PREFIX):]
+    return common_name or None
+
+
+def device_of_peer(auth_context: Mapping[str, Sequence[bytes]] | None) -> str | None:
+    """The device a connection's client certificate names, from gRPC's ``context.auth_context()`` (the
+    handshake verified it against the device CA); None when the client presented none. Shared by the
+    servers and the site edges, which check it against the device a call claims."""
+    auth = auth_context or {}
+    if not auth.get("x509_pem_cert"):
+        return None
+    uris = [v.decode(errors="replace") for v in auth.get("x509_subject_alternative_name", ())]
+    names = auth.get("x509_common_name") or [b""]
+    return device_named(uris, names[0].decode(errors="replace"))
 
 
 class BadCertificateRequest(ValueError):

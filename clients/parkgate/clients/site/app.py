@@ -16,11 +16,12 @@ import signal
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 
 import grpc
 
 from parkgate.common import metrics
-from parkgate.common.channels import Transport, listen
+from parkgate.common.channels import Transport, listen, server_transport
 from parkgate.common.power import PowerState, PowerWatcher, Transition
 from parkgate.v1 import (  # noqa: F401 -- the descriptors of every service the edge passes through
     admin_pb2,
@@ -119,6 +120,9 @@ class SiteEdge:
         transport = (Transport(insecure=True) if site.insecure else
                      Transport(cert_file=site.tls_cert_file, key_file=site.tls_key_file) if site.tls_cert_file
                      else None)  # None: as the environment says (PARKGATE_SERVER__TLS_*), never silently plaintext
+        if site.device_ca_file is not None:  # devices here present certificates of the cluster's device CA
+            transport = replace(transport or server_transport(), ca_file=str(site.device_ca_file),
+                                require_client_cert=True)
         self.port = listen(self.server, site.listen, transport)
         await self.server.start()
         self._start_metrics()

@@ -46,6 +46,10 @@ class SiteSection(BaseModel):
     tls_cert_file: str = ""
     tls_key_file: str = ""
     insecure: bool = False
+    # The cluster's device CA (its server.device_ca_cert_file): when set, every gate and window connecting
+    # here must present a device certificate of it (mTLS, `parkgate gate enroll` / `parkgate device enroll`)
+    # naming the device it claims, on top of its secret. Empty: the secret alone.
+    device_ca_file: Path | None = None
     # Toward the cluster (docs/security.md): the CA its servers' certificates are checked against (empty:
     # PARKGATE_TLS_CA_FILE) and the edge's own client certificate and key (mTLS; written by `parkgate device
     # enroll`, then `servers` are the cluster's device ports). Empty: PARKGATE_TLS_CERT_FILE/_KEY_FILE, else none.
@@ -90,6 +94,8 @@ class SiteSection(BaseModel):
     def _client_certificate(self) -> SiteSection:
         if (self.cluster_cert_file is None) != (self.cluster_key_file is None):
             raise ValueError("cluster_cert_file and cluster_key_file go together")
+        if self.device_ca_file is not None and self.insecure:
+            raise ValueError("device_ca_file needs TLS: device certificates cannot be checked with insecure = true")
         return self
 
     def cluster_transport(self) -> Transport:

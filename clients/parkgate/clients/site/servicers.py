@@ -36,6 +36,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from parkgate.common import device_secret, metrics
 from parkgate.common.reason import Reason
+from parkgate.common.tls import device_of_peer
 from parkgate.v1 import auth_pb2, common_pb2, gate_pb2, sales_pb2, site_pb2
 
 from .cluster import Cluster, reason_of, transient
@@ -172,6 +173,8 @@ class EdgeHandler(grpc.GenericRpcHandler):
 
     async def _login(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         request = auth_pb2.LoginRequest.FromString(raw)
+        if request.device_id and not await self._certificate_ok(request.device_id, context):
+            return b""  # refused: the call is aborted
         try:
             answer = await self._call("/parkgate.v1.Auth/Login", raw, context)
         except grpc.aio.AioRpcError as exc:
@@ -286,6 +289,24 @@ class EdgeHandler(grpc.GenericRpcHandler):
 
     # --- gates ---------------------------------------------------------------------------------------------
 
+    async def _certificate_ok(self, claimed: str, context: grpc.aio.ServicerContext) -> bool:
+        """With ``device_ca_file`` the handshake already required a certificate of the cluster's device CA; it
+        must name the device the call claims (as at the cluster: a stolen certificate serves its own device
+        only). Refuses the call (and says why in the log) when not."""
+        if self.cluster.config.device_ca_file is None:
+            return True
+        named = device_of_peer(context.auth_context())
+        if named == claimed:
+            return True
+        log.warning("refused a call claiming device %r: its client certificate names %r", claimed, named)
+        if named is None:
+            await _refuse(context, grpc.StatusCode.UNAUTHENTICATED, Reason.DEVICE_CERT_REQUIRED,
+                          f"device {claimed!r} presented no client certificate; this edge takes devices only with one")
+        else:
+            await _refuse(context, grpc.StatusCode.UNAUTHENTICATED, Reason.DEVICE_CERT_MISMATCH,
+                          f"the client certificate is device {named!r}'s, the call claims {claimed!r}")
+        return False
+
     async def _device_ok(self, device: site_pb2.GateDevice, secret: str) -> bool:
         if self._verified.get((device.device_id, secret)) == device.secret_hash:
             return True
@@ -313,6 +334,8 @@ class EdgeHandler(grpc.GenericRpcHandler):
             return
         if device.disabled:
             await _refuse(context, grpc.StatusCode.PERMISSION_DENIED, Reason.DEVICE_DISABLED, "device disabled")
+            return
+        if not await self._certificate_ok(hello.device_id, context):
             return
         if not await self._device_ok(device, hello.device_secret):
             await _refuse(context, grpc.StatusCode.UNAUTHENTICATED, Reason.BAD_DEVICE_CREDENTIALS,

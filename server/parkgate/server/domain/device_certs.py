@@ -15,20 +15,10 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
-from parkgate.common.tls import DEVICE_URI_PREFIX
-
 from .errors import Reason, Unauthenticated
 
 #: The device the call's verified client certificate names; None when it presented none.
 presented_device: ContextVar[str | None] = ContextVar("parkgate_presented_device", default=None)
-
-
-def device_named(uris: list[str], common_name: str | None) -> str | None:
-    """The device a verified certificate names: its ``urn:parkgate:device:`` URI, else its common name."""
-    for uri in uris:
-        if uri.startswith(DEVICE_URI_PREFIX):
-            return uri[len(DEVICE_URI_PREFIX):]
-    return common_name or None
 
 
 def check(claimed: str, *, required: bool) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from parkgate.server.domain.device_certs import device_named
+from parkgate.common.tls import device_of_peer
 from parkgate.server.domain.operators import Principal
 
 from .access import AccessRule
@@ -48,9 +48,4 @@ def certified_device(context: grpc.aio.ServicerContext) -> str | None:
     None without one: a port that does not ask for client certificates never has one (gRPC Python can only
     require them or not ask, hence the separate device port, ``server.device_listen``).
     """
-    auth = context.auth_context() or {}
-    if not auth.get("x509_pem_cert"):
-        return None
-    uris = [v.decode(errors="replace") for v in auth.get("x509_subject_alternative_name", ())]
-    names = auth.get("x509_common_name") or [b""]
-    return device_named(uris, names[0].decode(errors="replace"))
+    return device_of_peer(context.auth_context())
