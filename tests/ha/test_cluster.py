@@ -27,7 +27,10 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from loadtests.bench_connect_storm import register_gates
 from parkgate.clients.connection import open_channel
+from parkgate.clients.enroll import enroll
+from parkgate.clients.gate.link import GateLink, Hello, LinkError
 from parkgate.common.channels import Transport, open_aio_channel
 from parkgate.common.tls import DEV_PKI_ENV, dev_pki, issue_certificate
 from parkgate.ha.etcd_access import etcd_healthy, etcd_transport, open_etcd
@@ -202,6 +205,30 @@ async def test_an_etcd_lock_lets_one_server_run_a_job(cluster: Cluster) -> None:
     finally:
         one.close()
         other.close()
+
+
+async def test_a_gate_enrols_on_one_server_and_connects_to_another_servers_device_port(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """`cluster up` gives every server the cluster's device CA and a device port (docs/security.md): a gate
+    enrols on one server and, with that certificate, is welcomed on another's device port; without one it
+    does not get past the handshake there."""
+    cluster.wait_healthy()
+    secrets = await register_gates(cluster.servers[0], cluster.admin_password, 1, "certpark")
+    ((device, secret),) = secrets.items()
+    cert, key = tmp_path / "gate.pem", tmp_path / "gate.key"
+    await asyncio.to_thread(enroll, cluster.servers[0], device, secret, cert, key)
+    other = cluster.spec.servers[1]
+    assert other.device_port is not None
+    address = f"{other.host}:{other.device_port}"
+    ca = os.environ["PARKGATE_TLS_CA_FILE"]
+    link = GateLink(address, Hello(device, secret), Transport(ca_file=ca, cert_file=str(cert), key_file=str(key)))
+    await link.open(timeout=30)
+    try:
+        assert link.welcome is not None and link.welcome.park_id == "certpark"
+    finally:
+        await link.close()
+    with pytest.raises(LinkError):
+        await GateLink(address, Hello(device, secret), Transport(ca_file=ca)).open(timeout=15)
 
 
 async def test_planned_switchover_loses_nothing(cluster: Cluster) -> None:

@@ -34,6 +34,8 @@ from parkgate.server.pg import embedded_bin_dir, is_root
          "postgres[1].name:", "used twice"),
         ({"server": [{"name": "Srv 1", "port": 50051}]}, "server[0].name:", "not a usable name"),
         ({"server": [{"name": "s1", "port": 70000}]}, "server[0].port:", "less than 65536"),
+        ({"server": [{"name": "s1", "port": 50051, "device_port": 50051}]}, "server[0].device_port:",
+         "also used by server[0].port"),
         ({"tls": {"cert_file": "/etc/pg/node.pem"}}, "tls:", "ca_file, key_file missing"),
         ({"tls": {"ca_file": "ca.pem", "cert_file": "/n.pem", "key_file": "/n.key"}}, "tls.ca_file:", "absolute"),
         ({"tls": {"enabled": False, "ca_file": "/ca.pem", "cert_file": "/n.pem", "key_file": "/n.key"}}, "tls:",
@@ -55,6 +57,7 @@ def test_the_short_form_lays_out_ports_from_the_base() -> None:
     assert [p.port for p in spec.postgres] == [30020, 30021, 30022]
     assert [p.rest_port for p in spec.postgres] == [30030, 30031, 30032]
     assert [s.address for s in spec.servers] == ["127.0.0.1:30040", "127.0.0.1:30041"]
+    assert [s.device_port for s in spec.servers] == [30050, 30051]
     assert "host=127.0.0.1,127.0.0.1,127.0.0.1 port=30020,30021,30022" in spec.server_dsn("pw")
     assert "target_session_attrs=read-write" in spec.server_dsn("pw")
 
@@ -115,6 +118,12 @@ def test_generated_configuration_is_synchronous_and_agrees_on_ports() -> None:
     assert etcd["listen-client-urls"] == "https://127.0.0.1:30002"
     toml = server_config(spec, spec.servers[0], secrets)
     assert 'listen = "127.0.0.1:30040"' in toml and "port=30020,30021,30022" in toml
+    # devices with certificates connect to a port of their own; every server signs with the same device CA
+    assert 'device_listen = "127.0.0.1:30050"' in toml
+    assert 'device_ca_cert_file = "/srv/c/srv1/device-ca.pem"' in toml
+    assert 'device_ca_key_file = "/srv/c/srv1/device-ca.key"' in toml
+    assert "device_listen" not in server_config(spec, spec.servers[0].model_copy(update={"device_port": None}),
+                                                secrets)
     assert 'etcd_endpoints = ["https://127.0.0.1:30000", "https://127.0.0.1:30001", "https://127.0.0.1:30002"]' in toml
 
 

@@ -213,11 +213,18 @@ def server_config(spec: ClusterSpec, server: ServerNode, secrets_: Secrets) -> s
     """The TOML file of one parkgate server (``parkgate server --config``).
 
     TLS: the certificate and key are read from the server's own folder
-    (``server.pem``, ``server.key``): `parkgate cluster up` puts the
+    (``server.pem``, ``server.key``), and with a device port the device CA's pair
+    (``device-ca.pem``, ``device-ca.key``): `parkgate cluster up` puts the
     development CA's there; on a park's machines the operator does (docs/security.md).
     """
     endpoints = ", ".join(f'"{u}"' for u in spec.etcd_endpoints)
     folder = spec.node_dir(server.name)
+    # the device port and the device CA that signs devices' certificates at enrolment (the same pair on
+    # every server, so a device enrols on one and connects to any)
+    devices = "" if server.device_port is None else (
+        f'device_listen = "{server.host}:{server.device_port}"\n'
+        f'device_ca_cert_file = "{folder / "device-ca.pem"}"\n'
+        f'device_ca_key_file = "{folder / "device-ca.key"}"\n')
     files = spec.tls_files(server.name)
     etcd_tls = "" if files is None else (
         f'etcd_ca_file = "{files.ca}"\netcd_cert_file = "{files.cert}"\netcd_key_file = "{files.key}"\n')
@@ -228,6 +235,7 @@ def server_config(spec: ClusterSpec, server: ServerNode, secrets_: Secrets) -> s
         f'server_id = "{server.name}"\n'
         f'tls_cert_file = "{folder / "server.pem"}"\n'
         f'tls_key_file = "{folder / "server.key"}"\n'
+        f"{devices}"
         "health_interval_seconds = 0.5\n"
         "shutdown_grace_seconds = 5\n"
         "[database]\n"

@@ -67,6 +67,7 @@ PORT_LAYOUT = {
     "postgres.port": 20,
     "postgres.rest_port": 30,
     "server.port": 40,
+    "server.device_port": 50,
 }
 MAX_MEMBERS = 9  # per kind in the short form: the offsets above are 10 apart
 DEFAULT_BASE_PORT = 25000
@@ -129,9 +130,11 @@ class PostgresNode(_Member):
 
 
 class ServerNode(_Member):
-    """One parkgate gRPC server."""
+    """One parkgate gRPC server; devices (gates, windows, edges) with certificates connect to ``device_port``
+    (docs/security.md: gRPC Python cannot ask for client certificates optionally, hence a port of their own)."""
 
     port: int = Port
+    device_port: int | None = Field(None, gt=0, lt=65536)
 
     @property
     def address(self) -> str:
@@ -267,6 +270,8 @@ class ClusterSpec(_Model):
             out += [(f"postgres[{i}].port", p.host, p.port), (f"postgres[{i}].rest_port", p.host, p.rest_port)]
         for i, s in enumerate(self.servers):
             out.append((f"server[{i}].port", s.host, s.port))
+            if s.device_port is not None:
+                out.append((f"server[{i}].device_port", s.host, s.device_port))
         return out
 
     # -- derived values used by the renderers and the supervisor ------------------------------
@@ -345,8 +350,8 @@ def _short_form(data: dict[str, Any]) -> dict[str, Any]:
     counts = {"etcd": ("etcd_members", data.pop("etcd_members", 3)),
               "postgres": ("postgres_nodes", data.pop("postgres_nodes", 3)),
               "servers": ("servers", data.pop("servers", 2))}
-    if isinstance(base, bool) or not isinstance(base, int) or not 1024 <= base <= 65535 - 50:
-        raise SpecError(f"base_port: must be an integer from 1024 to {65535 - 50}, got {base!r}")
+    if isinstance(base, bool) or not isinstance(base, int) or not 1024 <= base <= 65535 - 60:
+        raise SpecError(f"base_port: must be an integer from 1024 to {65535 - 60}, got {base!r}")
     for key, (field, count) in counts.items():
         if lists[key] is not None:
             data[key] = lists[key]
@@ -360,7 +365,8 @@ def _short_form(data: dict[str, Any]) -> dict[str, Any]:
             data[key] = [{"name": f"pg{i + 1}", "host": host, "port": base + 20 + i,
                           "rest_port": base + 30 + i} for i in range(count)]
         else:
-            data[key] = [{"name": f"srv{i + 1}", "host": host, "port": base + 40 + i} for i in range(count)]
+            data[key] = [{"name": f"srv{i + 1}", "host": host, "port": base + 40 + i, "device_port": base + 50 + i}
+                         for i in range(count)]
     data.setdefault("data_dir", str(default_cluster_dir()))
     return data
 

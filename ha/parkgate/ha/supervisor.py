@@ -17,7 +17,7 @@ Layout of the data folder (owned by the unprivileged user)::
     certs/                the tools' copy of the cluster CA and the member certificate (TLS to etcd, PostgreSQL)
     etcd1/ etcd.yaml data/ etcd.log certs/
     pg1/   patroni.yml data/ pgpass patroni.log certs/
-    srv1/  server.toml server.log server.pem server.key ca.pem certs/
+    srv1/  server.toml server.log server.pem server.key ca.pem device-ca.pem device-ca.key certs/
 """
 
 from __future__ import annotations
@@ -272,6 +272,9 @@ class Supervisor:
             # ... and the CA, to trust its peers when it probes their health (Ops.ClusterStatus): the cluster's
             # own folder may be closed to that user
             _write(d / "ca.pem", pki.ca_file.read_bytes(), who, 0o644)
+            if server.device_port is not None:  # it signs the devices' certificates at enrolment
+                _write(d / "device-ca.pem", pki.device_ca_file.read_bytes(), who, 0o644)
+                _write(d / "device-ca.key", pki.device_ca_key_file.read_bytes(), who)
             _write(d / "server.toml", server_config(spec, server, secrets_), who)
             if not self._running(server.name):
                 self._spawn(server.name, "server",
