@@ -8,8 +8,9 @@ branches swapped, ``+``/``-`` swapped, a field left out of the ticket the
 rule returns, a kind's default count changed), writes it over the source,
 and runs the tests in stages: the fast engine and offline table first, then
 (only for a mutant that survived them) the central table on PostgreSQL, the
-gate streams and the gate agent. A mutant survives when every stage passes;
-the script prints each survivor and exits 1 if there is any.
+gate streams, the gate agent, the catalogue's cards and the site edge. A
+mutant survives when every stage passes; the script prints each survivor and
+exits 1 if there is any.
 
 Why a script and not mutmut or cosmic-ray: both copy or import the code
 under test their own way, which does not fit five editable namespace
@@ -43,7 +44,9 @@ TARGETS = (RULES / "engine.py", RULES / "terms.py")
 #: The stages, fastest first; a mutant is killed by the first stage that fails.
 STAGES: tuple[tuple[str, ...], ...] = (
     ("tests/rules/test_engine_rules.py", "tests/rules/test_decision_table.py", "-k", "not central"),
-    ("tests/rules", "tests/gates", "tests/gate_agent"),
+    # the catalogue (stored-value fares, count cards, blocked cards at the gates) and the site edge
+    # (which decides alone with the same engine) exercise the rules too; only stage-1 survivors pay for them
+    ("tests/rules", "tests/gates", "tests/gate_agent", "tests/catalogue", "tests/sites"),
 )
 
 NEGATE: dict[type[ast.cmpop], type[ast.cmpop]] = {

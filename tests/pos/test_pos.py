@@ -14,6 +14,7 @@ import io
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ from parkgate.clients.pos.window import Window
 from parkgate.server.pg import free_port
 from parkgate.server.services.bootstrap import load_demo
 from parkgate.v1 import admin_pb2
-from tests.fixtures.server import RunningServer, start_server, stop_server
+from tests.fixtures.server import RunningServer, ServerProcess, spawn_server, start_server, stop_server
 from tests.fixtures.wait import until
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -223,6 +224,78 @@ async def test_the_window_resends_a_sale_across_a_server_restart_and_it_sells_on
         window.close()
         if running is not None:
             await stop_server(running)
+
+
+async def test_a_sale_that_committed_while_its_server_was_killed_is_resent_and_answered_with_that_order(
+        till: Till, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The worst moment: the sale COMMITS, the server dies before the reply leaves, the window never hears.
+
+    A deferred constraint trigger on orders (for this request id only) makes the
+    sale's COMMIT wait for an advisory lock the test holds, so the server's
+    backend sits inside COMMIT for as long as the test likes: no timing luck.
+    The test sees it there (pg_stat_activity), kills the server process with
+    SIGKILL, lets the backend finish the commit (the order exists, nobody was
+    told), and starts a server again on the same address. The window, which
+    only saw its call fail, resends the very same request: the reply must be
+    the order that committed, the same id, tickets and codes, and it must be
+    the only order of that request id.
+    """
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    address = f"127.0.0.1:{free_port()}"
+    request_id = f"window-kill-{uuid.uuid4()}"
+    lock_key = 1_700_017
+    first: ServerProcess | None = await spawn_server(till.dsn, address, tmp_path / "server-1.log")
+    second: ServerProcess | None = None
+    window = Window(address, call_timeout=120.0, retry_for=240.0)
+    holder = psycopg.connect(till.dsn, autocommit=True)
+    try:
+        holder.execute(f"""
+            CREATE OR REPLACE FUNCTION public.test_hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_advisory_xact_lock({lock_key}); RETURN NULL; END $$""")
+        holder.execute(f"""
+            CREATE CONSTRAINT TRIGGER test_hold_commit AFTER INSERT ON orders DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW WHEN (NEW.request_id = '{request_id}') EXECUTE FUNCTION public.test_hold_commit()""")
+        (holder_pid,), = holder.execute("SELECT pg_backend_pid()").fetchall()
+        await asyncio.to_thread(window.login, "wendy", "wendy-password-1", "win-1", till.env["PARKGATE_DEVICE_SECRET"])
+        holder.execute("SELECT pg_advisory_lock(%s)", (lock_key,))
+
+        sale = asyncio.ensure_future(asyncio.to_thread(window.quick_sell, "wp-day", 2, request_id=request_id))
+
+        def committing() -> list[tuple]:
+            return till.sql("SELECT pid, query FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                            holder_pid)
+        await until(lambda: bool(committing()) or sale.done(), "the sale did not reach its COMMIT")
+        assert not sale.done(), "the sale answered although its COMMIT is held"
+        [(backend, query)] = committing()
+        assert query.strip().rstrip(";").upper() == "COMMIT", query  # tickets and payments written, not committed
+
+        first.kill()  # no reply can leave now
+        first = None
+        holder.execute("SELECT pg_advisory_unlock(%s)", (lock_key,))  # the orphaned backend finishes its COMMIT
+        await until(lambda: till.sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", backend) == [(0,)],
+                    "the killed server's backend did not finish")
+        committed = till.sql("SELECT id::text FROM orders WHERE request_id = %s", request_id)
+        assert len(committed) == 1, "the sale's COMMIT did not go through after its server was killed"
+        assert not sale.done()  # the window knows nothing yet: it keeps resending to an address nobody serves
+
+        second = await spawn_server(till.dsn, address, tmp_path / "server-2.log")
+        order = await asyncio.wait_for(sale, 240)
+        [(order_id,)] = committed
+        assert order.id == order_id  # the order that committed, not a new one
+        stored = till.sql("SELECT t.id::text, t.serial, t.code FROM tickets t JOIN orders o ON o.id = t.order_id "
+                          "WHERE o.request_id = %s ORDER BY t.serial", request_id)
+        assert len(stored) == 2
+        assert sorted(((t.id, t.serial, t.code) for t in order.tickets), key=lambda t: t[1]) == stored
+        assert till.sql("SELECT count(*) FROM orders WHERE request_id = %s", request_id) == [(1,)]
+        assert await asyncio.to_thread(window.order, order_id) == order
+    finally:
+        window.close()
+        for server in (first, second):
+            if server is not None:
+                server.kill()
+        holder.execute("DROP TRIGGER IF EXISTS test_hold_commit ON orders")
+        holder.execute("DROP FUNCTION IF EXISTS public.test_hold_commit()")
+        holder.close()
 
 
 async def _until(pilot: Any, condition: Callable[[], bool], timeout: float = 20.0) -> None:

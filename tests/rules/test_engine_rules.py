@@ -212,3 +212,47 @@ def test_a_ticket_from_a_code_carries_its_window_only_for_a_night_tour() -> None
     plain = ticket_from_code(day, terms, "p", frozenset(), False)
     assert (plain.window, plain.entries_total, plain.serial, plain.valid_from) == (None, 2, 5, 100.0)
     assert ticket_from_code(night, terms, "p", frozenset(), False).window == (1320, 120)
+
+
+def test_a_negative_fare_never_credits_a_stored_value_card() -> None:
+    """A fare below zero (a mistyped price) charges nothing: the card's balance never grows at a gate."""
+    card = ticket(entries_total=0, balance=1000, all_attractions=True)
+    v = decide(card, RIDE, "in", OPEN, at(), fare=-500)
+    assert (v.allow, v.charged) == (True, 0)
+    assert v.ticket is not None and v.ticket.balance == 1000
+    paid = decide(card, RIDE, "in", OPEN, at(), fare=300)
+    assert (paid.charged, paid.ticket.balance) == (300, 700)  # type: ignore[union-attr]
+
+
+def test_annul_gives_back_the_attractions_count_and_the_fare() -> None:
+    """A person who never passed a limited ride keeps that ride's use; a stored-value card gets its fare back."""
+    limited = ticket(entries_total=0, all_attractions=True, attraction_limits={"ride": 2}, balance=1000)
+    v = decide(limited, RIDE, "in", OPEN, at(), fare=300)
+    assert v.ticket is not None and v.ticket.attraction_used == {"ride": 1} and v.ticket.balance == 700
+    back = annul(v.ticket, v.moved, v.counted, v.charged, attraction_id="ride")
+    assert (dict(back.attraction_used), back.balance) == ({"ride": 0}, 1000)
+    # a use that was not counted (a re-entry) gives no ride use back, and a ride never used stays at none
+    assert dict(annul(v.ticket, 0, False, 0, attraction_id="ride").attraction_used) == {"ride": 1}
+    assert dict(annul(limited, 0, True, 0, attraction_id="ride").attraction_used) == {}
+
+
+def test_only_a_stored_value_card_pays_and_it_may_pay_its_last_coin() -> None:
+    """The fare is charged to stored-value cards only, not on a re-entry, and a balance of exactly the fare pays."""
+    plain = decide(ticket(entries_total=0, all_attractions=True), RIDE, "in", OPEN, at(), fare=300)
+    assert (plain.allow, plain.charged) == (True, 0) and plain.ticket.balance is None  # type: ignore[union-attr]
+    last = decide(ticket(entries_total=0, all_attractions=True, balance=300), RIDE, "in", OPEN, at(), fare=300)
+    assert (last.allow, last.charged, last.ticket.balance) == (True, 300, 0)  # type: ignore[union-attr]
+    short = decide(ticket(entries_total=0, all_attractions=True, balance=299), RIDE, "in", OPEN, at(), fare=300)
+    assert (short.allow, short.reason) == (False, Reason.INSUFFICIENT_BALANCE)
+    back_in = ticket(entries_total=0, reentry_allowed=True, entries_today=1, entries_day=at().day, balance=100)
+    again = decide(back_in, GATE, "in", OPEN, at(), fare=300)  # a re-entry at the park gate: not charged again
+    assert (again.allow, again.counted, again.charged, again.ticket.balance) == (  # type: ignore[union-attr]
+        True, False, 0, 100)
+
+
+def test_only_a_ride_with_a_limit_counts_its_uses() -> None:
+    """attraction_used is kept for rides with a per-ride limit; other admissions leave it alone."""
+    unlimited = decide(ticket(entries_total=0, all_attractions=True), RIDE, "in", OPEN, at())
+    assert unlimited.ticket is not None and dict(unlimited.ticket.attraction_used) == {}
+    gate = decide(ticket(entries_total=0, attraction_limits={"ride": 2}), GATE, "in", OPEN, at())
+    assert gate.ticket is not None and dict(gate.ticket.attraction_used) == {}

@@ -240,8 +240,11 @@ async def test_two_identical_sales_in_flight_at_once_sell_once(shop: Shop) -> No
                 if both.done():
                     break  # it failed before reaching the insert: the gather below says why
                 await asyncio.sleep(0.05)
+        waiting = shop.sql("SELECT query FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", blocker_pid)
         blocker.commit()
         first, second = await both
+    # both had looked for an order of this request id, found none, and were at the INSERT: neither had committed
+    assert [q.split("(")[0].split() for (q,) in waiting] == [["INSERT", "INTO", "orders"]] * 2, waiting
     assert first == second  # the same order, the same tickets and codes, for both attempts
     assert len(first.tickets) == 2
     assert shop.sql("SELECT count(*) FROM orders WHERE request_id = %s", request_id) == [(1,)]

@@ -123,9 +123,7 @@ def decide(ticket: TicketState, place: GatePlace, direction: Direction, park: Pa
     limit_here = ticket.attraction_limits.get(here, 0) if here else 0
     if limit_here and ticket.attraction_used.get(here, 0) >= limit_here:
         return Verdict(False, Reason.NO_ENTRIES_LEFT, ticket, attraction_id=here)
-    charge = fare if stored_value and not reentry else 0
-    if charge < 0:
-        charge = 0
+    charge = max(fare, 0) if stored_value and not reentry else 0  # a mistyped negative fare never credits a card
     if stored_value and charge > (ticket.balance or 0):
         return _deny(Reason.INSUFFICIENT_BALANCE, ticket)
     if park_gate and (park.paused or (park.capacity > 0 and park.inside + ticket.persons > park.capacity)):
