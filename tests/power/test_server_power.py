@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parkgate.common.channels import open_aio_channel
 from parkgate.ha.dummy_ups import DummyUps
-from parkgate.ha.load import Writer, verify
+from parkgate.ha.load import Writer, prepare_sales, verify
 from parkgate.v1 import admin_pb2, ops_pb2, reports_pb2, reports_pb2_grpc
 from tests.fixtures.server import RunningServer, reason_of, start_server, stop_server
 
@@ -90,11 +90,12 @@ async def test_low_battery_turns_health_not_serving_drains_and_loses_nothing(dat
     seen: list[str] = []
     try:
         await until(lambda: server.power.state == "online", "ONLINE")
-        token = (await running.admin()).token
         prefix = f"lb_{uuid.uuid4().hex[:8]}"
+        # sales, which can double (an upsert cannot): tickets per sale fingerprint are counted below
+        token, product = await prepare_sales(running.address, running.admin_password, prefix)
         async with open_aio_channel(running.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            async with Writer([running.address], token, prefix, clients=3) as writer:
+            async with Writer([running.address], token, prefix, clients=3, sell=product) as writer:
                 await until(lambda: len(writer.result.acked) > 20, "writes flowing")
                 dummy_ups.set_status("OB LB", charge=8)
                 await until(lambda: server.power_stop.is_set(), "the server told to stop")
@@ -105,7 +106,7 @@ async def test_low_battery_turns_health_not_serving_drains_and_loses_nothing(dat
                         break
                     await asyncio.sleep(0.05)
                 await server.stop()  # what serve() does next: drain in-flight calls, close the pool
-        check = verify(database_dsn, prefix, writer.result.acked)
+        check = verify(database_dsn, prefix, writer.result.acked, sales=True)
     finally:
         await stop_server(running)
     assert seen[-1] == "NOT_SERVING", seen
