@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from parkgate import native
+from parkgate.clients.gate.agent import GateAgent
 from parkgate.clients.gate.offline import GateDisk, LocalDecision
 from parkgate.common.reason import Reason
 from parkgate.v1 import sales_pb2
@@ -25,6 +26,15 @@ from tests.fixtures.park import rid
 from .conftest import Rig, Site, open_link, run_admin, until
 
 OPENED = r"^OPEN \d+: one passage granted"
+
+
+def _offline(agent: GateAgent, code: str) -> Reason | str:
+    """The gate agent's own offline decision for an entry now: "admitted", or the reason it refuses."""
+    assert agent.keys is not None
+    decision = agent.decider.decide(code, "in", time.time(), agent.keys)
+    if isinstance(decision, LocalDecision):
+        return "admitted" if decision.ok else decision.verdict.reason
+    return decision
 
 
 async def test_reissued_ticket_old_code_refused_online_and_offline(site: Site, make_rig: Callable[..., Rig],
@@ -39,8 +49,7 @@ async def test_reissued_ticket_old_code_refused_online_and_offline(site: Site, m
         leaked, other = await site.sell("single", 2)
         old_serial = native.decode(leaked.code).serial
         # Before: the gate agent's offline decision would admit the leaked code.
-        before = agent.decider.decide(leaked.code, "in", time.time(), agent.keys)
-        assert isinstance(before, LocalDecision) and before.ok
+        assert _offline(agent, leaked.code) == "admitted"
 
         done = await run_admin(site, "ticket-reissue", str(old_serial), "--note", "code posted online")
         assert done.returncode == 0, done.stderr
@@ -58,11 +67,9 @@ async def test_reissued_ticket_old_code_refused_online_and_offline(site: Site, m
         # The gate agent heard of it: its offline decision refuses the old code, and keeps the rest.
         await until("the agent holds the revoked serial",
                      lambda: old_serial in agent.keys.revoked_serials)  # type: ignore[union-attr]
-        assert agent.decider.decide(leaked.code, "in", time.time(), agent.keys) is Reason.CODE_REVOKED
-        still = agent.decider.decide(other.code, "in", time.time(), agent.keys)
-        assert isinstance(still, LocalDecision) and still.ok
-        fresh = agent.decider.decide(new_code, "in", time.time(), agent.keys)
-        assert isinstance(fresh, LocalDecision) and fresh.ok
+        assert _offline(agent, leaked.code) is Reason.CODE_REVOKED
+        assert _offline(agent, other.code) == "admitted"
+        assert _offline(agent, new_code) == "admitted"
         # ...also from its disk, as after a restart without the server.
         cached = GateDisk(state).load_keys()
         assert cached is not None and old_serial in cached.revoked_serials
@@ -99,8 +106,7 @@ async def test_a_refunded_ticket_is_refused_by_a_gate_that_goes_offline_after_th
     try:
         refunded, kept = await site.sell("single", 2)
         serial = native.decode(refunded.code).serial
-        before = agent.decider.decide(refunded.code, "in", time.time(), agent.keys)
-        assert isinstance(before, LocalDecision) and before.ok
+        assert _offline(agent, refunded.code) == "admitted"
         await site.admin.sales.PutRefundReason(sales_pb2.RefundReason(id="offline-gate", label="Changed plans",
                                                                       refund_percent=100), metadata=site.admin.metadata)
         await site.admin.sales.Refund(sales_pb2.RefundRequest(request_id=rid(), ticket_ids=[refunded.id],
@@ -109,9 +115,8 @@ async def test_a_refunded_ticket_is_refused_by_a_gate_that_goes_offline_after_th
         assert command.kind == "UPDATE_KEYS" and serial in command.revoked_serials
         await until("the agent holds the refunded serial",
                      lambda: serial in agent.keys.revoked_serials)  # type: ignore[union-attr]
-        assert agent.decider.decide(refunded.code, "in", time.time(), agent.keys) is Reason.CODE_REVOKED
-        still = agent.decider.decide(kept.code, "in", time.time(), agent.keys)
-        assert isinstance(still, LocalDecision) and still.ok
+        assert _offline(agent, refunded.code) is Reason.CODE_REVOKED
+        assert _offline(agent, kept.code) == "admitted"
         late = await open_link(site, "refund-late")  # a gate connecting later hears it in its welcome
         try:
             assert late.welcome is not None and serial in late.welcome.revoked_serials

@@ -39,11 +39,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from parkgate import native
 from parkgate.common import metrics
 from parkgate.common.reason import Reason
-from parkgate.rules import GatePlace, Verdict, move_park
+from parkgate.rules import GatePlace, ParkState, Verdict, move_park
 from parkgate.v1 import gate_pb2, site_pb2
 
 from .cluster import UNDECIDED_REASONS, Cluster, transient
-from .local import SitePicture, local_decision, park_state_here, result_of, use_given_back, use_to_json
+from .local import SitePicture, local_decision, result_of, use_given_back, use_to_json
 from .store import SiteStore
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class Decider:
             if result is not None:
                 if result.HasField("balance") and not result.balance.currency and place.park_id in self.picture.parks:
                     result.balance.currency = self.picture.parks[place.park_id].currency
-                self._keep_online(place, request, result)
+                self._keep_online(place, request, result, key)
                 metrics.count_decisions("server", [(Reason.from_number(result.reason).value, result.allow)])
                 return result
             result = self.decide_alone(place, request, key=key)
@@ -128,7 +128,7 @@ class Decider:
         if not verdict.allow:
             return result  # a refusal changes nothing: no write, no fsync (a retry is decided again)
         body = result.SerializeToString()
-        paused = self._pause_after(place.park_id, verdict.moved) if verdict.moved else None
+        paused = self._pause_after(place.park_id, outcome.park, verdict.moved) if verdict.moved else None
         with self.store.transaction() as tx:
             if paused is not None:
                 SiteStore.upsert(tx, "park_states", (place.park_id,), paused.SerializeToString())
@@ -157,14 +157,13 @@ class Decider:
                 self.park_state_changed(self.picture)
         return result
 
-    def _pause_after(self, park_id: str, moved: int) -> site_pb2.SiteParkState | None:
+    def _pause_after(self, park_id: str, before: ParkState | None, moved: int) -> site_pb2.SiteParkState | None:
         """The park's state with entry paused or resumed, when ``moved`` more people take this edge's count
         across the cap (S27, with its margin); None when the pause stays as it is. Kept in ``park_states``
         until the feed brings the cluster's own count again."""
         fed = self.picture.park_states.get(park_id)
-        if fed is None:
+        if fed is None or before is None:
             return None
-        before = park_state_here(self.store, self.picture, park_id)
         after = move_park(before, moved)
         if after.paused == fed.entry_paused:
             return None
@@ -231,7 +230,7 @@ class Decider:
             self.cluster.answered()
 
     def _keep_online(self, place: GatePlace, request: gate_pb2.ValidationRequest,
-                     result: gate_pb2.ValidationResult) -> None:
+                     result: gate_pb2.ValidationResult, key: str) -> None:
         """Remember the cluster's answer and, for an admission, the ticket's new uses (for when we decide alone)."""
         self.online_decisions += 1
         use: tuple[int, bytes] | None = None
@@ -245,7 +244,7 @@ class Decider:
             if use is not None:
                 SiteStore.put_use(tx, *use)
             if result.allow:  # what a passage report needs to give it back (the cluster's figures when no replay)
-                SiteStore.put_admitted(tx, place.device_id, request.request_id, ticket_key(request),
+                SiteStore.put_admitted(tx, place.device_id, request.request_id, key,
                                        use[0] if use else 0, place.park_id,
                                        replayed.moved if replayed else 0, replayed.counted if replayed else True)
             SiteStore.put_answer(tx, place.device_id, request.request_id, result.SerializeToString(), False)

@@ -146,6 +146,7 @@ class LocalOutcome:
 
     verdict: Verdict
     serial: int
+    park: ParkState | None = None  # the park's state the verdict was judged on (None: refused before that)
 
 
 def fare_here(store: SiteStore, park: site_pb2.SitePark, attraction_id: str, day: date) -> int:
@@ -233,7 +234,7 @@ def local_decision(store: SiteStore, picture: SitePicture, place: GatePlace,
     verdict = decide(ticket, place, direction, park_state, clock, fare)
     if verdict.allow and verdict.charged and charge_limit is not None and pending + verdict.charged > charge_limit:
         verdict = Verdict(False, Reason.OFFLINE_CHARGE_LIMIT, ticket, attraction_id=place.attraction_id)
-    return LocalOutcome(verdict, ticket.serial)
+    return LocalOutcome(verdict, ticket.serial, park_state)
 
 
 def result_of(request_id: str, verdict: Verdict, currency: str = "") -> gate_pb2.ValidationResult:

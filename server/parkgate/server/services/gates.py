@@ -40,6 +40,7 @@ from parkgate.server.domain.admission import Decision
 from parkgate.server.domain.errors import InvalidArgument, NotFound, ParkgateError, Reason, Unauthenticated
 from parkgate.server.domain.flow import alert_kind
 from parkgate.server.domain.limits import DeviceLimits, TokenBucket
+from parkgate.server.power import AUDIT_METHOD as POWER_AUDIT_METHOD
 from parkgate.server.store import Database
 from parkgate.server.store import admissions as admission_store
 from parkgate.server.store import catalog as catalog_store
@@ -374,7 +375,7 @@ class GateHub:
             if self.audit is not None:
                 try:
                     await self.audit(user_id=None, username="", device_id=session.device_id,
-                                     method="Power/Transition", outcome="ON_BATTERY" if on_battery else "ONLINE",
+                                     method=POWER_AUDIT_METHOD, outcome="ON_BATTERY" if on_battery else "ONLINE",
                                      summary={"role": "gate", "on_battery": on_battery}, peer=self.server_id)
                 except ParkgateError as exc:  # the heartbeat itself is written; a lost record is only logged
                     log.error("gate %s power transition not in the operation log: %s", session.device_id, exc)
