@@ -13,6 +13,8 @@ still add up.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -20,6 +22,7 @@ import psycopg
 import pytest
 
 from parkgate.clients.gate.link import GateLink, Hello
+from parkgate.server.domain.errors import LockBusy
 from parkgate.server.store.migrations import apply_migrations, available_migrations
 from parkgate.v1 import catalog_pb2, common_pb2, reports_pb2, reports_pb2_grpc, sales_pb2
 from tests.fixtures.park import PRICE, open_park, rid
@@ -180,3 +183,51 @@ def test_partition_ranges(interval: str) -> None:
                                          else ["20261201", "20270101", "20270201"])
     existing = rules.wanted(datetime(2026, 12, 1, tzinfo=UTC), "month", 0)
     assert all(not b.overlaps(existing[0]) for b in rules.missing(want, existing))
+
+
+def partitions_named(dsn: str, prefix: str) -> list[str]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE c.relname LIKE %s ORDER BY 1", (prefix + "%",)).fetchall()]
+
+
+async def test_a_busy_table_delays_maintenance_and_never_half_does_it(fresh_database: Callable[[str], str]) -> None:
+    """Maintenance waits at most half a second per lock (the gates must not queue behind it): a table held
+    for a moment is waited out within the round; one held longer leaves the round undone as a whole."""
+    dsn = fresh_database("busy")
+    server = await start_server(dsn)
+    try:
+        keeper = server.server.partitions
+        for _ in range(100):
+            if not (await keeper.maintain()).skipped:
+                break
+            await asyncio.sleep(0.1)
+        far = datetime(2030, 3, 15, tzinfo=UTC)  # months with no partition yet
+
+        async def held_for(seconds: float) -> asyncio.Task[None]:
+            taken = threading.Event()
+
+            def hold() -> None:
+                with psycopg.connect(dsn) as conn:
+                    conn.execute("LOCK TABLE validations IN ACCESS EXCLUSIVE MODE")
+                    taken.set()
+                    time.sleep(seconds)
+
+            holder = asyncio.create_task(asyncio.to_thread(hold))
+            assert await asyncio.to_thread(taken.wait, 10)
+            return holder
+
+        holder = await held_for(8.0)  # longer than all the tries of one round
+        with pytest.raises(LockBusy):
+            await keeper.maintain(now=far)
+        await holder
+        assert partitions_named(dsn, "validations_p2030") == []
+
+        holder = await held_for(1.0)  # a moment: the round tries again and does everything
+        done = await keeper.maintain(now=far)
+        await holder
+        assert "validations_p20300301" in done.created
+        assert "validations_p20300301" in partitions_named(dsn, "validations_p2030")
+    finally:
+        await stop_server(server)

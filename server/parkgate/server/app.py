@@ -13,7 +13,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import grpc
@@ -77,6 +77,8 @@ log = logging.getLogger(__name__)
 
 #: Where `parkgate up` serves /metrics unless configured otherwise (Prometheus' exporter port range).
 UP_METRICS_LISTEN = "127.0.0.1:9464"
+# How long one part of a stop may take before the stop goes on without it (see ParkgateServer._stop_step).
+STOP_STEP_SECONDS = 15.0
 
 
 def server_transport(settings: Settings) -> Transport:
@@ -157,6 +159,8 @@ class ParkgateServer:
         self.started_at = datetime.now(UTC)
         self.schema_ready = asyncio.Event()
         self._serving: bool | None = None
+        # Set while health says SERVING: what a load balancer waits for, and what start-up waits on in tests.
+        self.serving = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # S30: set when the power state orders this server to stop (low battery); serve() then stops it.
         self.power_stop = asyncio.Event()
@@ -277,6 +281,8 @@ class ParkgateServer:
                                 self.partitions.turn)
                 self.jobs.every("audit-outbox", self.settings.auth.audit_outbox_seconds, self._drain_audit_outbox)
                 self.schema_ready.set()
+                # The database just answered the migrations: say SERVING now rather than at the next probe.
+                await self._set_serving(not self.power.stopping)
                 return
 
     async def _drain_audit_outbox(self) -> None:
@@ -313,6 +319,10 @@ class ParkgateServer:
             log.info("health: %s (database %s)", "SERVING" if serving else "NOT_SERVING",
                      "reachable" if serving else "unreachable")
         self._serving = serving
+        if serving:
+            self.serving.set()
+        else:
+            self.serving.clear()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting calls, let in-flight ones finish (up to ``grace``), then close the pool."""
@@ -324,23 +334,50 @@ class ParkgateServer:
         # grace period while the database is still there, and the gates move to another server.
         self.gates.end_streams()
         self.live_flow.end_streams()
-        await self.server.stop(grace)
+        await self._stop_step("the gRPC server", self.server.stop(grace), grace + STOP_STEP_SECONDS)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.jobs.stop()
-        await self.gates.stop()
-        await self.flow_recorder.stop()
-        await self.flow_watch.stop()
+        await self._stop_step("the server's own tasks", asyncio.gather(*self._tasks, return_exceptions=True))
+        await self._stop_step("the background jobs", self.jobs.stop())
+        await self._stop_step("the gate hub", self.gates.stop())
+        await self._stop_step("the live flow recorder", self.flow_recorder.stop())
+        await self._stop_step("the live flow watch", self.flow_watch.stop())
         if self.metrics_endpoint is not None:
             metrics.DB_POOLS.remove(self.settings.server_id)
             self.metrics_endpoint.close()
-        await self.report_reader.close()
-        await self.db.close()
+        await self._stop_step("the report reader", self.report_reader.close())
+        await self._stop_step("the database pool", self.db.close())
         log.info("parkgate server %s stopped", self.settings.server_id)
+
+    @staticmethod
+    async def _stop_step(what: str, work: Awaitable[object], seconds: float | None = None) -> None:
+        """One step of the stop, bounded: a part that does not finish in time is named in the log with where
+        each task still running waits, and left behind, so the process stops (a power stop must, S30) instead
+        of hanging on one stuck task. ``asyncio.wait`` rather than ``wait_for``: the latter would wait for a
+        task that ignores its cancellation, which is exactly the case this guards against."""
+        seconds = STOP_STEP_SECONDS if seconds is None else seconds
+        step = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({step}, timeout=seconds)
+        if done:
+            if not step.cancelled() and step.exception() is not None:
+                log.warning("stop: %s failed: %s", what, step.exception())
+            return
+        step.cancel()
+        here = asyncio.current_task()
+        stuck = [t for t in asyncio.all_tasks() if t is not here and not t.done()]
+        log.error("stop: %s did not finish within %.0fs; stopping without it. Still running: %s", what, seconds,
+                  "; ".join(f"{t.get_name()} at {_waiting_at(t)}" for t in stuck[:30]))
 
     async def wait_for_termination(self) -> None:
         await self.server.wait_for_termination()
+
+
+def _waiting_at(task: asyncio.Task[object]) -> str:
+    frames = task.get_stack()
+    if not frames:
+        return "?"
+    frame = frames[-1]
+    return f"{frame.f_code.co_filename.rsplit('/', 3)[-1]}:{frame.f_lineno} ({frame.f_code.co_name})"
 
 
 async def serve(settings: Settings, dsn: str, *, on_ready=None,  # type: ignore[no-untyped-def]

@@ -780,10 +780,14 @@ class GateAgent:
 
         An admission made alone while the link stayed up (the server answered
         that it could not decide) waits for no reconnection: it goes as soon as
-        the server decides again.
+        the server decides again. On battery with local decisions the journal
+        is held until the mains are back (docs/power.md): the servers may be
+        handing over, and the site's gates decide alone meanwhile anyway.
         """
         link = self.link
         if link is None or not self.disk.admissions or time.monotonic() < self._next_forward:
+            return
+        if self.deciding_locally:
             return
         if self._forwarding is not None and not self._forwarding.done():
             return

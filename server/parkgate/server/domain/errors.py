@@ -66,3 +66,9 @@ class InvalidArgument(ParkgateError):
 
 class Unavailable(ParkgateError):
     default_reason = Reason.DATABASE_UNAVAILABLE
+
+
+class LockBusy(Unavailable):
+    """A statement gave up waiting for a table lock (its ``lock_timeout``): nothing changed, and the same
+    work a moment later normally gets through. Jobs that choose a short lock timeout so as never to stall the
+    gates (partition maintenance) catch this one to try again, rather than every database failure."""

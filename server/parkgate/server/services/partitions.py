@@ -9,6 +9,7 @@ without its partition (and the DEFAULT partition would catch it if it did).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -17,13 +18,17 @@ from datetime import UTC, datetime
 
 from parkgate.server.config import PartitionSettings
 from parkgate.server.domain import partitions as rules
-from parkgate.server.domain.errors import ParkgateError
+from parkgate.server.domain.errors import LockBusy, ParkgateError
 from parkgate.server.store import Database
 from parkgate.server.store import partitions as store
 
 log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_SECONDS = 0.5
+# A round that meets a busy table tries again a few times before leaving it to the next round: each try
+# holds the gates back at most LOCK_TIMEOUT_SECONDS, and the pauses let the queued batches through.
+ATTEMPTS_PER_ROUND = 4
+PAUSE_BETWEEN_ATTEMPTS_SECONDS = 0.25
 
 
 @dataclass(slots=True)
@@ -55,8 +60,21 @@ class PartitionKeeper:
             log.warning("partitions: maintenance not done this round (%s)", exc)
 
     async def maintain(self, now: datetime | None = None) -> Round:
-        """One round at ``now`` (default: the server's clock): create what is missing ahead, drop what expired."""
+        """One round at ``now`` (default: the server's clock): create what is missing ahead, drop what expired.
+        A try that cannot get a table lock in time rolls back whole and is made again after a pause; after
+        ATTEMPTS_PER_ROUND tries the LockBusy goes to the caller (the job logs it; the next round tries)."""
         now = now or datetime.fromtimestamp(self.clock(), UTC)
+        for attempt in range(1, ATTEMPTS_PER_ROUND + 1):
+            try:
+                return await self._maintain_once(now)
+            except LockBusy as exc:
+                if attempt == ATTEMPTS_PER_ROUND:
+                    raise
+                log.info("partitions: a table was busy (%s); trying again (%d/%d)", exc, attempt, ATTEMPTS_PER_ROUND)
+                await asyncio.sleep(PAUSE_BETWEEN_ATTEMPTS_SECONDS * attempt)
+        raise AssertionError("unreachable")
+
+    async def _maintain_once(self, now: datetime) -> Round:
         s = self.settings
         done = Round()
         async with self.db.transaction() as conn:

@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from parkgate.server.domain.audit_outbox import CallRecord, current_call_record
-from parkgate.server.domain.errors import Conflict, InvalidArgument, Reason, Unavailable
+from parkgate.server.domain.errors import Conflict, InvalidArgument, LockBusy, Reason, Unavailable
 
 from . import retry
 
@@ -48,6 +48,8 @@ async def connection_errors_to_domain() -> AsyncIterator[None]:
     except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
         # Transient by nature: the whole transaction may simply run again (callers that retry do).
         raise Unavailable(f"the database aborted a transaction that collided with another: {exc}") from exc
+    except pg_errors.LockNotAvailable as exc:
+        raise LockBusy(f"a table lock was not had in time: {exc}") from exc
     except pg_errors.DiskFull as exc:
         raise Unavailable("the database disk is full", Reason.DISK_FULL) from exc
     except (psycopg.OperationalError, pg_errors.AdminShutdown, pg_errors.ReadOnlySqlTransaction) as exc:
