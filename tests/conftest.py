@@ -1,7 +1,11 @@
 """Fixtures shared by the whole suite: real PostgreSQL, real gRPC servers on loopback."""
 
+import asyncio
 import random
-from collections.abc import Iterator
+import sys
+import threading
+import traceback
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -36,3 +40,31 @@ def seeded_jitter(request: pytest.FixtureRequest) -> Iterator[None]:
     random.seed(request.node.nodeid)
     yield
     random.setstate(state)
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def tasks_left_at_the_end_are_named() -> AsyncIterator[None]:
+    """At the end of the run, the tasks still alive are cancelled with a bound, and any that ignore their
+    cancellation, and any worker thread still busy, are written out with where they wait: the event loop's
+    own close would otherwise hang on them until pytest-timeout, whose dump shows threads but not tasks."""
+    yield
+    here = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not here and not t.done()]
+    for task in left:
+        task.cancel()
+    pending: set[asyncio.Task[object]] = set()
+    if left:
+        _, pending = await asyncio.wait(left, timeout=20)
+    frames = sys._current_frames()
+    busy = [t for t in threading.enumerate() if t.name.startswith("asyncio_") and t.ident in frames
+            and not any("work_queue.get" in (line.line or "") for line in traceback.extract_stack(frames[t.ident]))]
+    if pending or busy:
+        out = sys.__stderr__
+        assert out is not None
+        for task in pending:
+            out.write(f"\ntask ignoring its cancellation: {task.get_name()}\n")
+            task.print_stack(file=out)
+        for thread in busy:
+            out.write(f"\nworker thread at the end: {thread.name}\n")
+            out.write("".join(traceback.format_stack(frames[thread.ident])))  # type: ignore[index]
+        out.flush()

@@ -1,9 +1,8 @@
 """Reports.LiveFlow (S26): a server stream of a park's flow snapshots, and their conversion to the contract.
 
-SalesReport and EntriesReport are not this module's: until they are built,
-the generated base class answers them UNIMPLEMENTED (reason NOT_IMPLEMENTED).
-A servicer that implements them inherits :class:`LiveFlowServicer` (or its
-``LiveFlow`` method), since gRPC takes one servicer per service.
+The report RPCs are not this module's: the Reports servicer that answers them
+inherits :class:`LiveFlowServicer` (or its ``LiveFlow`` method), since gRPC
+takes one servicer per service.
 """
 
 from __future__ import annotations
