@@ -39,6 +39,11 @@ async def test_gate_on_battery_decides_locally_then_forwards_when_mains_are_back
     await rig.board.wait_for(OPENED, mark)
     await rig.board.wait_for(r"^passage: PASSED", mark)
     assert [a.request_id for a in agent.disk.admissions] and (state / "offline.jsonl").read_text().count("\n") == 1
+    # held while on battery: two rounds of the gate's clock later (each offers the journal when it may) no
+    # offer was started and the server has nothing
+    ticks = agent.ticks
+    await until(lambda: agent.ticks >= ticks + 2, "two rounds of the gate's clock after the passage")
+    assert agent._forwarding is None and len(agent.disk.admissions) == 1
     assert site.sql("SELECT count(*) FROM validations WHERE ticket_id = %s", ticket.id) == [(0,)]
     assert agent.link is not None  # the server is there: the gate chose not to wait for it
 

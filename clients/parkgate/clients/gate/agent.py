@@ -151,6 +151,7 @@ class GateAgent:
         self._link_gauge = metrics.CONNECTED_STREAMS.labels("server_link")
         self._forwarding: asyncio.Task[None] | None = None
         self._next_forward = 0.0
+        self.ticks = 0  # rounds of the event loop's clock: a test's "later event" that a forward would precede
 
     # --- the one place decisions are announced --------------------------------------------
 
@@ -352,6 +353,7 @@ class GateAgent:
 
     async def _handle(self, event: object) -> str:
         if isinstance(event, Tick):
+            self.ticks += 1
             self._keep_forwarding()
             return await self._expire()
         if isinstance(event, BoardEvent):
