@@ -52,6 +52,9 @@ PASS = "load-pass"
 UNLIMITED = 1_000_000_000
 LEAD_ROLE = "load-window-lead"
 MAX_PER_ORDER = 500
+# Locust workers: each takes every MAX_WORKERS-th gate, window and prepared ticket from its index on
+# (locustfile._share), so prepare at least as many gates as gate users.
+MAX_WORKERS = 8
 
 
 @dataclass

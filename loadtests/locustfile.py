@@ -72,15 +72,14 @@ from parkgate.v1 import (
 )
 
 try:
-    from loadtests.load_setup import LoadState, prepare
+    from loadtests.load_setup import MAX_WORKERS, LoadState, prepare
 except ModuleNotFoundError:  # `locust -f loadtests/locustfile.py` from another folder: Locust put ours on the path
-    from load_setup import LoadState, prepare  # type: ignore[no-redef]
+    from load_setup import MAX_WORKERS, LoadState, prepare  # type: ignore[no-redef]
 
 grpc_gevent.init_gevent()  # grpc's blocking calls now yield to other greenlets (Locust's docs, gRPC example)
 
 log = logging.getLogger("parkgate.load")
 STATE_DEFAULT = Path(__file__).with_name(".load-state.json")
-MAX_WORKERS = 8  # with workers, each takes every 8th device from its index on (load_setup --gates >= users)
 
 #: kind of scan -> (share of scans, the reasons a correct system answers)
 SCAN_MIX: dict[str, tuple[float, frozenset[str]]] = {
@@ -171,8 +170,8 @@ class Pools:
 
     def __init__(self, state: LoadState) -> None:
         self.state = state
-        self.fresh = list(state.fresh)
-        random.shuffle(self.fresh)
+        self.fresh: list[str] = []  # this process's: its share of the prepared tickets, then what its windows sold
+        self._prepared_shared = False
         self.used: list[str] = []
         self.gate_numbers = itertools.count()
         self.window_numbers = itertools.count()
@@ -186,7 +185,15 @@ class Pools:
             random.shuffle(self.deck)
         return self.deck.pop()
 
-    def take_fresh(self) -> str | None:
+    def take_fresh(self, environment: Environment) -> str | None:
+        if not self._prepared_shared:
+            # A worker learns its index only once the master has it, after init: the share is taken at the
+            # first scan. Two processes never hold the same fresh ticket, so a "valid" scan never meets a
+            # ticket another process just used.
+            prepared = _share(list(self.state.fresh), environment)
+            random.shuffle(prepared)
+            self.fresh[:0] = prepared
+            self._prepared_shared = True
         if not self.fresh:
             return None
         return self.fresh.pop()
@@ -331,7 +338,7 @@ class GateUser(GrpcUser):
         pools = _pools()
         state = pools.state
         if kind == "valid":
-            code = pools.take_fresh()
+            code = pools.take_fresh(self.environment)
             if code is not None:
                 return kind, code
             kind = "pass"
