@@ -92,7 +92,7 @@ async def test_admin_prints_prices_and_fares_as_money(cat: Catalogue, tmp_path: 
     assert "CNY 2.50" in out and "minor_units" not in out
 
 
-async def test_the_window_screen_tops_up_and_shows_a_card(cat: Catalogue, tmp_path: Path,
+async def test_the_window_screen_tops_up_shows_a_card_and_picks_a_group_up(cat: Catalogue, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from textual.widgets import Input
 
@@ -119,6 +119,21 @@ async def test_the_window_screen_tops_up_and_shows_a_card(cat: Catalogue, tmp_pa
                 field.value = typed  # what the cashier typed
                 await pilot.press("enter")
                 await until(pilot, lambda expect=expect: expect in app.status_text)
+            # a travel agency's group picked up at the screen: 4 reserved, 3 came, one group code
+            await pos(cat, env, "group", "reserve", "--company", "Screen Tours", "--line", "tour:4@8.00",
+                      "--deposit", "5")
+            group, = orjson.loads(await pos(cat, env, "--json", "group", "find", "--company", "Screen Tours"))
+            for typed, expect in ((f"{group['id']} 3 one", "PICKED UP group Screen Tours: 1 ticket(s) admitting 3, "
+                                   "CNY 19.00 after the deposit (on_account)"),
+                                  (f"{group['id']} 3 one", "GROUP_ALREADY_PICKED_UP"),  # picked up already
+                                  (f"{group['id']} three", "group: RESERVATION")):
+                await pilot.press("g")
+                field = app.query_one("#card", Input)
+                assert field.display and field.has_focus and "group reservation" in field.placeholder
+                field.value = typed
+                await pilot.press("enter")
+                await until(pilot, lambda expect=expect: expect in app.status_text)
+            assert app.last_order is not None and app.last_order.customer == "Screen Tours"
     finally:
         window.close()
 

@@ -5,7 +5,9 @@ at today's price with the current payment method. ``*`` steps the quantity,
 ``m`` the payment method, ``p`` prints the last order again, ``r`` refreshes
 prices and totals, ``c`` asks for a card: its UID alone shows its balance and
 counts, ``UID AMOUNT`` tops a stored-value card up with the current payment
-method (S8). The screen shows the day's prices and the operator's
+method (S8); ``g`` picks a group up (S16): ``RESERVATION [PEOPLE] [one]``
+prints its tickets (or one group code for the people who came, with
+``one``), the rest after the deposit on the agency's account. The screen shows the day's prices and the operator's
 running totals (asked of the server, so they survive a restart of the screen).
 
 The gRPC calls are blocking; each runs in a worker thread so the screen keeps
@@ -30,9 +32,13 @@ from parkgate.v1 import common_pb2, sales_pb2
 
 from ..connection import CallError
 from ..money import format_money
-from .window import PriceLine, Window
+from .window import PriceLine, Window, new_request_id
 
 QUANTITIES = (1, 2, 3, 4, 5, 10)
+ASKING = {  # what the one input line asks for, by the key that opened it
+    "card": "card UID (balance)  or  card UID and amount (top-up), then Enter",
+    "group": "group reservation id, then the people who came and 'one' for one group code (optional), then Enter",
+}
 METHODS = ("cash", "bank_card", "mobile")
 
 
@@ -53,6 +59,7 @@ class WindowScreen(App[None]):
         Binding("p", "print_last", "print again"),
         Binding("r", "refresh", "refresh"),
         Binding("c", "card", "card / top-up"),
+        Binding("g", "group", "group pick-up"),
         Binding("escape", "close_card", "close", show=False),
         Binding("q", "quit", "quit"),
     ]
@@ -69,6 +76,7 @@ class WindowScreen(App[None]):
         self.method = METHODS[0]
         self.last_order: sales_pb2.Order | None = None
         self._busy = asyncio.Lock()
+        self.asking = "card"
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=True)
@@ -78,7 +86,7 @@ class WindowScreen(App[None]):
                 yield Static(id="mode")
                 yield Static(id="totals")
                 yield Static(id="last")
-        yield Input(placeholder="card UID (balance)  or  card UID and amount (top-up), then Enter", id="card")
+        yield Input(placeholder=ASKING["card"], id="card")
         yield Static("", id="status")
         yield Footer()
 
@@ -125,18 +133,30 @@ class WindowScreen(App[None]):
             except CallError as exc:
                 self._status(f"{exc.reason}: {exc.message}", error=True)
                 return
-            self.last_order = order
             serials = ", ".join(str(t.serial) for t in order.tickets)
-            self._status(f"SOLD {len(order.tickets)} x {product.name}  "
-                         f"{format_money(order.total.minor_units, order.total.currency)} {self.method}  "
-                         f"serials {serials}")
-            self.query_one("#last", Static).update(self._describe_order(order))
-            if self.printer is not None:
-                await self._print(order)
-            await self._show_totals()
+            await self._sold(order, f"SOLD {len(order.tickets)} x {product.name}  "
+                                    f"{format_money(order.total.minor_units, order.total.currency)} {self.method}  "
+                                    f"serials {serials}")
+
+    async def _sold(self, order: sales_pb2.Order, sentence: str) -> None:
+        """What every order made here is followed by: said, shown as the last order, printed, totals again."""
+        self.last_order = order
+        self._status(sentence)
+        self.query_one("#last", Static).update(self._describe_order(order))
+        if self.printer is not None:
+            await self._print(order)
+        await self._show_totals()
 
     def action_card(self) -> None:
+        self._ask("card")
+
+    def action_group(self) -> None:
+        self._ask("group")
+
+    def _ask(self, what: str) -> None:
+        self.asking = what
         field = self.query_one("#card", Input)
+        field.placeholder = ASKING[what]
         field.display = True
         field.value = ""
         field.focus()
@@ -148,6 +168,9 @@ class WindowScreen(App[None]):
     async def on_input_submitted(self, event: Input.Submitted) -> None:
         words = event.value.split()
         self.action_close_card()
+        if self.asking == "group":
+            await self._pick_up(words)
+            return
         if not words or len(words) > 2:
             self._status("card: UID, or UID and a top-up amount", error=True)
             return
@@ -167,6 +190,26 @@ class WindowScreen(App[None]):
             except (CallError, ValueError) as exc:
                 text = f"{exc.reason}: {exc.message}" if isinstance(exc, CallError) else f"INVALID_ARGUMENT: {exc}"
                 self._status(text, error=True)
+
+    async def _pick_up(self, words: list[str]) -> None:
+        extra = words[1:]
+        people = [w for w in extra if w.isdigit()]
+        if not words or len(people) > 1 or any(w != "one" and not w.isdigit() for w in extra):
+            self._status("group: RESERVATION, then the people who came and 'one' (optional)", error=True)
+            return
+        request = sales_pb2.PickUpGroupRequest(request_id=new_request_id(), reservation_id=words[0],
+                                               one_code="one" in extra, head_count=int(people[0]) if people else 0)
+        async with self._busy:
+            try:
+                order = await asyncio.to_thread(self.window.call_sales, "PickUpGroup", request, mutating=True)
+            except CallError as exc:
+                self._status(f"{exc.reason}: {exc.message}", error=True)
+                return
+            admits = sum(t.persons or 1 for t in order.tickets)
+            paid = ", ".join(sorted({common_pb2.PaymentMethod.Name(p.method).lower() for p in order.payments}))
+            await self._sold(order, f"PICKED UP group {order.customer or words[0]}: {len(order.tickets)} ticket(s) "
+                                    f"admitting {admits}, {format_money(order.total.minor_units, order.total.currency)}"
+                                    f" after the deposit ({paid or 'nothing to pay'})")
 
     def action_next_quantity(self) -> None:
         self.quantity = QUANTITIES[(QUANTITIES.index(self.quantity) + 1) % len(QUANTITIES)]
