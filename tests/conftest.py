@@ -62,8 +62,10 @@ async def tasks_left_at_the_end_are_named() -> AsyncIterator[None]:
         out = sys.__stderr__
         assert out is not None
         for task in pending:
-            out.write(f"\ntask ignoring its cancellation: {task.get_name()}\n")
-            task.print_stack(file=out)
+            # frame by frame: Task.print_stack fails on grpc's Cython frames (no line number)
+            where = " <- ".join(f"{f.f_code.co_filename}:{f.f_lineno} ({f.f_code.co_name})"
+                                for f in reversed(task.get_stack()))
+            out.write(f"\ntask ignoring its cancellation: {task.get_name()} at {where or '?'}\n")
         for thread in busy:
             out.write(f"\nworker thread at the end: {thread.name}\n")
             out.write("".join(traceback.format_stack(frames[thread.ident])))  # type: ignore[index]

@@ -42,6 +42,7 @@ from parkgate.v1 import (
 )
 from tests.fixtures.park import PRICE, TestPark, open_park, rid
 from tests.fixtures.server import RunningServer, reason_of, start_server, stop_server
+from tests.fixtures.wait import until
 
 PARK = "spark"
 SINGLE = "s-single"
@@ -388,6 +389,37 @@ async def test_forwarded_decisions_replay_idempotently_and_in_order(sites: Sites
     # records of a gate of another site are not this edge's to forward
     [ack] = await _forward(sites, sites.north, _decision(sites.gate_s, 1, ticket.code))
     assert not ack.accepted and ack.reason == 301
+
+
+async def test_an_online_decision_committed_while_its_forward_waited_is_not_taken_twice(sites: Sites) -> None:
+    """The edge asked the cluster about a scan, gave up at its deadline, admitted alone and forwarded that
+    admission, while the cluster's own decision of the same request was still waiting for the park's lock
+    (a switchover makes both wait). Whichever commits first, the request is one admission: the forward
+    reads the request's prior decision under the park's lock, not before it (the power drill counted one
+    doubled entry when it did)."""
+    [ticket] = await sites.park.sell(SINGLE)
+    request_id = rid()
+    with psycopg.connect(sites.park.dsn) as blocker:
+        blocker.execute("SELECT 1 FROM park_state WHERE park_id = %s FOR UPDATE", (PARK,))
+
+        async def waiting(n: int) -> None:
+            # the second waits behind the first on the row's tuple lock, so is blocked by it, not by us
+            await until(lambda: sites.park.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                               "AND datname = current_database()") == [(n,)],
+                        f"{n} transaction(s) waiting for the park's lock")
+
+        online = asyncio.ensure_future(_validate(sites, sites.north, sites.gate_n, ticket.code, request_id))
+        await waiting(1)  # the cluster's decision first in the park's queue
+        sequence = _next_sequence(sites, sites.gate_n)
+        forward = asyncio.ensure_future(_forward(sites, sites.north, _decision(sites.gate_n, sequence, ticket.code,
+                                                                               request_id)))
+        await waiting(2)  # the forward behind it, having looked for a prior decision already
+        blocker.commit()
+        result, [ack] = await online, await forward
+    assert result.allow and ack.accepted and not ack.conflict
+    assert sites.park.sql("SELECT count(*) FROM validations WHERE device_id = %s AND request_id LIKE %s AND allow",
+                          sites.gate_n.device_id, f"{request_id}%") == [(1,)]
+    assert sites.park.sql("SELECT entries_used FROM tickets WHERE id = %s", ticket.id) == [(1,)]
 
 
 async def test_a_replaced_edge_box_starting_again_at_one_loses_nothing(sites: Sites, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -560,16 +560,6 @@ class SiteService:
         """Record the edge's decision; an admission consumes the ticket's use, whatever the row says now."""
         if not made.request_id:
             raise InvalidArgument("a forwarded decision needs its request_id")
-        prior = await store.recorded_decision(conn, device.id, made.request_id)
-        request_id = made.request_id
-        if prior is not None:
-            if prior or not made.allow:
-                return False  # the cluster decided this request already, the same way or as an admission
-            request_id = f"{made.request_id}:offline"  # the cluster refused it, the edge let them in: it stands
-            if await store.recorded_decision(conn, device.id, request_id) is not None:
-                return False
-        if made.charged < 0 or (made.charged and not made.allow):
-            raise InvalidArgument("a forwarded charge is a positive amount of an admission", Reason.INVALID_AMOUNT)
         place = await self._place_of(conn, device)
         direction = made.direction or place.direction
         serial = 0
@@ -581,8 +571,23 @@ class SiteService:
                 serial = native.decode(made.code.strip()).serial
             except native.CodeError:
                 serial = 0  # the edge admitted on something unreadable here: recorded without a ticket
-        locked = await admission_store.lock_batch(conn, {place.park_id}, [(device.id, request_id)],
+        # The request's earlier decisions are read under the park's lock (lock_batch), where the admission
+        # pipeline reads them too: read before it, a decision of the same request that the pipeline was
+        # committing meanwhile (the edge had stopped waiting for it) would be missed and counted again.
+        offline_id = f"{made.request_id}:offline"
+        locked = await admission_store.lock_batch(conn, {place.park_id},
+                                                  [(device.id, made.request_id), (device.id, offline_id)],
                                                   [serial] if serial else [], [card] if card else [])
+        prior = locked.prior.get((device.id, made.request_id))
+        request_id = made.request_id
+        if prior is not None:
+            if prior.allow or not made.allow:
+                return False  # the cluster decided this request already, the same way or as an admission
+            request_id = offline_id  # the cluster refused it, the edge let them in: it stands
+            if (device.id, offline_id) in locked.prior:
+                return False
+        if made.charged < 0 or (made.charged and not made.allow):
+            raise InvalidArgument("a forwarded charge is a positive amount of an admission", Reason.INVALID_AMOUNT)
         ticket = locked.by_card.get(card) if card else locked.by_serial.get(serial)
         park = locked.parks.get(place.park_id)
         admission = Admission(place, request_id, direction, serial=serial, card_uid=card)

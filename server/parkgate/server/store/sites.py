@@ -338,14 +338,6 @@ async def advance_cursor(conn: Connection, device_id: str, journal_id: str, edge
     )
 
 
-async def recorded_decision(conn: Connection, device_id: str, request_id: str) -> bool | None:
-    """Whether (device, request) was allowed, if it is recorded at all."""
-    cur = await conn.execute("SELECT allow FROM validations WHERE device_id = %s AND request_id = %s",
-                             (device_id, request_id))
-    row = await cur.fetchone()
-    return None if row is None else bool(row["allow"])
-
-
 async def mark_offline(conn: Connection, device_id: str, request_id: str, edge_id: str, site: str) -> None:
     await conn.execute(
         "UPDATE validations SET offline_edge = %s, site = %s WHERE device_id = %s AND request_id = %s",
