@@ -30,49 +30,21 @@ from tests.fixtures.server import RunningServer, start_server, stop_server
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def test_locust_headless_against_a_real_server(module_dsn: str, tmp_path: Path) -> None:
-    server = await start_server(module_dsn)
+async def _prepared(dsn: str, tmp_path: Path, *, gates: int) -> tuple[RunningServer, Path, LoadState]:
+    """A server with the demo park and the load state saved where Locust reads it (the server is stopped if
+    this fails)."""
+    server = await start_server(dsn)
     try:
         assert await load_demo(server.server.db)
         state = tmp_path / "state.json"
         # blocking gRPC: in a thread, so the server on this event loop keeps answering
-        loaded = await asyncio.to_thread(prepare, server.address, server.admin_password, gates=12, windows=2,
-                                         fresh=300, passes=40, refunded=20, dsn=module_dsn)
+        loaded = await asyncio.to_thread(prepare, server.address, server.admin_password, gates=gates, windows=2,
+                                         fresh=300, passes=40, refunded=20, dsn=dsn)
         loaded.save(state)
-        assert len(loaded.expired) == 40 and len(loaded.refunded) == 20
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "locust", "-f", str(REPO / "loadtests" / "locustfile.py"), "--headless",
-            "--host", server.address, "--users", "10", "--spawn-rate", "10", "--run-time", "20s",
-            "--load-state", str(state), "--csv", str(tmp_path / "run"), "--only-summary", "--stop-timeout", "5",
-            "--scan-pause", "0.02,0.1", cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        out, _ = await asyncio.wait_for(proc.communicate(), 180)
-        text = out.decode(errors="replace")
-        assert proc.returncode == 0, text[-4000:]
-    finally:
+    except BaseException:
         await stop_server(server)
-
-    stats = (tmp_path / "run_stats.csv").read_text()
-    rows = {(r["Type"], r["Name"]): r for r in csv.DictReader(stats.splitlines())}
-    scans = sum(int(r["Request Count"]) for (kind, _), r in rows.items() if kind == "gate")
-    assert scans >= 100, stats  # the mix is dealt 100 cards at a time: every kind is in the first 100
-    for kind in ("valid", "pass", "repeated", "forged", "expired", "refunded"):
-        row = rows.get(("gate", f"Gate.Connect {kind}"))
-        assert row is not None and int(row["Request Count"]) > 0, (kind, stats)
-    assert int(rows[("grpc", "Sales.QuickSell")]["Request Count"]) > 0
-    assert int(rows[("grpc", "Reports.SalesReport")]["Request Count"]) + int(
-        rows[("grpc", "Reports.EntriesReport")]["Request Count"]) > 0
-    failures = {name: r["Failure Count"] for (_, name), r in rows.items() if int(r["Failure Count"])}
-    assert failures == {}, text[-3000:]
-
-
-async def _prepared(dsn: str, tmp_path: Path, *, gates: int) -> tuple[RunningServer, Path]:
-    server = await start_server(dsn)
-    assert await load_demo(server.server.db)
-    state = tmp_path / "state.json"
-    loaded = await asyncio.to_thread(prepare, server.address, server.admin_password, gates=gates, windows=2,
-                                     fresh=300, passes=40, refunded=20, dsn=dsn)
-    loaded.save(state)
-    return server, state
+        raise
+    return server, state, loaded
 
 
 def _locust(*args: str) -> list[str]:
@@ -80,8 +52,43 @@ def _locust(*args: str) -> list[str]:
 
 
 def _table(csv_prefix: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """Locust's statistics (``--csv``) by (type, name)."""
     stats = (csv_prefix.parent / f"{csv_prefix.name}_stats.csv").read_text()
     return {(r["Type"], r["Name"]): r for r in csv.DictReader(stats.splitlines())}
+
+
+def _failures(rows: dict[tuple[str, str], dict[str, str]]) -> dict[str, str]:
+    return {name: r["Failure Count"] for (_, name), r in rows.items() if int(r["Failure Count"])}
+
+
+def _gate_scans(rows: dict[tuple[str, str], dict[str, str]]) -> int:
+    return sum(int(r["Request Count"]) for (kind, _), r in rows.items() if kind == "gate")
+
+
+async def test_locust_headless_against_a_real_server(module_dsn: str, tmp_path: Path) -> None:
+    server, state, loaded = await _prepared(module_dsn, tmp_path, gates=12)
+    try:
+        assert len(loaded.expired) == 40 and len(loaded.refunded) == 20
+        proc = await asyncio.create_subprocess_exec(
+            *_locust("--headless", "--host", server.address, "--users", "10", "--spawn-rate", "10", "--run-time",
+                     "20s", "--load-state", str(state), "--csv", str(tmp_path / "run"), "--only-summary",
+                     "--stop-timeout", "5", "--scan-pause", "0.02,0.1"),
+            cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 180)
+        text = out.decode(errors="replace")
+        assert proc.returncode == 0, text[-4000:]
+    finally:
+        await stop_server(server)
+
+    rows = _table(tmp_path / "run")
+    assert _gate_scans(rows) >= 100, rows  # the mix is dealt 100 cards at a time: every kind is in the first 100
+    for kind in ("valid", "pass", "repeated", "forged", "expired", "refunded"):
+        row = rows.get(("gate", f"Gate.Connect {kind}"))
+        assert row is not None and int(row["Request Count"]) > 0, (kind, rows)
+    assert int(rows[("grpc", "Sales.QuickSell")]["Request Count"]) > 0
+    assert int(rows[("grpc", "Reports.SalesReport")]["Request Count"]) + int(
+        rows[("grpc", "Reports.EntriesReport")]["Request Count"]) > 0
+    assert _failures(rows) == {}, text[-3000:]
 
 
 async def test_locust_distributed_a_master_and_two_workers(fresh_database: Callable[[str], str],
@@ -89,7 +96,7 @@ async def test_locust_distributed_a_master_and_two_workers(fresh_database: Calla
     """One Locust process drives about one core of gRPC: a master and workers share the load. Each worker
     drives its own gates and its own fresh tickets (a "valid" scan never meets a ticket the other used)."""
     dsn = fresh_database("locust_dist")
-    server, state = await _prepared(dsn, tmp_path, gates=32)
+    server, state, _ = await _prepared(dsn, tmp_path, gates=32)
     port = free_port()
     workers: list[asyncio.subprocess.Process] = []
     try:
@@ -122,17 +129,15 @@ async def test_locust_distributed_a_master_and_two_workers(fresh_database: Calla
         used = {r[0] for r in conn.execute("SELECT DISTINCT device_id FROM validations").fetchall()}
     shares = {index: set(gates[index::MAX_WORKERS]) for index in range(MAX_WORKERS)}
     assert used & shares[0] and used & shares[1] and used <= shares[0] | shares[1], (used, shares)
-    scans = sum(int(r["Request Count"]) for (kind, _), r in rows.items() if kind == "gate")
-    assert scans >= 50 and int(rows[("gate", "Gate.Connect valid")]["Request Count"]) > 0, rows
-    failures = {name: r["Failure Count"] for (_, name), r in rows.items() if int(r["Failure Count"])}
-    assert failures == {}, text[-3000:]
+    assert _gate_scans(rows) >= 50 and int(rows[("gate", "Gate.Connect valid")]["Request Count"]) > 0, rows
+    assert _failures(rows) == {}, text[-3000:]
 
 
 async def test_locust_with_its_web_ui_shows_the_running_load(fresh_database: Callable[[str], str],
                                                              tmp_path: Path) -> None:
     """The web UI serves its page and Locust's live statistics while the load runs (--autostart: as if the
     start button were pressed), then quits by itself."""
-    server, state = await _prepared(fresh_database("locust_web"), tmp_path, gates=12)
+    server, state, _ = await _prepared(fresh_database("locust_web"), tmp_path, gates=12)
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         *_locust("--web-host", "127.0.0.1", "--web-port", str(port), "--autostart", "--autoquit", "2",

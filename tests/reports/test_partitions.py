@@ -23,6 +23,7 @@ import pytest
 
 from parkgate.clients.gate.link import GateLink, Hello
 from parkgate.server.domain.errors import LockBusy
+from parkgate.server.services.partitions import PartitionKeeper
 from parkgate.server.store.migrations import apply_migrations, available_migrations
 from parkgate.v1 import catalog_pb2, common_pb2, reports_pb2, reports_pb2_grpc, sales_pb2
 from tests.fixtures.park import PRICE, open_park, rid
@@ -91,17 +92,20 @@ async def test_existing_rows_and_columns_survive_the_conversion(fresh_database: 
     assert partition_of(dsn, "command_acks", "true") == [("command_acks_p20261101", 1), ("command_acks_p20261201", 1)]
 
 
+async def a_round_of_ours(keeper: PartitionKeeper) -> None:
+    """One maintenance round run to its end by the test: the server's own round at start may hold the lock."""
+    for _ in range(100):
+        if not (await keeper.maintain()).skipped:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail("the maintenance lock was never free")
+
+
 async def test_decisions_across_partitions_retries_reports_and_retention(module_dsn: str) -> None:
     now = [at("2026-11-30T23:59:58")]
     server = await start_server(module_dsn, clock=lambda: now[0])
     try:
-        # the server's own maintenance round at start may hold the lock: run one of ours to its end
-        for _ in range(100):
-            if not (await server.server.partitions.maintain()).skipped:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the maintenance lock was never free")
+        await a_round_of_ours(server.server.partitions)
         park = await open_park([server], module_dsn, PARK, "Partition Park", time_zone="UTC")
         md = park.admin.metadata
         await park.admin.catalog.PutProduct(catalog_pb2.PutProductRequest(product=catalog_pb2.Product(
@@ -199,10 +203,7 @@ async def test_a_busy_table_delays_maintenance_and_never_half_does_it(fresh_data
     server = await start_server(dsn)
     try:
         keeper = server.server.partitions
-        for _ in range(100):
-            if not (await keeper.maintain()).skipped:
-                break
-            await asyncio.sleep(0.1)
+        await a_round_of_ours(keeper)
         far = datetime(2030, 3, 15, tzinfo=UTC)  # months with no partition yet
 
         async def held_for(seconds: float) -> asyncio.Task[None]:

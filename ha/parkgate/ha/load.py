@@ -131,7 +131,6 @@ class Writer:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._channels = [open_aio_channel(s) for s in servers]
-        self._stopped = False
 
     async def __aenter__(self) -> Writer:
         self.start()
@@ -194,9 +193,8 @@ class Writer:
     async def stop(self, *, replay: bool = True) -> LoadResult:
         """Stop the clients; for sales, replay every acknowledged sale (see :meth:`replay`) first.
         A second call (the context's exit after an explicit stop) does nothing."""
-        if self._stopped:
+        if self._stop.is_set():
             return self.result
-        self._stopped = True
         self._stop.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.sell and replay:
